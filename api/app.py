@@ -1,0 +1,42 @@
+"""FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis import Redis
+
+from api.metrics import record_request
+from api.routes import health, hls, streams
+from core.settings import Settings, get_settings
+from core.storage import ObjectStore
+from packager.celery_app import make_celery
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.redis.close()
+
+    app = FastAPI(
+        title="nebula-live",
+        summary="Live-streaming ingest and HLS packaging",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.redis = Redis.from_url(
+        settings.redis_url, socket_timeout=3, socket_connect_timeout=3, health_check_interval=30
+    )
+    app.state.store = ObjectStore.from_settings(settings)
+    app.state.celery = make_celery(settings.redis_url)
+    app.middleware("http")(record_request)
+    app.include_router(health.router)
+    app.include_router(streams.router)
+    app.include_router(hls.router)
+    return app

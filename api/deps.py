@@ -1,0 +1,62 @@
+"""Typed dependencies so routes stay short: settings, database session, services, auth."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis import Redis
+from sqlalchemy.orm import Session
+
+from core.db import session_factory
+from core.settings import Settings
+from core.storage import ObjectStore
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    session = session_factory(request.app.state.settings.database_url)()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def get_redis(request: Request) -> Redis:
+    return request.app.state.redis
+
+
+def get_store(request: Request) -> ObjectStore:
+    return request.app.state.store
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+DbSession = Annotated[Session, Depends(get_db)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+StoreDep = Annotated[ObjectStore, Depends(get_store)]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def require_token(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Bearer-token guard for /api/v1; the comparison takes the same time whatever matches."""
+    expected = settings.api_token or ""
+    given = credentials.credentials if credentials else ""
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing or invalid bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+Authorized = Depends(require_token)

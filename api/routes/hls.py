@@ -1,0 +1,72 @@
+"""HLS playback, public: playlists rendered from the database, media proxied from the bucket."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from fastapi import APIRouter, HTTPException, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from api.deps import DbSession, SettingsDep, StoreDep
+from packager import catalog
+from packager.catalog import PlaylistPolicy
+
+router = APIRouter(prefix="/hls", tags=["playback"])
+
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+MEDIA_NAME = re.compile(r"^(?:\d{8}\.m4s|init_\d+\.mp4)$")
+RENDITION_NAME = re.compile(r"^[a-z0-9]{1,32}$")
+# Live playlists change every segment; ended ones never do. Media objects never change.
+LIVE_PLAYLIST_CACHE = "public, max-age=1"
+ENDED_PLAYLIST_CACHE = "public, max-age=3600"
+MEDIA_CACHE = "public, max-age=31536000, immutable"
+
+
+def _not_found(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=detail)
+
+
+def _playlist(text: str, ended: bool) -> Response:
+    return Response(
+        text,
+        media_type=PLAYLIST_TYPE,
+        headers={"Cache-Control": ENDED_PLAYLIST_CACHE if ended else LIVE_PLAYLIST_CACHE},
+    )
+
+
+@router.get("/{stream_id}/master.m3u8", summary="Master playlist of the stream's latest session")
+def master_playlist(stream_id: uuid.UUID, db: DbSession) -> Response:
+    session = catalog.latest_session(db, stream_id)
+    renditions = [r for r in session.renditions] if session else []
+    if not renditions:
+        raise _not_found(f"stream {stream_id} has no media yet")
+    return _playlist(catalog.render_master(renditions), session.status != "live")
+
+
+@router.get("/{stream_id}/{rendition}/index.m3u8", summary="Media playlist of one rendition")
+def media_playlist(
+    stream_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
+) -> Response:
+    session = catalog.latest_session(db, stream_id)
+    found = catalog.find_rendition(db, session.id, rendition) if session else None
+    if found is None:
+        raise _not_found(f"stream {stream_id} has no rendition {rendition!r}")
+    policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
+    return _playlist(catalog.render_media(db, session, found, policy), session.status != "live")
+
+
+@router.get("/{stream_id}/{rendition}/{session_id}/{name}", summary="A segment or init segment")
+async def media_object(
+    stream_id: uuid.UUID, rendition: str, session_id: uuid.UUID, name: str, store: StoreDep
+) -> Response:
+    if not MEDIA_NAME.match(name) or not RENDITION_NAME.match(rendition):
+        raise _not_found(f"no media object {name!r}")
+    key = catalog.media_key(stream_id, rendition, session_id, name)
+    try:
+        data = await run_in_threadpool(store.get_bytes, key)
+    except KeyError:
+        raise _not_found(f"no media object {name!r}") from None
+    media_type = "video/iso.segment" if name.endswith(".m4s") else "video/mp4"
+    return Response(data, media_type=media_type, headers={"Cache-Control": MEDIA_CACHE})

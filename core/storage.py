@@ -1,0 +1,126 @@
+"""Object storage through the MinIO SDK: MinIO in production, the embedded S3 store on a laptop."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import urllib3
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+from minio.error import S3Error
+
+from core.settings import Settings
+
+# Short timeouts and few retries: a stalled store must surface as an error, not a hung ingest.
+_HTTP = urllib3.PoolManager(
+    timeout=urllib3.Timeout(connect=3.0, read=30.0),
+    maxsize=32,
+    retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+)
+
+
+class StorageError(RuntimeError):
+    """The object store refused or could not be reached; carries the key involved."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    key: str
+    size: int
+
+
+def split_endpoint(endpoint: str) -> tuple[str, bool]:
+    """`http://host:9000` or `host:9000` → (`host:9000`, secure)."""
+    if "://" in endpoint:
+        parsed = urlparse(endpoint)
+        return parsed.netloc, parsed.scheme == "https"
+    return endpoint, False
+
+
+class ObjectStore:
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        region: str | None = None,
+    ) -> None:
+        host, secure = split_endpoint(endpoint)
+        self.bucket = bucket
+        self.client = Minio(
+            host,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=_HTTP,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ObjectStore:
+        if not settings.s3_endpoint or not settings.s3_secret_key:
+            raise StorageError("NEBULA_S3_ENDPOINT and NEBULA_S3_SECRET_KEY must be set")
+        return cls(
+            settings.s3_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+            settings.s3_bucket,
+            settings.s3_region,
+        )
+
+    def ensure_bucket(self) -> None:
+        try:
+            if not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
+        except S3Error as exc:
+            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise StorageError(f"cannot create bucket {self.bucket!r}: {exc.code}") from exc
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        try:
+            self.client.put_object(
+                self.bucket, key, io.BytesIO(data), len(data), content_type=content_type
+            )
+        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            raise StorageError(f"put {key!r} failed: {exc}") from exc
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code == "NoSuchKey":
+                raise KeyError(key) from exc
+            raise StorageError(f"get {key!r} failed: {exc.code}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageError(f"get {key!r} failed: {exc}") from exc
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def list_keys(self, prefix: str) -> Iterator[StoredObject]:
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+            yield StoredObject(obj.object_name, obj.size or 0)
+
+    def delete(self, key: str) -> None:
+        self.client.remove_object(self.bucket, key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [DeleteObject(o.key) for o in self.list_keys(prefix)]
+        errors = list(self.client.remove_objects(self.bucket, keys))
+        if errors:
+            raise StorageError(f"delete under {prefix!r} failed for {len(errors)} objects")
+        return len(keys)
+
+    def check(self) -> None:
+        """Raise unless the bucket answers: the health probe."""
+        try:
+            if not self.client.bucket_exists(self.bucket):
+                raise StorageError(f"bucket {self.bucket!r} does not exist")
+        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            raise StorageError(f"object store unreachable: {exc}") from exc

@@ -1,0 +1,209 @@
+"""One accepted publish: demuxed media into the packager, closed segments out to storage.
+
+Packaging runs on the event loop (it is cheap); each closed segment is handed to a sink task
+that stores it, records it and announces it, strictly in order, off the loop in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from redis import Redis
+
+from core.events import EventType, publish_event
+from core.settings import Settings
+from core.storage import ObjectStore
+from ingest import sessions
+from ingest.flv import FlvDemuxer
+from ingest.media_info import describe_source, video_frame_rate
+from packager import catalog
+from packager.catalog import SOURCE, PlaylistPolicy
+from packager.live import InitSegment, LivePackager, PackagedSegment
+from packager.media import CLOCK_HZ, AccessUnit, AudioConfig, VideoConfig
+
+log = logging.getLogger(__name__)
+
+STORE_ATTEMPTS = 4
+
+
+class Publication:
+    def __init__(
+        self,
+        grant: sessions.PublishGrant,
+        settings: Settings,
+        store: ObjectStore,
+        redis: Redis,
+    ) -> None:
+        self.grant = grant
+        self.settings = settings
+        self.store = store
+        self.redis = redis
+        self.demuxer = FlvDemuxer()
+        self.packager = LivePackager(
+            settings.segment_seconds,
+            first_sequence=grant.first_sequence,
+            timeline_start=grant.timeline_start,
+            init_index=grant.init_index,
+            discontinuity=grant.resumed,
+        )
+        self.metadata: dict[str, Any] = {}
+        self.bytes_ingested = 0
+        self.wall_clock_origin = datetime.now(UTC)
+        self._queue: asyncio.Queue[PackagedSegment | None] = asyncio.Queue()
+        self._sink = asyncio.create_task(self._drain(), name=f"sink-{grant.session_id}")
+        self._rendition_id: int | None = None
+        self._stored_inits: set[int] = set()
+
+    @property
+    def stream_id(self) -> str:
+        return str(self.grant.stream_id)
+
+    def video(self, timestamp_ms: int, payload: bytes) -> None:
+        self.bytes_ingested += len(payload)
+        self._packaged(self.demuxer.video(timestamp_ms, payload))
+
+    def audio(self, timestamp_ms: int, payload: bytes) -> None:
+        self.bytes_ingested += len(payload)
+        self._packaged(self.demuxer.audio(timestamp_ms, payload))
+
+    def _packaged(self, items: list[AccessUnit | VideoConfig | AudioConfig]) -> None:
+        for item in items:
+            if isinstance(item, AccessUnit):
+                closed = self.packager.push(item)
+            else:
+                closed = self.packager.configure(item)
+            for segment in closed:
+                self._queue.put_nowait(segment)
+
+    async def finish(self) -> None:
+        """Close the last segment and wait until everything closed so far is stored."""
+        for segment in self.packager.flush():
+            self._queue.put_nowait(segment)
+        self._queue.put_nowait(None)
+        await self._sink
+
+    async def _drain(self) -> None:
+        while (segment := await self._queue.get()) is not None:
+            try:
+                await asyncio.to_thread(self._store_segment, segment)
+            except Exception:
+                log.exception(
+                    "segment %s of session %s was lost", segment.sequence, self.grant.session_id
+                )
+
+    def _store_segment(self, segment: PackagedSegment) -> None:
+        started = time.perf_counter()
+        grant = self.grant
+        init_key = self._store_init(segment.init)
+        key = catalog.media_key(
+            grant.stream_id, SOURCE, grant.session_id, catalog.segment_name(segment.sequence)
+        )
+        _retry(lambda: self.store.put_bytes(key, segment.data, "video/iso.segment"))
+        first = self._rendition_id is None
+        if first:
+            self._rendition_id = self._ensure_rendition(segment.init)
+        offset = segment.start_ticks - grant.timeline_start
+        gop = self.packager.segmenter.gop if self.packager.segmenter else None
+        _retry(
+            lambda: sessions.record_segment(
+                self.settings.database_url,
+                grant.session_id,
+                sessions.SegmentRecord(
+                    rendition_id=self._rendition_id,
+                    sequence=segment.sequence,
+                    duration=round(segment.duration, 6),
+                    program_date_time=self.wall_clock_origin + timedelta(seconds=offset / CLOCK_HZ),
+                    discontinuity=segment.discontinuity,
+                    object_key=key,
+                    init_key=init_key,
+                    size_bytes=len(segment.data),
+                ),
+                bandwidth=self.packager.bitrate.peak,
+                average_bandwidth=self.packager.bitrate.average,
+                gop_seconds=round(gop.max_seconds, 3) if gop else None,
+                bytes_ingested=self.bytes_ingested,
+            )
+        )
+        uri = f"{SOURCE}/{catalog.segment_name(segment.sequence)}"
+        publish_event(
+            self.redis,
+            EventType.SEGMENT,
+            self.stream_id,
+            {
+                "session_id": str(grant.session_id),
+                "rendition": SOURCE,
+                "sequence": segment.sequence,
+                "duration": round(segment.duration, 3),
+                "uri": uri,
+                "program_date_time": (
+                    self.wall_clock_origin + timedelta(seconds=offset / CLOCK_HZ)
+                ).isoformat(),
+            },
+        )
+        write_playlists(self.settings, self.store, self.redis, grant.stream_id, master=first)
+        log.debug(
+            "segment %s stored in %.1f ms", segment.sequence, (time.perf_counter() - started) * 1000
+        )
+
+    def _store_init(self, init: InitSegment) -> str:
+        grant = self.grant
+        key = catalog.media_key(
+            grant.stream_id, SOURCE, grant.session_id, catalog.init_name(init.index)
+        )
+        if init.index not in self._stored_inits:
+            _retry(lambda: self.store.put_bytes(key, init.data, "video/mp4"))
+            self._stored_inits.add(init.index)
+        return key
+
+    def _ensure_rendition(self, init: InitSegment) -> int:
+        video = init.video
+        return sessions.ensure_source_rendition(
+            self.settings.database_url,
+            self.grant.session_id,
+            codecs=init.codecs,
+            width=video.width if video else None,
+            height=video.height if video else None,
+            frame_rate=video_frame_rate(video, self.metadata) if video else None,
+            media_info=describe_source(video, init.audio, self.metadata),
+        )
+
+
+def _retry(action: Any) -> Any:
+    """Storage and database hiccups are retried with backoff before a segment is given up."""
+    for attempt in range(STORE_ATTEMPTS):
+        try:
+            return action()
+        except Exception:
+            if attempt == STORE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    return None
+
+
+def write_playlists(
+    settings: Settings, store: ObjectStore, redis: Redis, stream_id: Any, *, master: bool
+) -> None:
+    """Mirror the stream's current playlists into the bucket (for a CDN in front of it)."""
+    from core.db import session_scope
+
+    policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
+    with session_scope(settings.database_url) as db:
+        session = catalog.latest_session(db, stream_id)
+        if session is None:
+            return
+        renditions = session.renditions
+        texts = {
+            catalog.media_playlist_key(stream_id, r.name): catalog.render_media(
+                db, session, r, policy
+            )
+            for r in renditions
+        }
+        if master and renditions:
+            texts[catalog.master_playlist_key(stream_id)] = catalog.render_master(list(renditions))
+    for key, text in texts.items():
+        store.put_bytes(key, text.encode(), "application/vnd.apple.mpegurl")
+    publish_event(redis, EventType.PLAYLIST, str(stream_id), {"uris": sorted(texts)})

@@ -1,0 +1,120 @@
+"""The asyncio RTMP listener: reads sockets, feeds the sans-IO core, writes what it returns."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+
+from ingest.flv import DemuxError
+from ingest.publication import Publication
+from ingest.publishing import Publisher
+from ingest.rtmp.connection import ServerConnection
+from ingest.rtmp.errors import RtmpError
+from ingest.rtmp.events import (
+    AudioMessage,
+    PublishEnded,
+    PublishRequested,
+    StreamMetadata,
+    VideoMessage,
+)
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 256 * 1024
+EXPLICIT_UNPUBLISH = {"FCUnpublish", "deleteStream", "closeStream"}
+# A client that sends nothing for this long (no handshake, no media) is dropped.
+IDLE_TIMEOUT_SECONDS = 30.0
+
+
+def stream_key_from_rtmp(app: str, stream_name: str) -> str:
+    """`rtmp://host/live/KEY`: the key is the stream name; some clients put it in the app."""
+    return stream_name or app.rpartition("/")[2]
+
+
+class RtmpConnectionHandler:
+    def __init__(self, publisher: Publisher, max_message_bytes: int) -> None:
+        self.publisher = publisher
+        self.max_message_bytes = max_message_bytes
+        self.connections: set[asyncio.Task[None]] = set()
+
+    async def close_all(self, timeout: float = 10.0) -> None:
+        """Drop every client; each one's segments so far are stored before this returns."""
+        for task in self.connections:
+            task.cancel()
+        if self.connections:
+            await asyncio.wait(self.connections, timeout=timeout)
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        task = asyncio.current_task()
+        self.connections.add(task)
+        conn = ServerConnection(max_message_size=self.max_message_bytes)
+        publication = None
+        explicit_end = False
+        try:
+            while not conn.closed:
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_SIZE), IDLE_TIMEOUT_SECONDS)
+                except TimeoutError:
+                    log.info("rtmp %s: idle for %.0f s, dropped", peer, IDLE_TIMEOUT_SECONDS)
+                    break
+                try:
+                    events = deque(conn.receive_data(data) if data else conn.receive_eof())
+                except RtmpError as exc:
+                    log.warning("rtmp %s: protocol error, connection closed: %s", peer, exc)
+                    break
+                while events:
+                    event = events.popleft()
+                    if isinstance(event, VideoMessage):
+                        publication.video(event.timestamp_ms, event.payload)
+                    elif isinstance(event, AudioMessage):
+                        publication.audio(event.timestamp_ms, event.payload)
+                    elif isinstance(event, PublishRequested):
+                        publication = await self._decide(conn, event, peer)
+                        await _flush(conn, writer)
+                        if publication is not None:
+                            events.extend(conn.receive_data(b""))
+                    elif isinstance(event, StreamMetadata):
+                        if publication is not None:
+                            publication.metadata.update(event.values)
+                    elif isinstance(event, PublishEnded):
+                        explicit_end = event.reason in EXPLICIT_UNPUBLISH
+                await _flush(conn, writer)
+                if not data:
+                    break
+        except DemuxError as exc:
+            log.warning("rtmp %s: unreadable media, connection closed: %s", peer, exc)
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            log.info("rtmp %s: connection lost: %s", peer, exc)
+        finally:
+            self.connections.discard(task)
+            if publication is not None:
+                await self.publisher.end(publication, explicit=explicit_end)
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def _decide(
+        self, conn: ServerConnection, event: PublishRequested, peer: object
+    ) -> Publication | None:
+        key = stream_key_from_rtmp(event.app, event.stream_name_without_query)
+        publication, reason = await self.publisher.begin(key, "rtmp")
+        if publication is None:
+            log.info("rtmp %s: publish refused: %s", peer, reason)
+            conn.reject_publish(f"publish refused: {reason}")
+            return None
+        conn.accept_publish()
+        return publication
+
+
+async def _flush(conn: ServerConnection, writer: asyncio.StreamWriter) -> None:
+    out = conn.data_to_send()
+    if out:
+        writer.write(out)
+        await writer.drain()
+
+
+async def serve_rtmp(handler: RtmpConnectionHandler, host: str, port: int) -> asyncio.Server:
+    return await asyncio.start_server(handler, host, port, limit=READ_SIZE, reuse_address=True)

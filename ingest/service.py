@@ -1,0 +1,45 @@
+"""`nebula-live ingest`: the RTMP listener and its housekeeping, until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+
+from redis import Redis
+
+from core.settings import Settings
+from core.storage import ObjectStore
+from ingest.publishing import Publisher
+from ingest.rtmp_server import RtmpConnectionHandler, serve_rtmp
+
+log = logging.getLogger(__name__)
+
+# Storage and database calls run in threads; the default pool (cores + 4) is too small for
+# dozens of streams each storing a segment every couple of seconds.
+IO_THREADS = 64
+
+
+async def run_ingest(settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(IO_THREADS, "ingest-io"))
+    store = ObjectStore.from_settings(settings)
+    await asyncio.to_thread(store.ensure_bucket)
+    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+    publisher = Publisher(settings, store, redis)
+    handler = RtmpConnectionHandler(publisher, settings.rtmp_max_message_bytes)
+    server = await serve_rtmp(handler, settings.bind_host, settings.rtmp_port)
+    log.info("RTMP listening on %s:%s", settings.bind_host, settings.rtmp_port)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    housekeeping = asyncio.create_task(publisher.run_housekeeping())
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping: closing the listener and storing what publishers sent")
+        server.close()
+        housekeeping.cancel()
+        await handler.close_all()
+        redis.close()

@@ -1,0 +1,244 @@
+"""Publish sessions in PostgreSQL: who may publish, which session a publish joins, what it made.
+
+Every decision happens in one transaction holding the stream row's lock, so any number of
+ingest processes can take publishes for the same keys without racing each other.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from core.db import session_scope
+from core.models import LiveSession, Rendition, Segment, Stream
+from core.stream_keys import hash_stream_key, key_matches
+from packager.catalog import SOURCE
+from packager.media import CLOCK_HZ
+
+# A live session whose ingest has not refreshed it for this long lost its process.
+HEARTBEAT_STALE_SECONDS = 15.0
+
+
+class PublishRefused(Exception):
+    """The publish is refused; the message is what the publisher is told."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishGrant:
+    stream_id: uuid.UUID
+    session_id: uuid.UUID
+    resumed: bool
+    first_sequence: int
+    timeline_start: int
+    init_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class EndedSession:
+    stream_id: uuid.UUID
+    session_id: uuid.UUID
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _end(db: Session, session: LiveSession, at: datetime, status: str = "ended") -> None:
+    session.status = status
+    session.ended_at = session.disconnected_at or at
+    if session.stream and session.stream.status == "live":
+        session.stream.status = "idle"
+
+
+def open_publish(
+    database_url: str, stream_key: str, protocol: str, grace_seconds: float
+) -> PublishGrant:
+    """Authorise a publish and start a session, or continue one a publisher dropped from."""
+    with session_scope(database_url) as db:
+        stream = db.scalars(
+            select(Stream)
+            .where(Stream.stream_key_hash == hash_stream_key(stream_key))
+            .with_for_update()
+        ).first()
+        if stream is None or not key_matches(stream_key, stream.stream_key_hash):
+            raise PublishRefused("unknown stream key")
+        if stream.status == "disabled":
+            raise PublishRefused("stream is disabled")
+        at = now()
+        current = db.scalars(
+            select(LiveSession)
+            .where(LiveSession.stream_id == stream.id, LiveSession.status == "live")
+            .order_by(LiveSession.started_at.desc())
+        ).all()
+        resumable = None
+        for session in current:
+            stale = session.heartbeat_at and at - session.heartbeat_at > timedelta(
+                seconds=HEARTBEAT_STALE_SECONDS
+            )
+            if session.disconnected_at is None and not stale:
+                raise PublishRefused("stream is already being published")
+            within_grace = session.disconnected_at and at - session.disconnected_at <= timedelta(
+                seconds=grace_seconds
+            )
+            if within_grace and resumable is None:
+                resumable = session
+            else:
+                _end(db, session, at)
+        stream.status = "live"
+        if resumable is not None:
+            resumable.disconnected_at = None
+            resumable.heartbeat_at = at
+            return _resume_grant(db, stream.id, resumable)
+        session = LiveSession(
+            stream_id=stream.id, protocol=protocol, status="live", heartbeat_at=at
+        )
+        db.add(session)
+        db.flush()
+        return PublishGrant(stream.id, session.id, False, 0, 0, 0)
+
+
+def _resume_grant(db: Session, stream_id: uuid.UUID, session: LiveSession) -> PublishGrant:
+    """Continue the session's source timeline after its last segment."""
+    row = db.execute(
+        select(
+            func.max(Segment.sequence),
+            func.sum(Segment.duration),
+            func.count(Segment.init_key.distinct()),
+        )
+        .join(Rendition, Segment.rendition_id == Rendition.id)
+        .where(Rendition.session_id == session.id, Rendition.name == SOURCE)
+    ).one()
+    last_sequence, total_seconds, inits = row
+    next_sequence = 0 if last_sequence is None else last_sequence + 1
+    timeline = round((total_seconds or 0.0) * CLOCK_HZ)
+    return PublishGrant(stream_id, session.id, True, next_sequence, timeline, inits or 0)
+
+
+def ensure_source_rendition(
+    database_url: str,
+    session_id: uuid.UUID,
+    *,
+    codecs: str,
+    width: int | None,
+    height: int | None,
+    frame_rate: float | None,
+    media_info: dict[str, Any],
+) -> int:
+    with session_scope(database_url) as db:
+        rendition = db.scalars(
+            select(Rendition).where(Rendition.session_id == session_id, Rendition.name == SOURCE)
+        ).first()
+        if rendition is None:
+            rendition = Rendition(session_id=session_id, name=SOURCE, codecs=codecs)
+            db.add(rendition)
+        rendition.codecs = codecs
+        rendition.width, rendition.height, rendition.frame_rate = width, height, frame_rate
+        session = db.get(LiveSession, session_id)
+        session.media_info = {**(session.media_info or {}), **media_info}
+        db.flush()
+        return rendition.id
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRecord:
+    rendition_id: int
+    sequence: int
+    duration: float
+    program_date_time: datetime
+    discontinuity: bool
+    object_key: str
+    init_key: str
+    size_bytes: int
+
+
+def record_segment(
+    database_url: str,
+    session_id: uuid.UUID,
+    segment: SegmentRecord,
+    *,
+    bandwidth: int,
+    average_bandwidth: int,
+    gop_seconds: float | None,
+    bytes_ingested: int,
+) -> None:
+    with session_scope(database_url) as db:
+        db.add(
+            Segment(
+                rendition_id=segment.rendition_id,
+                sequence=segment.sequence,
+                duration=segment.duration,
+                program_date_time=segment.program_date_time,
+                discontinuity=segment.discontinuity,
+                object_key=segment.object_key,
+                init_key=segment.init_key,
+                size_bytes=segment.size_bytes,
+            )
+        )
+        db.execute(
+            update(Rendition)
+            .where(Rendition.id == segment.rendition_id)
+            .values(
+                bandwidth=func.greatest(Rendition.bandwidth, bandwidth),
+                average_bandwidth=average_bandwidth,
+            )
+        )
+        values: dict[str, Any] = {"bytes_ingested": bytes_ingested, "heartbeat_at": now()}
+        if gop_seconds is not None:
+            values["gop_seconds"] = func.greatest(
+                func.coalesce(LiveSession.gop_seconds, 0), gop_seconds
+            )
+        db.execute(update(LiveSession).where(LiveSession.id == session_id).values(**values))
+
+
+def close_publish(
+    database_url: str, session_id: uuid.UUID, *, explicit: bool
+) -> EndedSession | None:
+    """The publisher left. An explicit unpublish ends the session now; a dropped connection
+    leaves it open for the reconnect grace window. Returns the session if it ended."""
+    with session_scope(database_url) as db:
+        session = db.get(LiveSession, session_id, with_for_update=True)
+        if session is None or session.status != "live":
+            return None
+        session.disconnected_at = now()
+        if not explicit:
+            return None
+        _end(db, session, session.disconnected_at)
+        return EndedSession(session.stream_id, session.id)
+
+
+def heartbeat(database_url: str, session_ids: list[uuid.UUID]) -> None:
+    if not session_ids:
+        return
+    with session_scope(database_url) as db:
+        db.execute(
+            update(LiveSession)
+            .where(LiveSession.id.in_(session_ids), LiveSession.disconnected_at.is_(None))
+            .values(heartbeat_at=now())
+        )
+
+
+def end_expired_sessions(database_url: str, grace_seconds: float) -> list[EndedSession]:
+    """End sessions whose publisher did not come back in time, or whose ingest died."""
+    at = now()
+    grace_cut = at - timedelta(seconds=grace_seconds)
+    stale_cut = at - timedelta(seconds=HEARTBEAT_STALE_SECONDS)
+    with session_scope(database_url) as db:
+        expired = db.scalars(
+            select(LiveSession)
+            .where(
+                LiveSession.status == "live",
+                (LiveSession.disconnected_at <= grace_cut)
+                | (LiveSession.disconnected_at.is_(None) & (LiveSession.heartbeat_at <= stale_cut)),
+            )
+            .with_for_update(skip_locked=True)
+        ).all()
+        for session in expired:
+            if session.disconnected_at is None:
+                session.disconnected_at = session.heartbeat_at
+            _end(db, session, at)
+        return [EndedSession(s.stream_id, s.id) for s in expired]

@@ -1,0 +1,144 @@
+"""Where media lives and how its playlists read: object keys, and playlists rendered from rows.
+
+Playlist URIs are relative and the object keys mirror the URL paths, so the same playlist
+text works when served by the API (`/hls/...`) and when a CDN serves the bucket directly.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.models import LiveSession, Rendition, Segment
+from packager.playlist import (
+    MediaPlaylist,
+    SegmentEntry,
+    Variant,
+    render_master_playlist,
+    render_media_playlist,
+)
+
+SOURCE = "source"
+
+
+def rendition_prefix(stream_id: uuid.UUID | str, rendition: str) -> str:
+    return f"hls/{stream_id}/{rendition}"
+
+
+def segment_name(sequence: int) -> str:
+    return f"{sequence:08d}.m4s"
+
+
+def init_name(index: int) -> str:
+    return f"init_{index}.mp4"
+
+
+def media_key(
+    stream_id: uuid.UUID | str, rendition: str, session_id: uuid.UUID | str, name: str
+) -> str:
+    return f"{rendition_prefix(stream_id, rendition)}/{session_id}/{name}"
+
+
+def media_playlist_key(stream_id: uuid.UUID | str, rendition: str) -> str:
+    return f"{rendition_prefix(stream_id, rendition)}/index.m3u8"
+
+
+def master_playlist_key(stream_id: uuid.UUID | str) -> str:
+    return f"hls/{stream_id}/master.m3u8"
+
+
+def _relative(key: str, stream_id: uuid.UUID, rendition: str) -> str:
+    return key.removeprefix(rendition_prefix(stream_id, rendition) + "/")
+
+
+@dataclass(frozen=True, slots=True)
+class PlaylistPolicy:
+    target_seconds: float
+    window: int
+
+    @property
+    def target_duration(self) -> int:
+        return max(1, math.ceil(self.target_seconds))
+
+
+def latest_session(db: Session, stream_id: uuid.UUID) -> LiveSession | None:
+    return db.scalars(
+        select(LiveSession)
+        .where(LiveSession.stream_id == stream_id)
+        .order_by(LiveSession.started_at.desc())
+        .limit(1)
+    ).first()
+
+
+def find_rendition(db: Session, session_id: uuid.UUID, name: str) -> Rendition | None:
+    return db.scalars(
+        select(Rendition).where(Rendition.session_id == session_id, Rendition.name == name)
+    ).first()
+
+
+def render_media(
+    db: Session, session: LiveSession, rendition: Rendition, policy: PlaylistPolicy
+) -> str:
+    """The live sliding window of a rendition, with EXT-X-ENDLIST once the session is over."""
+    rows = db.scalars(
+        select(Segment)
+        .where(Segment.rendition_id == rendition.id)
+        .order_by(Segment.sequence.desc())
+        .limit(policy.window)
+    ).all()[::-1]
+    earlier_discontinuities = 0
+    if rows:
+        earlier_discontinuities = db.scalar(
+            select(func.count())
+            .select_from(Segment)
+            .where(
+                Segment.rendition_id == rendition.id,
+                Segment.discontinuity.is_(True),
+                Segment.sequence < rows[0].sequence,
+            )
+        )
+    stream_id = session.stream_id
+    entries = [
+        SegmentEntry(
+            sequence=row.sequence,
+            uri=_relative(row.object_key, stream_id, rendition.name),
+            duration=row.duration,
+            program_date_time=row.program_date_time,
+            discontinuity=row.discontinuity,
+            gap=row.status == "failed",
+            map_uri=_relative(row.init_key, stream_id, rendition.name),
+        )
+        for row in rows
+    ]
+    return render_media_playlist(
+        MediaPlaylist(
+            segments=entries,
+            target_duration=policy.target_duration,
+            ended=session.status != "live",
+            media_sequence=rows[0].sequence if rows else 0,
+            discontinuity_sequence=earlier_discontinuities,
+        )
+    )
+
+
+def render_master(renditions: list[Rendition]) -> str:
+    """Every rendition that has media, the source first as the top quality."""
+    ordered = sorted(renditions, key=lambda r: (r.name != SOURCE, -(r.height or 0)))
+    return render_master_playlist(
+        [
+            Variant(
+                uri=f"{r.name}/index.m3u8",
+                bandwidth=max(r.bandwidth, 1),
+                codecs=r.codecs,
+                average_bandwidth=r.average_bandwidth or None,
+                resolution=(r.width, r.height) if r.width and r.height else None,
+                frame_rate=r.frame_rate,
+                name=r.name,
+            )
+            for r in ordered
+        ]
+    )

@@ -1,0 +1,30 @@
+"""The Celery application: Redis as broker and result store, tuned so no task is lost."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from core.settings import get_settings
+
+
+def make_celery(redis_url: str | None) -> Celery:
+    app = Celery("nebula", broker=redis_url, backend=redis_url, include=["packager.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # One task at a time per process: transcodes are seconds long and CPU bound, so
+        # prefetching more would only park work behind a busy process.
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_expires=3600,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 600},
+        worker_hijack_root_logger=False,
+        task_default_queue="nebula",
+    )
+    return app
+
+
+celery_app = make_celery(get_settings().redis_url)

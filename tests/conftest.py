@@ -1,0 +1,76 @@
+"""Session-wide real services: the machine's PostgreSQL and Redis, an S3 server, a worker."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from core.migrate import upgrade
+from core.settings import Settings
+from tests.services import (
+    REDIS_BASE_URL,
+    S3Server,
+    fresh_database,
+    nebula_process,
+    s3_server,
+    settings_env,
+    wait_for,
+)
+
+for _name in [n for n in os.environ if n.startswith("NEBULA_")]:
+    del os.environ[_name]
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with fresh_database() as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis database of our own on the machine's server, emptied first."""
+    url = f"{REDIS_BASE_URL}/11"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str, s3: S3Server, tmp_path_factory) -> Settings:
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("data"),
+        bind_host="127.0.0.1",
+        database_url=database_url,
+        redis_url=redis_url,
+        s3_endpoint=s3.endpoint,
+        s3_access_key=s3.access_key,
+        s3_secret_key=s3.secret_key,
+        s3_bucket="nebula-test",
+        api_token="test-token",
+        workers=2,
+    )
+
+
+@pytest.fixture(scope="session")
+def celery_worker(settings: Settings) -> Iterator[None]:
+    """A real `nebula-live worker` process consuming from the test Redis."""
+    from packager.celery_app import make_celery
+
+    env = settings_env(settings)
+    with nebula_process("worker", env, ARTIFACTS / "logs" / "worker.log"):
+        app = make_celery(settings.redis_url)
+        wait_for(lambda: bool(app.control.ping(timeout=1)), 60, "celery worker")
+        yield

@@ -1,0 +1,79 @@
+"""A live stack for end-to-end tests: `nebula-live ingest` and `nebula-live api` as processes."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.settings import Settings
+from tests.conftest import ARTIFACTS
+from tests.media import make_source
+from tests.services import free_port, http_status, nebula_process, settings_env, wait_for
+
+GRACE_SECONDS = 4.0
+
+
+@dataclass
+class LiveStack:
+    settings: Settings
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.http_port}"
+
+    def rtmp_url(self, key: str) -> str:
+        return f"rtmp://127.0.0.1:{self.settings.rtmp_port}/live/{key}"
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.api_url,
+            headers={"Authorization": f"Bearer {self.settings.api_token}"},
+            timeout=30,
+        )
+
+    def create_stream(self, name: str = "e2e") -> dict:
+        with self.client() as client:
+            response = client.post("/api/v1/streams", json={"name": name})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+@pytest.fixture(scope="session")
+def live_stack(settings: Settings) -> Iterator[LiveStack]:
+    own = settings.model_copy(
+        update={
+            "http_port": free_port(),
+            "rtmp_port": free_port(),
+            "reconnect_grace_seconds": GRACE_SECONDS,
+        }
+    )
+    env = settings_env(own)
+    logs = ARTIFACTS / "logs"
+    with (
+        nebula_process("ingest", env, logs / "e2e-ingest.log"),
+        nebula_process("api", env, logs / "e2e-api.log"),
+    ):
+        wait_for(lambda: _tcp_open(own.rtmp_port), 60, "ingest")
+        wait_for(lambda: http_status(f"http://127.0.0.1:{own.http_port}/docs") == 200, 60, "api")
+        yield LiveStack(own)
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def source_1080p(media_dir: Path) -> Path:
+    """12 s of 1080p30 H.264 high with B-frames and AAC, 2 s GOP."""
+    return make_source(media_dir / "src1080.flv", seconds=12)

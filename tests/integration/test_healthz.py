@@ -1,0 +1,63 @@
+"""/healthz reports every component; /metrics speaks Prometheus; /docs serves OpenAPI."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from core.settings import Settings
+from tests.services import s3_server
+
+
+def test_healthz_is_200_when_every_component_is_up(settings: Settings, celery_worker: None) -> None:
+    with TestClient(create_app(settings)) as client:
+        client.app.state.store.ensure_bucket()
+        response = client.get("/healthz")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "ok"
+    assert set(body["components"]) == {"database", "redis", "storage", "worker"}
+    assert all(c["ok"] for c in body["components"].values())
+
+
+def test_healthz_is_503_naming_storage_when_the_s3_server_stops(
+    settings: Settings, celery_worker: None
+) -> None:
+    with s3_server() as s3:
+        own = settings.model_copy(
+            update={"s3_endpoint": s3.endpoint, "s3_secret_key": s3.secret_key}
+        )
+        with TestClient(create_app(own)) as client:
+            client.app.state.store.ensure_bucket()
+            assert client.get("/healthz").status_code == 200
+            s3.stop()
+            response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failing"] == ["storage"]
+    assert body["components"]["storage"]["ok"] is False
+    assert body["components"]["database"]["ok"] is True
+
+
+def test_healthz_is_503_naming_the_worker_when_none_answers(settings: Settings) -> None:
+    lonely = settings.model_copy(update={"redis_url": settings.redis_url.rsplit("/", 1)[0] + "/12"})
+    with TestClient(create_app(lonely)) as client:
+        client.app.state.store.ensure_bucket()
+        response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["worker"]
+
+
+def test_metrics_are_prometheus_text_counting_requests(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        client.get("/docs")
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 'nebula_http_requests_total{method="GET",route="/docs",status="200"}' in response.text
+
+
+def test_openapi_documents_the_health_endpoint(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/docs").status_code == 200
+        assert "/healthz" in client.get("/openapi.json").json()["paths"]

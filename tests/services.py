@@ -1,0 +1,154 @@
+"""Real services for the test session: the machine's PostgreSQL and Redis, an S3 server we start."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from core import embedded
+from core.settings import Settings
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_port_block(size: int) -> int:
+    """The first of `size` consecutive free ports (the embedded S3 store needs eight)."""
+    for _ in range(200):
+        base = free_port()
+        if base + size < 65535 and all(embedded.port_is_free(base + i) for i in range(size)):
+            return base
+    raise RuntimeError(f"no block of {size} free ports")
+
+
+def world_readable_tmpdir(prefix: str) -> Path:
+    """A temp dir PostgreSQL's unprivileged user can enter (pytest's own are 0700 under root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    name = f"nebula_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        from core.db import get_engine, session_factory
+
+        get_engine.cache_clear()
+        session_factory.cache_clear()
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    service: embedded.RunningService
+
+    def stop(self) -> None:
+        self.service.process.stop()
+
+
+@contextmanager
+def s3_server() -> Iterator[S3Server]:
+    data = world_readable_tmpdir("nebula-s3-")
+    secret = uuid.uuid4().hex
+    service = embedded.start_s3(data, data / "logs", free_port_block(8), "nebula", secret)
+    try:
+        yield S3Server(service.url, "nebula", secret, service)
+    finally:
+        service.process.stop()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that hands `settings` to a child process, and nothing of ours else."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEBULA_")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"NEBULA_{name.upper()}"] = str(value)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    return env
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as exc:  # noqa: BLE001 - keep polling, report the last reason
+            last = exc
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready after {timeout} s (last error: {last})")
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@contextmanager
+def nebula_process(
+    command: str, env: Mapping[str, str], log_path: Path, *extra: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `nebula-live COMMAND` as a child; stop it (and its children) when the block ends."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", command, *extra],
+            env=dict(env),
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        terminate_group(proc)
+
+
+def terminate_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    import signal
+
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        except ProcessLookupError:
+            pass
