@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from redis import Redis
 
 from api.metrics import record_request
-from api.routes import health, hls, streams
+from api.routes import health, hls, sessions, streams, ws
+from api.ws import EventHub
 from core.settings import Settings, get_settings
 from core.storage import ObjectStore
 from packager.celery_app import make_celery
@@ -20,7 +21,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.hub.start()
         yield
+        await app.state.hub.stop()
         app.state.redis.close()
 
     app = FastAPI(
@@ -35,8 +38,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.store = ObjectStore.from_settings(settings)
     app.state.celery = make_celery(settings.redis_url)
+    app.state.hub = EventHub(settings.redis_url, settings.ws_queue_size)
     app.middleware("http")(record_request)
     app.include_router(health.router)
     app.include_router(streams.router)
+    app.include_router(sessions.router)
     app.include_router(hls.router)
+    app.include_router(ws.router)
     return app

@@ -3,19 +3,52 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from core.models import Stream
+from core.models import LiveSession, Stream
 from core.settings import Settings
+from packager.catalog import SOURCE, recording_path
+from packager.ladder import parse_ladder
+
+# A GOP this many times the segment target makes segments that long: players stall.
+GOP_WARNING_FACTOR = 1.5
+
+
+def _valid_ladder(value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    if value is not None:
+        parse_ladder(value)
+    return value
+
+
+Ladder = Annotated[
+    list[dict[str, Any]] | None,
+    AfterValidator(_valid_ladder),
+    Field(
+        description='Rungs like `[{"name": "720p", "height": 720, "bitrate": 3000000}]`; '
+        "null for the default ladder.",
+    ),
+]
 
 
 class StreamCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
+
+
+class StreamUpdate(BaseModel):
+    """Only the fields sent change; `ladder: null` goes back to the default ladder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    ladder: Ladder = None
+    enabled: bool | None = Field(
+        None, description="false disables the stream: publishes are refused, a live one dropped."
+    )
 
 
 class StreamOut(BaseModel):
@@ -25,6 +58,7 @@ class StreamOut(BaseModel):
         None, description="Only in the answers that issue a key (create, reset-key)."
     )
     status: Literal["idle", "live", "disabled"]
+    ladder: list[dict[str, Any]] | None = Field(description="null: the default ladder.")
     rtmp_url: str
     srt_url: str
     playback_url: str
@@ -39,8 +73,110 @@ class StreamOut(BaseModel):
             name=stream.name,
             stream_key=stream_key,
             status=stream.status,
+            ladder=stream.ladder,
             rtmp_url=f"rtmp://{host}:{settings.rtmp_port}/live/{key}",
             srt_url=f"srt://{host}:{settings.srt_port}?streamid=#!::r=live/{key},m=publish",
             playback_url=f"{settings.public_http_url}/hls/{stream.id}/master.m3u8",
             created_at=stream.created_at,
         )
+
+
+class Page(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last.")
+
+    @staticmethod
+    def next_of(total: int, limit: int, offset: int) -> int | None:
+        return offset + limit if offset + limit < total else None
+
+
+class StreamPage(Page):
+    items: list[StreamOut]
+
+
+class DisconnectOut(BaseModel):
+    stream_id: uuid.UUID
+    ingest_processes: int = Field(description="Ingest processes that heard the request.")
+
+
+class RenditionOut(BaseModel):
+    name: str
+    width: int | None
+    height: int | None
+    frame_rate: float | None
+    codecs: str
+    bandwidth: int
+    average_bandwidth: int
+    segment_count: int
+
+
+class SessionOut(BaseModel):
+    id: uuid.UUID
+    stream_id: uuid.UUID | None
+    status: Literal["live", "ended", "failed"]
+    protocol: str
+    started_at: datetime
+    ended_at: datetime | None
+    duration_seconds: float = Field(description="Wall-clock time from start to end (or now).")
+    media_info: dict[str, Any] = Field(description="What the publisher sent: codecs, size, rate.")
+    renditions: list[RenditionOut]
+    segment_count: int = Field(description="Segments of the source rendition.")
+    bytes_ingested: int
+    gop_seconds: float | None = Field(description="Longest keyframe interval seen.")
+    warnings: list[str] = Field(description="Advice for the streamer's encoder settings.")
+    error: str | None
+    playback_url: str = Field(description="This session's own recording (VOD once ended).")
+
+    @classmethod
+    def build(
+        cls, session: LiveSession, segment_counts: dict[str, int], settings: Settings
+    ) -> SessionOut:
+        end = session.ended_at or datetime.now(UTC)
+        renditions = [
+            RenditionOut(
+                name=r.name,
+                width=r.width,
+                height=r.height,
+                frame_rate=r.frame_rate,
+                codecs=r.codecs,
+                bandwidth=r.bandwidth,
+                average_bandwidth=r.average_bandwidth,
+                segment_count=segment_counts.get(r.name, 0),
+            )
+            for r in sorted(session.renditions, key=lambda r: (r.name != SOURCE, -(r.height or 0)))
+        ]
+        return cls(
+            id=session.id,
+            stream_id=session.stream_id,
+            status=session.status,
+            protocol=session.protocol,
+            started_at=session.started_at,
+            ended_at=session.ended_at,
+            duration_seconds=round(max(0.0, (end - session.started_at).total_seconds()), 3),
+            media_info=session.media_info or {},
+            renditions=renditions,
+            segment_count=segment_counts.get(SOURCE, 0),
+            bytes_ingested=session.bytes_ingested,
+            gop_seconds=session.gop_seconds,
+            warnings=session_warnings(session, settings),
+            error=session.error,
+            playback_url=f"{settings.public_http_url}{recording_path(session.id)}",
+        )
+
+
+class SessionPage(Page):
+    items: list[SessionOut]
+
+
+def session_warnings(session: LiveSession, settings: Settings) -> list[str]:
+    warnings = []
+    limit = GOP_WARNING_FACTOR * settings.segment_seconds
+    if session.gop_seconds is not None and session.gop_seconds > limit:
+        warnings.append(
+            f"keyframes arrive every {session.gop_seconds:g} s, longer than {limit:g} s: "
+            f"segments run long and players buffer. Set the encoder's keyframe interval to "
+            f"{settings.segment_seconds:g} s (OBS: Output > Keyframe Interval)."
+        )
+    return warnings

@@ -25,12 +25,14 @@ def _configure_logging() -> None:
 
 
 @app.command()
-def up() -> None:
+def up(
+    demo: bool = typer.Option(False, "--demo", help="Also publish a generated test pattern."),
+) -> None:
     """Run everything in the foreground: embedded services where no URL is set, migrations,
     API, ingest and workers. Ctrl-C or SIGTERM stops every child."""
     from core.stack import run_up
 
-    raise typer.Exit(run_up(get_settings()))
+    raise typer.Exit(run_up(get_settings(), demo=demo))
 
 
 @app.command()
@@ -64,12 +66,13 @@ def ingest() -> None:
 
 @app.command()
 def worker() -> None:
-    """Run Celery workers (transcoding, uploads, housekeeping)."""
+    """Run Celery workers (transcoding, uploads, webhooks) and the housekeeping beat."""
     import os
 
     from packager.celery_app import celery_app
 
     settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     celery_app.worker_main(
         [
             "worker",
@@ -79,14 +82,18 @@ def worker() -> None:
             "--queues=nebula",
             "--without-gossip",
             "--without-mingle",
+            # The embedded beat schedules the retention sweep (see packager/celery_app.py).
+            "--beat",
+            f"--schedule={settings.data_dir / 'celerybeat-schedule'}",
         ]
     )
 
 
 @app.command()
 def migrate() -> None:
-    """Upgrade the database schema to the newest revision."""
+    """Prepare the stores: upgrade the database schema and create the bucket if missing."""
     from core.migrate import upgrade
+    from core.storage import ObjectStore
 
     settings = get_settings()
     if not settings.database_url:
@@ -94,6 +101,9 @@ def migrate() -> None:
         raise typer.Exit(2)
     upgrade(settings.database_url)
     typer.echo("database schema is up to date")
+    store = ObjectStore.from_settings(settings)
+    store.ensure_bucket()
+    typer.echo(f"bucket {store.bucket!r} is ready")
 
 
 def main() -> None:

@@ -76,6 +76,9 @@ class LiveSession(Base):
     # Refreshed by the ingest holding the publisher; a stale one means that process died.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     media_info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The stream's ladder when the session started (null: the default ladder), so editing
+    # a stream never changes the rungs of a session in progress.
+    ladder: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     gop_seconds: Mapped[float | None] = mapped_column(Float)
     bytes_ingested: Mapped[int] = mapped_column(BigInteger, default=0)
     error: Mapped[str | None] = mapped_column(Text)

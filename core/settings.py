@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_RETENTION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
 def default_worker_count() -> int:
@@ -58,7 +63,6 @@ class Settings(BaseSettings):
     rtmp_max_message_bytes: int = Field(
         8 * 1024 * 1024, description="Largest RTMP message (one video frame) accepted."
     )
-    max_upload_bytes: int = Field(4 * 1024**3, description="Largest file upload accepted.")
 
     embedded_postgres_port: int = Field(15432, description="Port of the embedded PostgreSQL.")
     embedded_redis_port: int = Field(16379, description="Port of the embedded Redis.")
@@ -67,6 +71,54 @@ class Settings(BaseSettings):
     )
 
     log_level: str = Field("INFO", description="Log level of every service.")
+
+    transcode_preset: str = Field("veryfast", description="x264 preset of the ladder rungs.")
+    transcode_threads: int = Field(
+        1,
+        ge=0,
+        description="Decoder and x264 threads per worker process. 1 suits one worker per core; "
+        "0 lets the codecs choose.",
+    )
+    transcode_retries: int = Field(
+        5,
+        ge=0,
+        description="Retries of a ladder task on storage or database faults before its "
+        "segment is recorded as failed (EXT-X-GAP in the rungs).",
+    )
+
+    webhook_url: str | None = Field(
+        None, description="Receives stream.live, stream.idle, session.ended, upload.* as JSON."
+    )
+    webhook_secret: str | None = Field(
+        None, description="HMAC-SHA256 key signing each webhook (X-Nebula-Signature header)."
+    )
+    webhook_max_attempts: int = Field(8, ge=1, description="Deliveries tried before giving up.")
+    recording_retention: str | None = Field(
+        None,
+        description="Delete ended sessions (objects and rows) this old, e.g. `30d`, `12h`, "
+        "`90m`. Unset: keep recordings forever.",
+    )
+    ws_queue_size: int = Field(
+        256, ge=1, description="Messages queued for one websocket client before it is dropped."
+    )
+    ws_ping_seconds: float = Field(
+        15.0, gt=0, description="A websocket with nothing to say gets a ping this often."
+    )
+
+    @field_validator("recording_retention")
+    @classmethod
+    def _retention_format(cls, value: str | None) -> str | None:
+        if value is not None and not _RETENTION.fullmatch(value.strip()):
+            raise ValueError(f"expected a number and a unit (d, h, m, s) like 30d, got {value!r}")
+        return value.strip() if value else None
+
+    @property
+    def recording_retention_delta(self) -> timedelta | None:
+        if not self.recording_retention:
+            return None
+        match = _RETENTION.fullmatch(self.recording_retention)
+        amount, unit = float(match.group(1)), match.group(2)
+        return timedelta(seconds=amount * _UNIT_SECONDS[unit])
 
     @property
     def public_http_url(self) -> str:

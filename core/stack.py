@@ -56,6 +56,7 @@ def _tcp_open(port: int) -> bool:
 class Stack:
     settings: Settings
     say: Callable[[str], None] = print
+    demo: bool = False
     processes: list[ManagedProcess] = field(default_factory=list)
 
     @property
@@ -108,7 +109,22 @@ class Stack:
             f"  ✔ api        {resolved.public_http_url} (database, redis, storage, worker: ok)"
         )
         self.say(f"  ✔ worker     {resolved.workers} Celery process(es)")
+        if self.demo:
+            self._start_demo(resolved)
         return resolved
+
+    def _start_demo(self, settings: Settings) -> None:
+        from core.demo import demo_publisher, demo_stream
+
+        stream_id, key = demo_stream(settings)
+        try:
+            publisher = demo_publisher(settings, key, self.log_dir)
+        except FileNotFoundError as missing:
+            self.say(f"  ✘ demo       {missing}")
+            return
+        publisher.start()
+        self.processes.append(publisher)
+        self.say(f"  ✔ demo       {settings.public_http_url}/hls/{stream_id}/master.m3u8")
 
     def _adopt(self, process: ManagedProcess, label: str, url: str) -> None:
         self.processes.append(process)
@@ -144,7 +160,7 @@ class _Stop(Exception):
     pass
 
 
-def run_up(settings: Settings, say: Callable[[str], None] = print) -> int:
+def run_up(settings: Settings, *, demo: bool = False, say: Callable[[str], None] = print) -> int:
     """Run until Ctrl-C or SIGTERM; returns the exit code."""
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -152,7 +168,7 @@ def run_up(settings: Settings, say: Callable[[str], None] = print) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    stack = Stack(settings, say)
+    stack = Stack(settings, say, demo)
     started = time.monotonic()
     say("nebula-live is starting…")
     try:
@@ -187,7 +203,6 @@ def _banner(s: Settings) -> str:
         [
             f"  Admin API token   {s.api_token}",
             f"  API docs          {base}/docs",
-            f"  Player            {base}/player",
             f"  OBS server        rtmp://{s.public_host}:{s.rtmp_port}/live",
             "  OBS stream key    create one with: curl -X POST "
             f"-H 'Authorization: Bearer {s.api_token}' -H 'Content-Type: application/json' "

@@ -10,8 +10,10 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
+from celery import Celery
 from redis import Redis
 
 from core.events import EventType, publish_event
@@ -21,9 +23,12 @@ from ingest import sessions
 from ingest.flv import FlvDemuxer
 from ingest.media_info import describe_source, video_frame_rate
 from packager import catalog
-from packager.catalog import SOURCE, PlaylistPolicy
+from packager.catalog import SOURCE
+from packager.celery_app import make_celery
 from packager.live import InitSegment, LivePackager, PackagedSegment
 from packager.media import CLOCK_HZ, AccessUnit, AudioConfig, VideoConfig
+from packager.mirror import write_playlists
+from packager.tasks import enqueue_ladder
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +133,7 @@ class Publication:
                 bytes_ingested=self.bytes_ingested,
             )
         )
+        self._enqueue_ladder(segment.sequence)
         uri = f"{SOURCE}/{catalog.segment_name(segment.sequence)}"
         publish_event(
             self.redis,
@@ -148,6 +154,15 @@ class Publication:
         log.debug(
             "segment %s stored in %.1f ms", segment.sequence, (time.perf_counter() - started) * 1000
         )
+
+    def _enqueue_ladder(self, sequence: int) -> None:
+        """Workers transcode the rungs; a lost enqueue costs only that segment's rungs."""
+        try:
+            enqueue_ladder(_celery(self.settings.redis_url), self.grant.session_id, sequence)
+        except Exception:
+            log.exception(
+                "ladder of segment %s of session %s not enqueued", sequence, self.grant.session_id
+            )
 
     def _store_init(self, init: InitSegment) -> str:
         grant = self.grant
@@ -172,6 +187,11 @@ class Publication:
         )
 
 
+@cache
+def _celery(redis_url: str | None) -> Celery:
+    return make_celery(redis_url)
+
+
 def _retry(action: Any) -> Any:
     """Storage and database hiccups are retried with backoff before a segment is given up."""
     for attempt in range(STORE_ATTEMPTS):
@@ -182,28 +202,3 @@ def _retry(action: Any) -> Any:
                 raise
             time.sleep(0.2 * 2**attempt)
     return None
-
-
-def write_playlists(
-    settings: Settings, store: ObjectStore, redis: Redis, stream_id: Any, *, master: bool
-) -> None:
-    """Mirror the stream's current playlists into the bucket (for a CDN in front of it)."""
-    from core.db import session_scope
-
-    policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
-    with session_scope(settings.database_url) as db:
-        session = catalog.latest_session(db, stream_id)
-        if session is None:
-            return
-        renditions = session.renditions
-        texts = {
-            catalog.media_playlist_key(stream_id, r.name): catalog.render_media(
-                db, session, r, policy
-            )
-            for r in renditions
-        }
-        if master and renditions:
-            texts[catalog.master_playlist_key(stream_id)] = catalog.render_master(list(renditions))
-    for key, text in texts.items():
-        store.put_bytes(key, text.encode(), "application/vnd.apple.mpegurl")
-    publish_event(redis, EventType.PLAYLIST, str(stream_id), {"uris": sorted(texts)})

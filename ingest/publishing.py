@@ -15,8 +15,12 @@ from redis import Redis
 from core.events import EventType, publish_event
 from core.settings import Settings
 from core.storage import ObjectStore
+from core.webhooks import WebhookEvent, enqueue_webhook
 from ingest import sessions
-from ingest.publication import Publication, write_playlists
+from ingest.publication import Publication
+from packager.catalog import recording_path
+from packager.celery_app import make_celery
+from packager.mirror import write_playlists
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,7 @@ class Publisher:
         self.store = store
         self.redis = redis
         self.active: dict[uuid.UUID, Publication] = {}
+        self.celery = make_celery(settings.redis_url)
 
     async def begin(self, stream_key: str, protocol: str) -> tuple[Publication | None, str]:
         try:
@@ -44,13 +49,7 @@ class Publisher:
             return None, str(refused)
         publication = Publication(grant, self.settings, self.store, self.redis)
         self.active[grant.session_id] = publication
-        await asyncio.to_thread(
-            publish_event,
-            self.redis,
-            EventType.STATUS,
-            str(grant.stream_id),
-            {"status": "live", "session_id": str(grant.session_id), "resumed": grant.resumed},
-        )
+        await asyncio.to_thread(self._announce_live, grant)
         log.info(
             "stream %s live (%s session %s)",
             grant.stream_id,
@@ -72,6 +71,17 @@ class Publisher:
         if ended:
             await asyncio.to_thread(self._announce_end, ended)
 
+    def _announce_live(self, grant: sessions.PublishGrant) -> None:
+        ids = {"stream_id": str(grant.stream_id), "session_id": str(grant.session_id)}
+        publish_event(
+            self.redis,
+            EventType.STATUS,
+            ids["stream_id"],
+            {"status": "live", "session_id": ids["session_id"], "resumed": grant.resumed},
+        )
+        if not grant.resumed:  # a resumed session never stopped being live
+            enqueue_webhook(self.celery, self.settings, WebhookEvent.STREAM_LIVE, ids)
+
     def _announce_end(self, ended: sessions.EndedSession) -> None:
         write_playlists(self.settings, self.store, self.redis, ended.stream_id, master=True)
         publish_event(
@@ -79,6 +89,15 @@ class Publisher:
             EventType.STATUS,
             str(ended.stream_id),
             {"status": "idle", "session_id": str(ended.session_id)},
+        )
+        ids = {"stream_id": str(ended.stream_id), "session_id": str(ended.session_id)}
+        enqueue_webhook(self.celery, self.settings, WebhookEvent.STREAM_IDLE, ids)
+        playback = f"{self.settings.public_http_url}{recording_path(ended.session_id)}"
+        enqueue_webhook(
+            self.celery,
+            self.settings,
+            WebhookEvent.SESSION_ENDED,
+            {**ids, "playback_url": playback},
         )
         log.info("stream %s idle (session %s ended)", ended.stream_id, ended.session_id)
 

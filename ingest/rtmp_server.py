@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import deque
 
 from ingest.flv import DemuxError
@@ -38,6 +39,19 @@ class RtmpConnectionHandler:
         self.publisher = publisher
         self.max_message_bytes = max_message_bytes
         self.connections: set[asyncio.Task[None]] = set()
+        # The connection holding each stream's publisher here, for `disconnect`.
+        self.publishing: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._dropped: set[asyncio.Task[None]] = set()
+
+    def disconnect(self, stream_id: uuid.UUID) -> bool:
+        """Drop the stream's publisher if this process holds it; its session ends at once
+        (an explicit end, no reconnect grace). Returns whether it was held here."""
+        task = self.publishing.get(stream_id)
+        if task is None:
+            return False
+        self._dropped.add(task)
+        task.cancel()
+        return True
 
     async def close_all(self, timeout: float = 10.0) -> None:
         """Drop every client; each one's segments so far are stored before this returns."""
@@ -75,6 +89,7 @@ class RtmpConnectionHandler:
                         publication = await self._decide(conn, event, peer)
                         await _flush(conn, writer)
                         if publication is not None:
+                            self.publishing[publication.grant.stream_id] = task
                             events.extend(conn.receive_data(b""))
                     elif isinstance(event, StreamMetadata):
                         if publication is not None:
@@ -90,8 +105,12 @@ class RtmpConnectionHandler:
             log.info("rtmp %s: connection lost: %s", peer, exc)
         finally:
             self.connections.discard(task)
+            dropped = task in self._dropped
+            self._dropped.discard(task)
             if publication is not None:
-                await self.publisher.end(publication, explicit=explicit_end)
+                if self.publishing.get(publication.grant.stream_id) is task:
+                    del self.publishing[publication.grant.stream_id]
+                await self.publisher.end(publication, explicit=explicit_end or dropped)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()

@@ -9,8 +9,10 @@ import signal
 
 from redis import Redis
 
+from core.events import stop_following
 from core.settings import Settings
 from core.storage import ObjectStore
+from ingest.control import follow_control
 from ingest.publishing import Publisher
 from ingest.rtmp_server import RtmpConnectionHandler, serve_rtmp
 
@@ -35,11 +37,13 @@ async def run_ingest(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     housekeeping = asyncio.create_task(publisher.run_housekeeping())
+    control = asyncio.create_task(follow_control(settings.redis_url, handler.disconnect))
     try:
         await stop.wait()
     finally:
         log.info("stopping: closing the listener and storing what publishers sent")
         server.close()
         housekeeping.cancel()
+        await stop_following(control)
         await handler.close_all()
         redis.close()

@@ -95,7 +95,11 @@ def open_publish(
             resumable.heartbeat_at = at
             return _resume_grant(db, stream.id, resumable)
         session = LiveSession(
-            stream_id=stream.id, protocol=protocol, status="live", heartbeat_at=at
+            stream_id=stream.id,
+            protocol=protocol,
+            status="live",
+            heartbeat_at=at,
+            ladder=stream.ladder,
         )
         db.add(session)
         db.flush()

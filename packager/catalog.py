@@ -10,8 +10,8 @@ import math
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session, aliased
 
 from core.models import LiveSession, Rendition, Segment
 from packager.playlist import (
@@ -80,15 +80,38 @@ def find_rendition(db: Session, session_id: uuid.UUID, name: str) -> Rendition |
     ).first()
 
 
+def first_missing_sequence(db: Session, session_id: uuid.UUID, rendition_id: int) -> int | None:
+    """The first source segment a ladder rung has no row for (None: the rung has them all)."""
+    source, rung = aliased(Segment), aliased(Segment)
+    return db.scalar(
+        select(func.min(source.sequence))
+        .join(Rendition, source.rendition_id == Rendition.id)
+        .where(
+            Rendition.session_id == session_id,
+            Rendition.name == SOURCE,
+            ~exists().where(rung.rendition_id == rendition_id, rung.sequence == source.sequence),
+        )
+    )
+
+
 def render_media(
     db: Session, session: LiveSession, rendition: Rendition, policy: PlaylistPolicy
 ) -> str:
-    """The live sliding window of a rendition, with EXT-X-ENDLIST once the session is over."""
+    """The live sliding window of a rendition, with EXT-X-ENDLIST once the session is over.
+
+    Workers finish a rung's segments out of order, so a rung lists only the prefix before
+    its first missing source segment (a failed one has a row and shows as EXT-X-GAP), and
+    ends only once it has every source segment.
+    """
+    listed = Segment.rendition_id == rendition.id
+    complete = True
+    if rendition.name != SOURCE:
+        missing = first_missing_sequence(db, session.id, rendition.id)
+        if missing is not None:
+            listed &= Segment.sequence < missing
+            complete = False
     rows = db.scalars(
-        select(Segment)
-        .where(Segment.rendition_id == rendition.id)
-        .order_by(Segment.sequence.desc())
-        .limit(policy.window)
+        select(Segment).where(listed).order_by(Segment.sequence.desc()).limit(policy.window)
     ).all()[::-1]
     earlier_discontinuities = 0
     if rows:
@@ -118,7 +141,7 @@ def render_media(
         MediaPlaylist(
             segments=entries,
             target_duration=policy.target_duration,
-            ended=session.status != "live",
+            ended=session.status != "live" and complete,
             media_sequence=rows[0].sequence if rows else 0,
             discontinuity_sequence=earlier_discontinuities,
         )
@@ -126,8 +149,13 @@ def render_media(
 
 
 def render_master(renditions: list[Rendition]) -> str:
-    """Every rendition that has media, the source first as the top quality."""
-    ordered = sorted(renditions, key=lambda r: (r.name != SOURCE, -(r.height or 0)))
+    """Every rendition that has media, the source first as the top quality.
+
+    A rung whose first segments all failed has no codecs yet and stays out until it has.
+    """
+    ordered = sorted(
+        (r for r in renditions if r.codecs), key=lambda r: (r.name != SOURCE, -(r.height or 0))
+    )
     return render_master_playlist(
         [
             Variant(
@@ -142,3 +170,54 @@ def render_master(renditions: list[Rendition]) -> str:
             for r in ordered
         ]
     )
+
+
+def recording_path(session_id: uuid.UUID | str) -> str:
+    """URL path of one session's own recording, playable for as long as the session is kept."""
+    return f"/hls/sessions/{session_id}/master.m3u8"
+
+
+def render_recording(
+    db: Session, session: LiveSession, rendition: Rendition, policy: PlaylistPolicy
+) -> str:
+    """Every segment the session made in a rendition (live-to-VOD): an EVENT playlist that
+    grows while live, a VOD one with EXT-X-ENDLIST once ended.
+
+    URIs are bare object names: the recording's playlists live beside its media, under
+    `/hls/sessions/{session}/{rendition}/`, so a later session of the stream changes nothing.
+    """
+    listed = Segment.rendition_id == rendition.id
+    complete = True
+    if rendition.name != SOURCE:  # as in render_media: a rung lists its gap-free prefix
+        missing = first_missing_sequence(db, session.id, rendition.id)
+        if missing is not None:
+            listed &= Segment.sequence < missing
+            complete = False
+    rows = db.scalars(select(Segment).where(listed).order_by(Segment.sequence)).all()
+    ended = session.status != "live" and complete
+    entries = [
+        SegmentEntry(
+            sequence=row.sequence,
+            uri=row.object_key.rpartition("/")[2],
+            duration=row.duration,
+            program_date_time=row.program_date_time,
+            discontinuity=row.discontinuity,
+            gap=row.status == "failed",
+            map_uri=row.init_key.rpartition("/")[2],
+        )
+        for row in rows
+    ]
+    return render_media_playlist(
+        MediaPlaylist(
+            segments=entries,
+            target_duration=policy.target_duration,
+            ended=ended,
+            playlist_type="VOD" if ended else "EVENT",
+            media_sequence=rows[0].sequence if rows else 0,
+        )
+    )
+
+
+def stream_prefix(stream_id: uuid.UUID | str) -> str:
+    """Every object of a stream lives under this prefix."""
+    return f"hls/{stream_id}/"

@@ -8,7 +8,12 @@ from core.settings import get_settings
 
 
 def make_celery(redis_url: str | None) -> Celery:
-    app = Celery("nebula", broker=redis_url, backend=redis_url, include=["packager.tasks"])
+    app = Celery(
+        "nebula",
+        broker=redis_url,
+        backend=redis_url,
+        include=["packager.tasks", "packager.housekeeping"],
+    )
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -23,6 +28,11 @@ def make_celery(redis_url: str | None) -> Celery:
         broker_transport_options={"visibility_timeout": 600},
         worker_hijack_root_logger=False,
         task_default_queue="nebula",
+        # Needs a beat (`nebula-live worker` runs one embedded); the task is idempotent, so
+        # several beats in a scaled-out deployment only repeat harmless work.
+        beat_schedule={
+            "expire-recordings": {"task": "nebula.expire_recordings", "schedule": 3600.0}
+        },
     )
     return app
 

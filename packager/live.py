@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from packager.fmp4 import fragments_from_access_units, init_segment, media_segment
+from packager.fmp4 import (
+    AAC_FRAME_SAMPLES,
+    fragments_from_access_units,
+    init_segment,
+    media_segment,
+)
 from packager.media import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind, VideoConfig
 from packager.segmenter import SegmentClosed, Segmenter, SegmenterEvent
 
@@ -81,8 +86,10 @@ class LivePackager:
     bitrate: BitrateMeter = field(default_factory=BitrateMeter)
     _segmenter: Segmenter | None = None
     _init: InitSegment | None = None
-    _clock_origin: int | None = None
+    _shift: int | None = None
     _audio_anchor: int | None = None
+    _media_end: int = 0
+    _last_video_dts: int | None = None
     _pending: list[AccessUnit] = field(default_factory=list)
     _has_video: bool = False
 
@@ -102,27 +109,52 @@ class LivePackager:
             changed, self.audio = self.audio not in (None, config), config
         if not changed or self._segmenter is None:
             return []
-        closed = self._package(self._segmenter.mark_discontinuity())
+        closed = self._package(self._segmenter.mark_discontinuity(self._end_or_none()))
         self._init = self._make_init(self.init_index + 1)
         self._audio_anchor = None
         return closed
 
     def push(self, au: AccessUnit) -> list[PackagedSegment]:
-        if self._clock_origin is None:
-            self._clock_origin = au.dts
-        shift = self.timeline_start - self._clock_origin
-        au = AccessUnit(au.kind, au.dts + shift, au.pts + shift, au.keyframe, au.data)
-        if au.kind is TrackKind.AUDIO and self._audio_anchor is None:
-            self._audio_anchor = au.dts
         if self._segmenter is None:
             return self._wait_for_tracks(au)
-        return self._package(self._segmenter.push(au))
+        return self._feed(au)
 
     def flush(self) -> list[PackagedSegment]:
-        """End of publish: close the last segment."""
+        """End of publish: close the last segment where its last frame, of either track, ends."""
         if self._segmenter is None:
             return []
-        return self._package(self._segmenter.flush())
+        return self._package(self._segmenter.flush(self._end_or_none()))
+
+    def _end_or_none(self) -> int | None:
+        return self._media_end if self._shift is not None else None
+
+    def _feed(self, au: AccessUnit) -> list[PackagedSegment]:
+        """Re-base onto the session timeline and segment.
+
+        The timeline starts at the first unit a segment can start with (a keyframe, or the
+        first audio frame without video), so segment durations tile it exactly and their sum
+        is where a reconnecting publisher continues.
+        """
+        if self._shift is None:
+            if self._has_video and not (au.kind is TrackKind.VIDEO and au.keyframe):
+                return []
+            self._shift = self.timeline_start - au.dts
+        dts, pts = au.dts + self._shift, au.pts + self._shift
+        if au.kind is TrackKind.AUDIO:
+            if self._audio_anchor is None:
+                self._audio_anchor = dts
+            if self.audio is not None:
+                frame = AAC_FRAME_SAMPLES * CLOCK_HZ // self.audio.sample_rate
+                self._media_end = max(self._media_end, dts + frame)
+        else:
+            # With B-frames a frame can be shown after later-decoded ones: its end counts in
+            # presentation time too, or a reconnecting publisher would overlap it.
+            frame = dts - self._last_video_dts if self._last_video_dts is not None else 0
+            self._media_end = max(self._media_end, max(dts, pts) + frame)
+            self._last_video_dts = dts
+        return self._package(
+            self._segmenter.push(AccessUnit(au.kind, dts, pts, au.keyframe, au.data))
+        )
 
     def _wait_for_tracks(self, au: AccessUnit) -> list[PackagedSegment]:
         """Start segmenting once we know whether there is video: its config, or 1 s of audio."""
@@ -150,7 +182,7 @@ class LivePackager:
         closed: list[PackagedSegment] = []
         for unit in pending:
             if unit.kind is TrackKind.AUDIO or has_video:
-                closed += self._package(self._segmenter.push(unit))
+                closed += self._feed(unit)
         return closed
 
     def _make_init(self, index: int) -> InitSegment:

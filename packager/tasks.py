@@ -2,13 +2,129 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import uuid
+from functools import cache
+from typing import Any
 
+from celery import Celery, Task
+from redis import Redis, RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from core.db import session_scope
+from core.events import EventType, publish_event
+from core.settings import get_settings
+from core.storage import ObjectStore, StorageError
+from packager import catalog, ladder_rows
 from packager.celery_app import celery_app
+from packager.ladder_rows import RungOutcome, SourceSegment
+from packager.mirror import write_playlists
+from packager.transcode import EncoderOptions, TranscodeError, transcode_segment
+
+log = logging.getLogger(__name__)
+
+TRANSCODE_TASK = "nebula.transcode_segment"
+# Faults of the services around us: worth retrying, unlike a segment that does not decode.
+TRANSIENT_ERRORS = (StorageError, OperationalError, InterfaceError, RedisError)
+MAX_RETRY_DELAY_SECONDS = 30
 
 
 @celery_app.task(name="nebula.ping")
 def ping() -> dict[str, object]:
     """Answer who ran it: proves a worker consumes from the broker end to end."""
     return {"pong": True, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def enqueue_ladder(celery: Celery, session_id: uuid.UUID, sequence: int) -> None:
+    """Queue the rungs of one closed source segment: only ids go through the broker."""
+    celery.send_task(TRANSCODE_TASK, args=[str(session_id), sequence])
+
+
+@cache
+def _services() -> tuple[ObjectStore, Redis]:
+    settings = get_settings()
+    return ObjectStore.from_settings(settings), Redis.from_url(settings.redis_url)
+
+
+@celery_app.task(
+    name=TRANSCODE_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=get_settings().transcode_retries,
+)
+def transcode_ladder_segment(self: Task, session_id: str, sequence: int) -> dict[str, Any]:
+    """Every rung of one source segment. Safe to run twice: same keys, upserted rows.
+
+    Storage and database faults are retried with exponential backoff; once retries run out,
+    or at once for a source that does not decode, the rungs record the segment as failed
+    (EXT-X-GAP) so their playlists move on.
+    """
+    try:
+        return _ladder_segment(uuid.UUID(session_id), sequence)
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries < self.max_retries:
+            delay = min(2**self.request.retries, MAX_RETRY_DELAY_SECONDS)
+            raise self.retry(exc=exc, countdown=delay) from exc
+        log.error("segment %s of session %s given up: %s", sequence, session_id, exc)
+        with session_scope(get_settings().database_url) as db:
+            source = ladder_rows.load_source_segment(db, uuid.UUID(session_id), sequence)
+        return _record(source, [RungOutcome(rung) for rung in source.rungs]) if source else {}
+
+
+def _ladder_segment(session_id: uuid.UUID, sequence: int) -> dict[str, Any]:
+    settings = get_settings()
+    with session_scope(settings.database_url) as db:
+        source = ladder_rows.load_source_segment(db, session_id, sequence)
+    if source is None or not source.rungs:
+        return {}
+    store, _ = _services()
+    try:
+        outputs = transcode_segment(
+            store.get_bytes(source.init_key),
+            store.get_bytes(source.object_key),
+            source.rungs,
+            sequence=sequence,
+            init_index=source.init_index,
+            options=EncoderOptions(settings.transcode_preset, settings.transcode_threads),
+        )
+    except (KeyError, TranscodeError) as exc:
+        log.warning("segment %s of session %s cannot be transcoded: %s", sequence, session_id, exc)
+        return _record(source, [RungOutcome(rung) for rung in source.rungs])
+    for output in outputs:
+        store.put_bytes(
+            source.rung_key(output.rung, source.init_name), output.init.data, "video/mp4"
+        )
+        store.put_bytes(
+            source.rung_key(output.rung, catalog.segment_name(sequence)),
+            output.data,
+            "video/iso.segment",
+        )
+    return _record(source, [RungOutcome(o.rung, o.init.codecs, len(o.data)) for o in outputs])
+
+
+def _record(source: SourceSegment, outcomes: list[RungOutcome]) -> dict[str, Any]:
+    """Rows first (Postgres is the truth), then the playlist mirror and the events."""
+    settings = get_settings()
+    with session_scope(settings.database_url) as db:
+        for outcome in outcomes:
+            ladder_rows.record_rung_segment(db, source, outcome)
+    store, redis = _services()
+    write_playlists(settings, store, redis, source.stream_id, master=True)
+    for outcome in outcomes:
+        publish_event(
+            redis,
+            EventType.SEGMENT,
+            str(source.stream_id),
+            {
+                "session_id": str(source.session_id),
+                "rendition": outcome.rung.name,
+                "sequence": source.sequence,
+                "duration": round(source.duration, 3),
+                "uri": f"{outcome.rung.name}/{catalog.segment_name(source.sequence)}",
+                "status": outcome.status,
+            },
+        )
+    return {o.rung.name: o.status for o in outcomes}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from core.settings import Settings
 from tests.services import (
     REDIS_BASE_URL,
     S3Server,
+    WebhookReceiver,
     fresh_database,
     nebula_process,
     s3_server,
@@ -42,14 +44,35 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """A Redis database of our own on the machine's server, emptied first."""
-    url = f"{REDIS_BASE_URL}/11"
+    """A Redis database of our own on the machine's server, emptied first.
+
+    Chosen at random per run so that two runs on one machine do not consume each other's
+    Celery tasks; database 0 is left to whatever else the machine runs.
+    """
+    db = int(os.environ.get("TEST_REDIS_DB", random.randint(1, 15)))
+    url = f"{REDIS_BASE_URL}/{db}"
     redis.Redis.from_url(url).flushdb()
     return url
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_url: str, s3: S3Server, tmp_path_factory) -> Settings:
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+WEBHOOK_SECRET = "test-webhook-secret"
+
+
+@pytest.fixture(scope="session")
+def settings(
+    database_url: str,
+    redis_url: str,
+    s3: S3Server,
+    webhook_receiver: WebhookReceiver,
+    tmp_path_factory,
+) -> Settings:
     return Settings(
         data_dir=tmp_path_factory.mktemp("data"),
         bind_host="127.0.0.1",
@@ -61,6 +84,8 @@ def settings(database_url: str, redis_url: str, s3: S3Server, tmp_path_factory) 
         s3_bucket="nebula-test",
         api_token="test-token",
         workers=2,
+        webhook_url=webhook_receiver.url,
+        webhook_secret=WEBHOOK_SECRET,
     )
 
 

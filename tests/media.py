@@ -6,6 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
+from ingest.flv import FlvDemuxer, FlvTagType, iter_flv_tags
+from packager.live import LivePackager, PackagedSegment
+from packager.media import AccessUnit
+
 
 def make_source(
     path: Path,
@@ -73,3 +77,23 @@ def probe(url: str) -> dict:
 
 def media_duration(path: Path) -> float:
     return float(probe(str(path))["format"]["duration"])
+
+
+def package_flv(path: Path, packager: LivePackager | None = None) -> list[PackagedSegment]:
+    """Run an FLV file through the ingest path's demuxer and packager: the source segments."""
+    packager = packager or LivePackager(2.0)
+    demuxer = FlvDemuxer()
+    segments: list[PackagedSegment] = []
+    for tag in iter_flv_tags(path.read_bytes()):
+        if tag.tag_type is FlvTagType.VIDEO:
+            items = demuxer.video(tag.timestamp_ms, tag.payload)
+        elif tag.tag_type is FlvTagType.AUDIO:
+            items = demuxer.audio(tag.timestamp_ms, tag.payload)
+        else:
+            continue
+        for item in items:
+            if isinstance(item, AccessUnit):
+                segments += packager.push(item)
+            else:
+                segments += packager.configure(item)
+    return segments + packager.flush()

@@ -152,3 +152,61 @@ def terminate_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
             proc.wait(5)
         except ProcessLookupError:
             pass
+
+
+@dataclass
+class Delivery:
+    headers: dict[str, str]
+    body: str
+    answered: int
+
+
+class WebhookReceiver:
+    """A local HTTP endpoint that records webhook deliveries and can refuse chosen ones once."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.deliveries: list[Delivery] = []
+        self._fail_once: set[str] = set()
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+                body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+                answer = receiver._answer(body)
+                with receiver._lock:
+                    receiver.deliveries.append(Delivery(dict(self.headers), body, answer))
+                self.send_response(answer)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def fail_once(self, marker: str) -> None:
+        """Answer 500 to the first delivery whose body contains `marker`."""
+        with self._lock:
+            self._fail_once.add(marker)
+
+    def _answer(self, body: str) -> int:
+        with self._lock:
+            for marker in self._fail_once:
+                if marker in body:
+                    self._fail_once.discard(marker)
+                    return 500
+        return 200
+
+    def containing(self, marker: str) -> list[Delivery]:
+        with self._lock:
+            return [d for d in self.deliveries if marker in d.body]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -10,6 +10,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from api.deps import DbSession, SettingsDep, StoreDep
+from core.models import LiveSession
+from core.storage import ObjectStore
 from packager import catalog
 from packager.catalog import PlaylistPolicy
 
@@ -57,9 +59,56 @@ def media_playlist(
     return _playlist(catalog.render_media(db, session, found, policy), session.status != "live")
 
 
+# The recording routes come before `media_object`: their paths have the same shape.
+def _session_or_404(db: DbSession, session_id: uuid.UUID) -> LiveSession:
+    session = db.get(LiveSession, session_id)
+    if session is None or session.stream_id is None:
+        raise _not_found(f"session {session_id} not found")
+    return session
+
+
+@router.get(
+    "/sessions/{session_id}/master.m3u8", summary="Master playlist of one session's recording"
+)
+def recording_master(session_id: uuid.UUID, db: DbSession) -> Response:
+    session = _session_or_404(db, session_id)
+    if not session.renditions:
+        raise _not_found(f"session {session_id} has no media")
+    return _playlist(catalog.render_master(list(session.renditions)), session.status != "live")
+
+
+@router.get(
+    "/sessions/{session_id}/{rendition}/index.m3u8",
+    summary="Every segment of one rendition of a session's recording",
+)
+def recording_media(
+    session_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
+) -> Response:
+    session = _session_or_404(db, session_id)
+    found = catalog.find_rendition(db, session.id, rendition)
+    if found is None:
+        raise _not_found(f"session {session_id} has no rendition {rendition!r}")
+    policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
+    return _playlist(catalog.render_recording(db, session, found, policy), session.status != "live")
+
+
+@router.get("/sessions/{session_id}/{rendition}/{name}", summary="A segment of a recording")
+async def recording_object(
+    session_id: uuid.UUID, rendition: str, name: str, db: DbSession, store: StoreDep
+) -> Response:
+    session = await run_in_threadpool(_session_or_404, db, session_id)
+    return await _media(store, session.stream_id, rendition, session_id, name)
+
+
 @router.get("/{stream_id}/{rendition}/{session_id}/{name}", summary="A segment or init segment")
 async def media_object(
     stream_id: uuid.UUID, rendition: str, session_id: uuid.UUID, name: str, store: StoreDep
+) -> Response:
+    return await _media(store, stream_id, rendition, session_id, name)
+
+
+async def _media(
+    store: ObjectStore, stream_id: uuid.UUID, rendition: str, session_id: uuid.UUID, name: str
 ) -> Response:
     if not MEDIA_NAME.match(name) or not RENDITION_NAME.match(rendition):
         raise _not_found(f"no media object {name!r}")

@@ -1,0 +1,105 @@
+"""`/ws/streams/{stream_id}`: a `status` message at once, then the stream's events as they
+happen (`status`, `segment`, `playlist`), and a `ping` when there is nothing to say.
+
+Close codes: 4404 the stream does not exist; 4429 the client read too slowly and was dropped.
+Messages are hints: a client that reconnects resyncs from REST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+
+from fastapi import APIRouter, WebSocket
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+
+from api.ws import EventHub, Subscriber
+from core.db import session_scope
+from core.events import EventType, encode_event
+from core.models import LiveSession, Stream
+
+router = APIRouter(tags=["websockets"])
+
+CLOSE_UNKNOWN_STREAM = 4404
+CLOSE_TOO_SLOW = 4429
+CLOSE_WAIT_SECONDS = 1.0
+PING = json.dumps({"type": "ping"})
+
+
+def current_status(database_url: str, stream_id: uuid.UUID) -> str | None:
+    """The `status` message a client gets on connect; None for an unknown stream."""
+    with session_scope(database_url) as db:
+        stream = db.get(Stream, stream_id)
+        if stream is None:
+            return None
+        session_id = db.scalar(
+            select(LiveSession.id)
+            .where(LiveSession.stream_id == stream_id, LiveSession.status == "live")
+            .order_by(LiveSession.started_at.desc())
+            .limit(1)
+        )
+        payload = {"status": stream.status, "session_id": session_id and str(session_id)}
+        return encode_event(EventType.STATUS, str(stream_id), payload)
+
+
+@router.websocket("/ws/streams/{stream_id}")
+async def stream_events(websocket: WebSocket, stream_id: str) -> None:
+    hub: EventHub = websocket.app.state.hub
+    settings = websocket.app.state.settings
+    await websocket.accept()
+    unknown = f"stream {stream_id[:40]} not found"  # a close reason holds 123 bytes at most
+    try:
+        parsed = uuid.UUID(stream_id)
+    except ValueError:
+        await websocket.close(CLOSE_UNKNOWN_STREAM, unknown)
+        return
+    # Join before reading the state, so nothing published in between is missed.
+    subscriber = hub.join(str(parsed))
+    try:
+        status = await run_in_threadpool(current_status, settings.database_url, parsed)
+        if status is None:
+            await websocket.close(CLOSE_UNKNOWN_STREAM, unknown)
+            return
+        await websocket.send_text(status)
+        await _serve(websocket, subscriber, settings.ws_ping_seconds)
+    finally:
+        hub.leave(subscriber)
+
+
+async def _serve(websocket: WebSocket, subscriber: Subscriber, ping_seconds: float) -> None:
+    """Until the client leaves, a send fails, or the client falls too far behind."""
+    tasks = {
+        asyncio.create_task(_forward(websocket, subscriber, ping_seconds)),
+        asyncio.create_task(_until_closed(websocket)),
+        overflow := asyncio.create_task(subscriber.overflowed.wait()),
+    }
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    for task in done:
+        if not task.cancelled():
+            task.exception()  # a failed send only means the client went away
+    if overflow in done:
+        reason = f"too slow: more than {subscriber.queue.maxsize} messages waiting"
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(websocket.close(CLOSE_TOO_SLOW, reason), CLOSE_WAIT_SECONDS)
+
+
+async def _forward(websocket: WebSocket, subscriber: Subscriber, ping_seconds: float) -> None:
+    while True:
+        try:
+            message = await asyncio.wait_for(subscriber.queue.get(), ping_seconds)
+        except TimeoutError:
+            message = PING
+        await websocket.send_text(message)
+
+
+async def _until_closed(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends, to notice when it goes."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass

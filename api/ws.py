@@ -1,0 +1,81 @@
+"""Websocket fan-out: one Redis subscription per API process feeds every client it serves.
+
+Each client gets a bounded queue. The Redis reader only ever does `put_nowait`, so a client
+that stops reading fills its own queue and is dropped; nobody else waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from core.events import (
+    STREAM_CHANNEL_PATTERN,
+    follow_channels,
+    stop_following,
+    stream_id_of_channel,
+)
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One websocket client's view of one stream."""
+
+    stream_id: str
+    queue: asyncio.Queue[str]
+    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, message: str) -> None:
+        if self.overflowed.is_set():
+            return
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.overflowed.set()
+
+
+class EventHub:
+    def __init__(self, redis_url: str, queue_size: int) -> None:
+        self.redis_url = redis_url
+        self.queue_size = queue_size
+        self.subscribed = asyncio.Event()
+        self._clients: dict[str, set[Subscriber]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def client_count(self) -> int:
+        return sum(len(clients) for clients in self._clients.values())
+
+    def start(self) -> None:
+        """Subscribe to every stream channel: a pattern subscription costs Redis the same for
+        one stream or thousands, and this process drops events nobody here watches."""
+        self._task = asyncio.create_task(
+            follow_channels(
+                self.redis_url,
+                self._dispatch,
+                patterns=[STREAM_CHANNEL_PATTERN],
+                on_subscribed=self.subscribed.set,
+            ),
+            name="event-hub",
+        )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await stop_following(self._task)
+
+    def join(self, stream_id: str) -> Subscriber:
+        subscriber = Subscriber(stream_id, asyncio.Queue(self.queue_size))
+        self._clients[stream_id].add(subscriber)
+        return subscriber
+
+    def leave(self, subscriber: Subscriber) -> None:
+        clients = self._clients.get(subscriber.stream_id)
+        if clients is not None:
+            clients.discard(subscriber)
+            if not clients:
+                del self._clients[subscriber.stream_id]
+
+    def _dispatch(self, channel: str, data: str) -> None:
+        for subscriber in self._clients.get(stream_id_of_channel(channel), ()):
+            subscriber.offer(data)

@@ -1,0 +1,50 @@
+"""Playlists mirrored into the bucket, so a CDN in front of it serves the same text as the API."""
+
+from __future__ import annotations
+
+import uuid
+
+from redis import Redis
+
+from core.db import session_scope
+from core.events import EventType, publish_event
+from core.settings import Settings
+from core.storage import ObjectStore
+from packager import catalog
+from packager.catalog import PlaylistPolicy
+
+# Ingest and every worker write a stream's playlists; one at a time, so an older rendering
+# never lands after a newer one.
+LOCK_SECONDS = 10.0
+
+
+def write_playlists(
+    settings: Settings,
+    store: ObjectStore,
+    redis: Redis,
+    stream_id: uuid.UUID | str,
+    *,
+    master: bool,
+) -> None:
+    """Render the stream's current playlists from the database and put them in the bucket."""
+    policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
+    lock = redis.lock(
+        f"nebula:playlists:{stream_id}", timeout=LOCK_SECONDS, blocking_timeout=LOCK_SECONDS
+    )
+    with lock:
+        with session_scope(settings.database_url) as db:
+            session = catalog.latest_session(db, uuid.UUID(str(stream_id)))
+            if session is None:
+                return
+            renditions = list(session.renditions)
+            texts = {
+                catalog.media_playlist_key(stream_id, r.name): catalog.render_media(
+                    db, session, r, policy
+                )
+                for r in renditions
+            }
+            if master and renditions:
+                texts[catalog.master_playlist_key(stream_id)] = catalog.render_master(renditions)
+        for key, text in texts.items():
+            store.put_bytes(key, text.encode(), "application/vnd.apple.mpegurl")
+    publish_event(redis, EventType.PLAYLIST, str(stream_id), {"uris": sorted(texts)})

@@ -1,0 +1,119 @@
+"""`nebula-live up` as a user runs it: no URLs set, embedded services, one command."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.processes import process_tree
+from tests.media import probe
+from tests.services import REPO_ROOT, free_port, free_port_block, wait_for, world_readable_tmpdir
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def up_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEBULA_")}
+    env.update(
+        NEBULA_DATA_DIR=str(world_readable_tmpdir("nebula-up-")),
+        NEBULA_BIND_HOST="127.0.0.1",
+        NEBULA_HTTP_PORT=str(free_port()),
+        NEBULA_RTMP_PORT=str(free_port()),
+        NEBULA_EMBEDDED_POSTGRES_PORT=str(free_port()),
+        NEBULA_EMBEDDED_REDIS_PORT=str(free_port()),
+        NEBULA_EMBEDDED_S3_PORT=str(free_port_block(8)),
+        NEBULA_WORKERS="1",
+        PYTHONPATH=str(REPO_ROOT),
+    )
+    return env
+
+
+@contextmanager
+def running_up(env: dict[str, str], log: Path, *flags: str) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", "up", *flags],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def _healthy(base: str) -> bool:
+    return httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_up_starts_everything_stops_cleanly_and_keeps_its_data(
+    up_env: dict[str, str], tmp_path: Path
+) -> None:
+    base = f"http://127.0.0.1:{up_env['NEBULA_HTTP_PORT']}"
+    log = tmp_path / "up.log"
+    with running_up(up_env, log) as up:
+        wait_for(lambda: _healthy(base), 150, "nebula-live up")
+        output = log.read_text()
+        for expected in ("PostgreSQL (embedded)", "Redis (embedded)", "S3 store", "ready in"):
+            assert expected in output
+        token = (Path(up_env["NEBULA_DATA_DIR"]) / "api_token").read_text().strip()
+        assert token in output
+        assert f"rtmp://127.0.0.1:{up_env['NEBULA_RTMP_PORT']}/live" in output
+        headers = {"Authorization": f"Bearer {token}"}
+        created = httpx.post(f"{base}/api/v1/streams", json={"name": "kept"}, headers=headers)
+        assert created.status_code == 201
+        children = process_tree(up.pid)
+        assert len(children) >= 7  # up, postgres, redis, s3, api, ingest, worker
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(60) == 0
+    assert [pid for pid in children if _alive(pid)] == []
+    assert "stopped." in log.read_text()
+
+    with running_up(up_env, log, "--demo") as up:
+        wait_for(lambda: _healthy(base), 150, "nebula-live up, second run")
+        again = httpx.get(f"{base}/api/v1/streams/{created.json()['id']}", headers=headers)
+        assert again.status_code == 200
+        assert again.json()["name"] == "kept"
+        demo_url = re.search(r"demo\s+(http://\S+/master\.m3u8)", log.read_text()).group(1)
+        wait_for(lambda: httpx.get(demo_url).status_code == 200, 60, "demo stream playlist")
+        assert probe(demo_url)["streams"][0]["codec_name"] == "h264"
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0
+
+
+def test_up_exits_non_zero_naming_the_service_that_cannot_start(
+    up_env: dict[str, str], tmp_path: Path
+) -> None:
+    log = tmp_path / "up.log"
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(up_env["NEBULA_HTTP_PORT"])))
+        squatter.listen()
+        with running_up(up_env, log) as up:
+            assert up.wait(150) == 1
+    output = log.read_text()
+    assert "api exited with code" in output
+    assert "address already in use" in output.lower()

@@ -1,0 +1,464 @@
+"""Streams and sessions over REST against the real PostgreSQL, Redis and S3 server."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import m3u8
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from core.db import session_scope
+from core.events import CONTROL_CHANNEL
+from core.models import LiveSession, Rendition, Segment, Stream
+from core.settings import Settings
+from core.storage import ObjectStore
+from ingest import sessions
+from packager.catalog import SOURCE, init_name, media_key, segment_name
+from packager.housekeeping import expire_recordings
+
+AUTH = {"Authorization": "Bearer test-token"}
+
+
+@pytest.fixture(scope="module")
+def api(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), headers=AUTH) as client:
+        client.app.state.store.ensure_bucket()
+        yield client
+
+
+@pytest.fixture
+def control_messages(settings: Settings) -> Iterator[redis.client.PubSub]:
+    pubsub = redis.Redis.from_url(settings.redis_url).pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(CONTROL_CHANNEL)
+    yield pubsub
+    pubsub.close()
+
+
+def _next_control(pubsub: redis.client.PubSub) -> dict:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        # The subscribe confirmation also comes out as None: keep reading.
+        message = pubsub.get_message(timeout=1)
+        if message is not None:
+            return json.loads(message["data"])
+    raise AssertionError("no control message was published")
+
+
+def _create(api: TestClient, name: str = "stream") -> dict:
+    response = api.post("/api/v1/streams", json={"name": name})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _set_status(settings: Settings, stream_id: str, status: str) -> None:
+    with session_scope(settings.database_url) as db:
+        db.get(Stream, uuid.UUID(stream_id)).status = status
+
+
+def _add_session(
+    settings: Settings,
+    stream_id: str,
+    *,
+    started: datetime,
+    segments: int,
+    status: str = "ended",
+    gop_seconds: float = 2.0,
+    store: ObjectStore | None = None,
+) -> uuid.UUID:
+    """A session as the ingest leaves it: rows for a source rendition and its segments."""
+    sid = uuid.UUID(stream_id)
+    with session_scope(settings.database_url) as db:
+        session = LiveSession(
+            stream_id=sid,
+            protocol="rtmp",
+            status=status,
+            started_at=started,
+            ended_at=None if status == "live" else started + timedelta(seconds=2 * segments),
+            media_info={"video": {"codec": "h264", "width": 640, "height": 360}},
+            gop_seconds=gop_seconds,
+            bytes_ingested=1000 * segments,
+        )
+        db.add(session)
+        db.flush()
+        rendition = Rendition(
+            session_id=session.id,
+            name=SOURCE,
+            width=640,
+            height=360,
+            frame_rate=30.0,
+            codecs="avc1.64001e,mp4a.40.2",
+            bandwidth=800_000,
+            average_bandwidth=700_000,
+        )
+        db.add(rendition)
+        db.flush()
+        init_key = media_key(sid, SOURCE, session.id, init_name(0))
+        for n in range(segments):
+            key = media_key(sid, SOURCE, session.id, segment_name(n))
+            db.add(
+                Segment(
+                    rendition_id=rendition.id,
+                    sequence=n,
+                    duration=2.0,
+                    program_date_time=started + timedelta(seconds=2 * n),
+                    object_key=key,
+                    init_key=init_key,
+                    size_bytes=1000,
+                )
+            )
+            if store is not None:
+                store.put_bytes(key, b"segment", "video/iso.segment")
+        if store is not None:
+            store.put_bytes(init_key, b"init", "video/mp4")
+        return session.id
+
+
+ENDPOINTS = [
+    ("get", "/api/v1/streams"),
+    ("post", "/api/v1/streams"),
+    ("get", "/api/v1/streams/{id}"),
+    ("patch", "/api/v1/streams/{id}"),
+    ("delete", "/api/v1/streams/{id}"),
+    ("post", "/api/v1/streams/{id}/reset-key"),
+    ("post", "/api/v1/streams/{id}/disconnect"),
+    ("get", "/api/v1/streams/{id}/sessions"),
+    ("get", "/api/v1/sessions/{id}"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ENDPOINTS)
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}])
+def test_every_management_endpoint_is_401_without_the_right_token(
+    api: TestClient, method: str, path: str, headers: dict
+) -> None:
+    url = path.format(id=uuid.uuid4())
+    response = api.request(method, url, headers={"Authorization": "", **headers}, json={})
+    assert response.status_code == 401
+    assert response.json() == {"detail": "missing or invalid bearer token"}
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [e for e in ENDPOINTS if "{id}" in e[1]], ids=lambda v: str(v)
+)
+def test_every_endpoint_naming_an_unknown_id_is_404(
+    api: TestClient, method: str, path: str
+) -> None:
+    missing = uuid.uuid4()
+    response = api.request(method, path.format(id=missing), json={})
+    assert response.status_code == 404
+    assert str(missing) in response.json()["detail"]
+
+
+def test_a_stream_with_an_empty_name_is_422_naming_the_field(api: TestClient) -> None:
+    response = api.post("/api/v1/streams", json={"name": ""})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "name"]
+
+
+def test_an_id_that_is_not_a_uuid_is_422(api: TestClient) -> None:
+    response = api.get("/api/v1/streams/not-a-uuid")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["path", "stream_id"]
+
+
+def test_streams_are_listed_newest_first_in_pages(api: TestClient) -> None:
+    created = [_create(api, f"paged {n}")["id"] for n in range(5)]
+    seen: list[str] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = api.get("/api/v1/streams", params={"limit": 2, "offset": offset}).json()
+        assert page["limit"] == 2 and len(page["items"]) <= 2
+        assert all(item["stream_key"] is None for item in page["items"])
+        seen += [item["id"] for item in page["items"]]
+        offset = page["next_offset"]
+    assert len(seen) == page["total"] == len(set(seen))
+    mine = [s for s in seen if s in created]
+    assert mine == created[::-1]
+
+
+def test_a_page_size_out_of_range_is_422(api: TestClient) -> None:
+    response = api.get("/api/v1/streams", params={"limit": 0})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "limit"]
+    assert api.get("/api/v1/streams", params={"limit": 101}).status_code == 422
+
+
+def test_the_stream_list_filters_by_status(api: TestClient, settings: Settings) -> None:
+    live = _create(api, "filter live")
+    _set_status(settings, live["id"], "live")
+    items = api.get("/api/v1/streams", params={"status": "live", "limit": 100}).json()["items"]
+    assert live["id"] in [i["id"] for i in items]
+    assert {i["status"] for i in items} == {"live"}
+    assert api.get("/api/v1/streams", params={"status": "bogus"}).status_code == 422
+
+
+def test_get_returns_the_stream_without_its_key(api: TestClient) -> None:
+    stream = _create(api, "fetch me")
+    fetched = api.get(f"/api/v1/streams/{stream['id']}").json()
+    assert fetched["name"] == "fetch me"
+    assert fetched["stream_key"] is None
+    assert fetched["status"] == "idle"
+    assert fetched["ladder"] is None
+
+
+def test_patch_renames_and_sets_a_ladder_and_null_restores_the_default(api: TestClient) -> None:
+    stream = _create(api, "before")
+    ladder = [{"name": "540p", "height": 540, "bitrate": 2_000_000}]
+    response = api.patch(
+        f"/api/v1/streams/{stream['id']}", json={"name": "after", "ladder": ladder}
+    )
+    assert response.status_code == 200, response.text
+    assert (response.json()["name"], response.json()["ladder"]) == ("after", ladder)
+    response = api.patch(f"/api/v1/streams/{stream['id']}", json={"ladder": None})
+    assert (response.json()["name"], response.json()["ladder"]) == ("after", None)
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"ladder": [{"name": "720p", "height": 721, "bitrate": 3_000_000}]}, "ladder"),
+        ({"ladder": [{"name": "source", "height": 720, "bitrate": 3_000_000}]}, "ladder"),
+        ({"ladder": []}, "ladder"),
+        ({"name": ""}, "name"),
+        ({"enabled": "maybe"}, "enabled"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_an_invalid_patch_is_422_naming_the_field(api: TestClient, body: dict, loc: str) -> None:
+    stream = _create(api)
+    response = api.patch(f"/api/v1/streams/{stream['id']}", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", loc]
+
+
+def test_a_disabled_stream_refuses_publishes_until_enabled_again(
+    api: TestClient, settings: Settings
+) -> None:
+    stream = _create(api, "switch")
+    response = api.patch(f"/api/v1/streams/{stream['id']}", json={"enabled": False})
+    assert response.json()["status"] == "disabled"
+    with pytest.raises(sessions.PublishRefused, match="stream is disabled"):
+        sessions.open_publish(settings.database_url, stream["stream_key"], "rtmp", 0)
+    response = api.patch(f"/api/v1/streams/{stream['id']}", json={"enabled": True})
+    assert response.json()["status"] == "idle"
+    grant = sessions.open_publish(settings.database_url, stream["stream_key"], "rtmp", 0)
+    assert str(grant.stream_id) == stream["id"]
+    sessions.close_publish(settings.database_url, grant.session_id, explicit=True)
+
+
+def test_disabling_a_live_stream_asks_the_ingest_to_drop_its_publisher(
+    api: TestClient, settings: Settings, control_messages
+) -> None:
+    stream = _create(api, "live then disabled")
+    _set_status(settings, stream["id"], "live")
+    response = api.patch(f"/api/v1/streams/{stream['id']}", json={"enabled": False})
+    assert response.json()["status"] == "disabled"
+    assert _next_control(control_messages) == {"action": "disconnect", "stream_id": stream["id"]}
+
+
+def test_reset_key_issues_a_new_key_and_the_old_one_is_refused_at_once(
+    api: TestClient, settings: Settings
+) -> None:
+    stream = _create(api, "rotated")
+    response = api.post(f"/api/v1/streams/{stream['id']}/reset-key")
+    assert response.status_code == 200
+    new_key = response.json()["stream_key"]
+    assert new_key and new_key != stream["stream_key"]
+    assert response.json()["rtmp_url"].endswith(f"/live/{new_key}")
+    with pytest.raises(sessions.PublishRefused, match="unknown stream key"):
+        sessions.open_publish(settings.database_url, stream["stream_key"], "rtmp", 0)
+    grant = sessions.open_publish(settings.database_url, new_key, "rtmp", 0)
+    sessions.close_publish(settings.database_url, grant.session_id, explicit=True)
+
+
+def test_disconnect_of_a_stream_that_is_not_live_is_409(api: TestClient) -> None:
+    stream = _create(api, "quiet")
+    response = api.post(f"/api/v1/streams/{stream['id']}/disconnect")
+    assert response.status_code == 409
+    assert response.json()["detail"] == f"stream {stream['id']} is idle, not live"
+
+
+def test_disconnect_of_a_live_stream_publishes_a_control_message(
+    api: TestClient, settings: Settings, control_messages
+) -> None:
+    stream = _create(api, "to drop")
+    _set_status(settings, stream["id"], "live")
+    response = api.post(f"/api/v1/streams/{stream['id']}/disconnect")
+    assert response.status_code == 202
+    assert response.json()["ingest_processes"] >= 1  # this test, and any running ingest
+    assert _next_control(control_messages) == {"action": "disconnect", "stream_id": stream["id"]}
+
+
+def test_deleting_a_live_stream_is_409_without_force(api: TestClient, settings: Settings) -> None:
+    stream = _create(api, "busy")
+    _set_status(settings, stream["id"], "live")
+    response = api.delete(f"/api/v1/streams/{stream['id']}")
+    assert response.status_code == 409
+    assert "?force=true" in response.json()["detail"]
+    assert api.get(f"/api/v1/streams/{stream['id']}").status_code == 200
+
+
+def test_delete_removes_the_stream_its_sessions_and_its_objects(
+    api: TestClient, settings: Settings
+) -> None:
+    store: ObjectStore = api.app.state.store
+    stream = _create(api, "doomed")
+    session_id = _add_session(
+        settings, stream["id"], started=datetime.now(UTC), segments=2, store=store
+    )
+    assert list(store.list_keys(f"hls/{stream['id']}/"))
+    assert api.delete(f"/api/v1/streams/{stream['id']}").status_code == 204
+    assert api.get(f"/api/v1/streams/{stream['id']}").status_code == 404
+    assert api.get(f"/api/v1/sessions/{session_id}").status_code == 404
+    assert list(store.list_keys(f"hls/{stream['id']}/")) == []
+
+
+def test_force_delete_of_a_live_stream_disconnects_it_first(
+    api: TestClient, settings: Settings, control_messages
+) -> None:
+    stream = _create(api, "forced")
+    _set_status(settings, stream["id"], "live")
+    response = api.delete(f"/api/v1/streams/{stream['id']}", params={"force": "true"})
+    assert response.status_code == 204
+    assert _next_control(control_messages) == {"action": "disconnect", "stream_id": stream["id"]}
+    assert api.get(f"/api/v1/streams/{stream['id']}").status_code == 404
+
+
+def test_sessions_are_listed_newest_first_in_pages(api: TestClient, settings: Settings) -> None:
+    stream = _create(api, "sessions")
+    start = datetime.now(UTC) - timedelta(hours=1)
+    made = [
+        _add_session(settings, stream["id"], started=start + timedelta(minutes=n), segments=n + 1)
+        for n in range(3)
+    ]
+    first = api.get(f"/api/v1/streams/{stream['id']}/sessions", params={"limit": 2}).json()
+    assert (first["total"], first["next_offset"]) == (3, 2)
+    second = api.get(
+        f"/api/v1/streams/{stream['id']}/sessions", params={"limit": 2, "offset": 2}
+    ).json()
+    assert second["next_offset"] is None
+    listed = [item["id"] for item in first["items"] + second["items"]]
+    assert listed == [str(s) for s in reversed(made)]
+    assert [item["segment_count"] for item in first["items"]] == [3, 2]
+
+
+def test_a_session_reports_its_media_renditions_and_recording(
+    api: TestClient, settings: Settings
+) -> None:
+    stream = _create(api, "one session")
+    started = datetime.now(UTC) - timedelta(minutes=5)
+    session_id = _add_session(settings, stream["id"], started=started, segments=4)
+    body = api.get(f"/api/v1/sessions/{session_id}").json()
+    assert body["status"] == "ended"
+    assert body["stream_id"] == stream["id"]
+    assert body["duration_seconds"] == 8.0
+    assert body["segment_count"] == 4
+    assert body["bytes_ingested"] == 4000
+    assert body["media_info"]["video"]["codec"] == "h264"
+    assert body["renditions"] == [
+        {
+            "name": "source",
+            "width": 640,
+            "height": 360,
+            "frame_rate": 30.0,
+            "codecs": "avc1.64001e,mp4a.40.2",
+            "bandwidth": 800_000,
+            "average_bandwidth": 700_000,
+            "segment_count": 4,
+        }
+    ]
+    assert body["warnings"] == []
+    assert body["playback_url"] == (
+        f"{settings.public_http_url}/hls/sessions/{session_id}/master.m3u8"
+    )
+
+
+def test_a_session_with_a_long_gop_warns_to_set_a_2_second_keyframe_interval(
+    api: TestClient, settings: Settings
+) -> None:
+    stream = _create(api, "long gop")
+    session_id = _add_session(
+        settings, stream["id"], started=datetime.now(UTC), segments=1, gop_seconds=5.0
+    )
+    [warning] = api.get(f"/api/v1/sessions/{session_id}").json()["warnings"]
+    assert "every 5 s" in warning and "keyframe interval to 2 s" in warning
+
+
+def test_an_ended_sessions_recording_lists_every_segment_as_vod(
+    api: TestClient, settings: Settings
+) -> None:
+    stream = _create(api, "recorded")
+    count = settings.playlist_window + 5
+    store: ObjectStore = api.app.state.store
+    session_id = _add_session(
+        settings, stream["id"], started=datetime.now(UTC), segments=count, store=store
+    )
+    _add_session(settings, stream["id"], started=datetime.now(UTC), segments=1, status="live")
+    master = m3u8.loads(api.get(f"/hls/sessions/{session_id}/master.m3u8").text)
+    assert [p.uri for p in master.playlists] == ["source/index.m3u8"]
+    response = api.get(f"/hls/sessions/{session_id}/source/index.m3u8")
+    assert "max-age=3600" in response.headers["cache-control"]
+    playlist = m3u8.loads(response.text)
+    assert playlist.is_endlist and playlist.playlist_type == "vod"
+    assert [s.uri for s in playlist.segments] == [segment_name(n) for n in range(count)]
+    assert playlist.segments[0].init_section.uri == init_name(0)
+    media = api.get(f"/hls/sessions/{session_id}/source/{segment_name(0)}")
+    assert (media.status_code, media.content) == (200, b"segment")
+    assert api.get(f"/hls/sessions/{session_id}/source/{init_name(0)}").content == b"init"
+
+
+def test_a_live_sessions_recording_is_an_event_playlist_without_an_end(
+    api: TestClient, settings: Settings
+) -> None:
+    stream = _create(api, "recording live")
+    session_id = _add_session(
+        settings, stream["id"], started=datetime.now(UTC), segments=3, status="live"
+    )
+    response = api.get(f"/hls/sessions/{session_id}/source/index.m3u8")
+    playlist = m3u8.loads(response.text)
+    assert not playlist.is_endlist and playlist.playlist_type == "event"
+    assert "max-age=1" in response.headers["cache-control"]
+
+
+@pytest.mark.parametrize(
+    "path", ["master.m3u8", "source/index.m3u8", "720p/index.m3u8", "source/00000000.m4s"]
+)
+def test_a_recording_of_an_unknown_session_is_404(api: TestClient, path: str) -> None:
+    assert api.get(f"/hls/sessions/{uuid.uuid4()}/{path}").status_code == 404
+
+
+def test_retention_deletes_old_recordings_and_keeps_recent_and_live_ones(
+    api: TestClient, settings: Settings
+) -> None:
+    store: ObjectStore = api.app.state.store
+    stream = _create(api, "retention")
+    now = datetime.now(UTC)
+    old = _add_session(
+        settings, stream["id"], started=now - timedelta(days=40), segments=2, store=store
+    )
+    recent = _add_session(
+        settings, stream["id"], started=now - timedelta(days=1), segments=2, store=store
+    )
+    live = _add_session(
+        settings,
+        stream["id"],
+        started=now - timedelta(days=50),
+        segments=1,
+        status="live",
+        store=store,
+    )
+    assert expire_recordings(settings.database_url, store, timedelta(days=30)) >= 1
+    assert api.get(f"/api/v1/sessions/{old}").status_code == 404
+    assert api.get(f"/api/v1/sessions/{recent}").status_code == 200
+    assert api.get(f"/api/v1/sessions/{live}").status_code == 200
+    keys = {o.key for o in store.list_keys(f"hls/{stream['id']}/")}
+    assert not any(str(old) in k for k in keys)
+    assert any(str(recent) in k for k in keys) and any(str(live) in k for k in keys)
