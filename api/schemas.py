@@ -28,7 +28,7 @@ Ladder = Annotated[
     AfterValidator(_valid_ladder),
     Field(
         description='Rungs like `[{"name": "720p", "height": 720, "bitrate": 3000000}]`; '
-        "null for the default ladder.",
+        "[] for the source only; null for the default ladder.",
     ),
 ]
 
@@ -37,6 +37,7 @@ class StreamCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
+    ladder: Ladder = None
 
 
 class StreamUpdate(BaseModel):

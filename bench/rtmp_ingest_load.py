@@ -37,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.stack import running_stack  # noqa: E402
 from core.processes import process_tree  # noqa: E402
 
 NGINX_CONF = REPO.parent / "shared" / "bench" / "nginx-rtmp.conf.in"
@@ -177,69 +178,24 @@ def pids_of(root: int, needle: str) -> list[int]:
 
 
 def bench_nebula(source: Path, counts: list[int], seconds: float) -> None:
-    data = Path(tempfile.mkdtemp(prefix="nebula-bench-"))
-    data.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEBULA_")}
-    env.update(
-        NEBULA_DATA_DIR=str(data),
-        NEBULA_BIND_HOST="127.0.0.1",
-        NEBULA_HTTP_PORT="18480",
-        NEBULA_RTMP_PORT="11985",
-        NEBULA_EMBEDDED_POSTGRES_PORT="25480",
-        NEBULA_EMBEDDED_REDIS_PORT="26480",
-        NEBULA_EMBEDDED_S3_PORT="28480",
-        NEBULA_WORKERS="1",
-        NEBULA_LOG_LEVEL="WARNING",
-    )
-    log = Path(tempfile.gettempdir()) / "nebula-bench-up.log"
-    with open(log, "wb") as out:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "up"],
-            env=env,
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = "http://127.0.0.1:18480"
-    try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                if urllib.request.urlopen(f"{base}/healthz", timeout=3).status == 200:
-                    break
-            except Exception:  # noqa: BLE001 - still starting
-                if time.time() > deadline or up.poll() is not None:
-                    raise SystemExit(f"nebula-live up did not get healthy; see {log}") from None
-                time.sleep(0.5)
-        token = (data / "api_token").read_text().strip()
+    with running_stack() as stack:
         cpu_pids = {
-            "ingest": pids_of(up.pid, "core.cli ingest"),
-            "api": pids_of(up.pid, "core.cli api"),
-            "stores": pids_of(up.pid, "postgres")
-            + pids_of(up.pid, "weed")
-            + pids_of(up.pid, "redis-server"),
+            "ingest": pids_of(stack.pid, "core.cli ingest"),
+            "api": pids_of(stack.pid, "core.cli api"),
+            "stores": pids_of(stack.pid, "postgres")
+            + pids_of(stack.pid, "weed")
+            + pids_of(stack.pid, "redis-server"),
         }
         for count in counts:
-            targets = []
-            for index in range(count):
-                request = urllib.request.Request(
-                    f"{base}/api/v1/streams",
-                    data=json.dumps({"name": f"bench {index}"}).encode(),
-                    headers={
-                        "Authorization": f"Bearer {token}",
-                        "Content-Type": "application/json",
-                    },
-                )
-                stream = json.load(urllib.request.urlopen(request))
-                targets.append((stream["rtmp_url"], f"{base}/hls/{stream['id']}/source/index.m3u8"))
+            # Source only, like nginx-rtmp: this measures ingest, not the ladder's workers.
+            streams = [stack.create_stream(f"bench {i}", ladder=[]) for i in range(count)]
+            targets = [
+                (s["rtmp_url"], f"{stack.base_url}/hls/{s['id']}/source/index.m3u8")
+                for s in streams
+            ]
             result = run_load(source, targets, seconds, cpu_pids)
             print(json.dumps({"server": "nebula-live", **result}), flush=True)
             time.sleep(3)
-    finally:
-        os.killpg(up.pid, signal.SIGTERM)
-        up.wait(60)
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def bench_nginx(source: Path, counts: list[int], seconds: float, conf: Path) -> None:

@@ -157,6 +157,8 @@ class Publication:
 
     def _enqueue_ladder(self, sequence: int) -> None:
         """Workers transcode the rungs; a lost enqueue costs only that segment's rungs."""
+        if not self.grant.transcode:
+            return
         try:
             enqueue_ladder(_celery(self.settings.redis_url), self.grant.session_id, sequence)
         except Exception:

@@ -36,6 +36,7 @@ class PublishGrant:
     first_sequence: int
     timeline_start: int
     init_index: int
+    transcode: bool = True  # False when the session's ladder is empty: the source only
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,7 @@ def open_publish(
         )
         db.add(session)
         db.flush()
-        return PublishGrant(stream.id, session.id, False, 0, 0, 0)
+        return PublishGrant(stream.id, session.id, False, 0, 0, 0, transcode=stream.ladder != [])
 
 
 def _resume_grant(db: Session, stream_id: uuid.UUID, session: LiveSession) -> PublishGrant:
@@ -120,7 +121,15 @@ def _resume_grant(db: Session, stream_id: uuid.UUID, session: LiveSession) -> Pu
     last_sequence, total_seconds, inits = row
     next_sequence = 0 if last_sequence is None else last_sequence + 1
     timeline = round((total_seconds or 0.0) * CLOCK_HZ)
-    return PublishGrant(stream_id, session.id, True, next_sequence, timeline, inits or 0)
+    return PublishGrant(
+        stream_id,
+        session.id,
+        True,
+        next_sequence,
+        timeline,
+        inits or 0,
+        transcode=session.ladder != [],
+    )
 
 
 def ensure_source_rendition(

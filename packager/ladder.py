@@ -71,8 +71,11 @@ def rungs_for_source(ladder: Sequence[Rung], source_width: int, source_height: i
 
 def parse_ladder(data: Any) -> list[Rung]:
     """Validate a ladder in its JSON form; ValueError names the rung and field at fault."""
-    if not isinstance(data, list) or not 1 <= len(data) <= MAX_RUNGS:
-        raise ValueError(f"ladder must be a list of 1..{MAX_RUNGS} rungs, got {data!r}")
+    if not isinstance(data, list) or len(data) > MAX_RUNGS:
+        raise ValueError(
+            f"ladder must be a list of at most {MAX_RUNGS} rungs ([]: the source only), "
+            f"got {data!r}"
+        )
     rungs: list[Rung] = []
     for index, item in enumerate(data):
         where = f"ladder[{index}]"

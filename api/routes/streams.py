@@ -35,7 +35,9 @@ def get_stream_or_404(db: DbSession, stream_id: uuid.UUID, *, lock: bool = False
 def create_stream(body: StreamCreate, db: DbSession, settings: SettingsDep) -> StreamOut:
     """Create a stream; the answer carries its stream key, which is not shown again."""
     key = new_stream_key()
-    stream = Stream(name=body.name, stream_key_hash=hash_stream_key(key), status="idle")
+    stream = Stream(
+        name=body.name, stream_key_hash=hash_stream_key(key), status="idle", ladder=body.ladder
+    )
     db.add(stream)
     db.commit()
     db.refresh(stream)

@@ -226,7 +226,10 @@ def test_patch_renames_and_sets_a_ladder_and_null_restores_the_default(api: Test
     [
         ({"ladder": [{"name": "720p", "height": 721, "bitrate": 3_000_000}]}, "ladder"),
         ({"ladder": [{"name": "source", "height": 720, "bitrate": 3_000_000}]}, "ladder"),
-        ({"ladder": []}, "ladder"),
+        (
+            {"ladder": [{"name": f"r{i}", "height": 360, "bitrate": 800_000} for i in range(9)]},
+            "ladder",
+        ),
         ({"name": ""}, "name"),
         ({"enabled": "maybe"}, "enabled"),
         ({"colour": "blue"}, "colour"),
@@ -251,6 +254,25 @@ def test_a_disabled_stream_refuses_publishes_until_enabled_again(
     assert response.json()["status"] == "idle"
     grant = sessions.open_publish(settings.database_url, stream["stream_key"], "rtmp", 0)
     assert str(grant.stream_id) == stream["id"]
+    sessions.close_publish(settings.database_url, grant.session_id, explicit=True)
+
+
+def test_a_stream_with_an_empty_ladder_is_published_without_transcoding(
+    api: TestClient, settings: Settings
+) -> None:
+    response = api.post("/api/v1/streams", json={"name": "source only", "ladder": []})
+    assert response.status_code == 201, response.text
+    source_only = response.json()
+    assert source_only["ladder"] == []
+    bad = api.post("/api/v1/streams", json={"name": "x", "ladder": [{"name": "720p"}]})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["body", "ladder"]
+    grant = sessions.open_publish(settings.database_url, source_only["stream_key"], "rtmp", 0)
+    assert grant.transcode is False
+    sessions.close_publish(settings.database_url, grant.session_id, explicit=True)
+    default = _create(api, "default ladder")
+    grant = sessions.open_publish(settings.database_url, default["stream_key"], "rtmp", 0)
+    assert grant.transcode is True
     sessions.close_publish(settings.database_url, grant.session_id, explicit=True)
 
 

@@ -58,10 +58,17 @@ def test_a_valid_ladder_parses_into_rungs_in_the_given_order() -> None:
     assert rungs == [Rung("540p", 540, 2_000_000), Rung("234p", 234, 300_000)]
 
 
+def test_an_empty_ladder_means_the_source_only() -> None:
+    assert parse_ladder([]) == []
+
+
 @pytest.mark.parametrize(
     ("ladder", "message"),
     [
-        ([], "ladder must be a list of 1..8 rungs"),
+        (
+            [{"name": f"r{i}", "height": 360, "bitrate": 800_000} for i in range(9)],
+            "ladder must be a list of at most 8 rungs",
+        ),
         ({"name": "720p"}, "ladder must be a list"),
         (["720p"], "ladder[0] must be an object"),
         ([{"name": "720p", "height": 720}], "ladder[0] must have exactly the keys"),

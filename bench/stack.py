@@ -1,0 +1,91 @@
+"""`nebula-live up` in a throwaway data dir, for benchmarks that need the whole stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class BenchStack:
+    pid: int
+    base_url: str
+    token: str
+    database_url: str
+
+    def create_stream(self, name: str, ladder: list | None = None) -> dict:
+        """A stream with the default ladder, or `ladder` ([]: the source only)."""
+        body = {"name": name} if ladder is None else {"name": name, "ladder": ladder}
+        request = urllib.request.Request(
+            f"{self.base_url}/api/v1/streams",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        return json.load(urllib.request.urlopen(request))
+
+
+@contextmanager
+def running_stack(
+    workers: int = 1, log_level: str = "WARNING", data: Path | None = None
+) -> Iterator[BenchStack]:
+    """Healthy stack for the block; a given data dir is kept, a temporary one removed."""
+    keep = data is not None
+    data = data or Path(tempfile.mkdtemp(prefix="nebula-bench-"))
+    data.chmod(0o755)  # the embedded PostgreSQL runs as an unprivileged user
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEBULA_")}
+    env.update(
+        NEBULA_DATA_DIR=str(data),
+        NEBULA_BIND_HOST="127.0.0.1",
+        NEBULA_HTTP_PORT="18480",
+        NEBULA_RTMP_PORT="11985",
+        NEBULA_EMBEDDED_POSTGRES_PORT="25480",
+        NEBULA_EMBEDDED_REDIS_PORT="26480",
+        NEBULA_EMBEDDED_S3_PORT="28480",
+        NEBULA_WORKERS=str(workers),
+        NEBULA_LOG_LEVEL=log_level,
+    )
+    log = Path(tempfile.gettempdir()) / "nebula-bench-up.log"
+    with open(log, "wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", "up"],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = "http://127.0.0.1:18480"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                if urllib.request.urlopen(f"{base}/healthz", timeout=3).status == 200:
+                    break
+            except Exception:  # noqa: BLE001 - still starting
+                if time.time() > deadline or up.poll() is not None:
+                    raise SystemExit(f"nebula-live up did not get healthy; see {log}") from None
+                time.sleep(0.5)
+        yield BenchStack(
+            up.pid,
+            base,
+            (data / "api_token").read_text().strip(),
+            "postgresql://postgres@127.0.0.1:25480/nebula",
+        )
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        up.wait(60)
+        if not keep:
+            shutil.rmtree(data, ignore_errors=True)
