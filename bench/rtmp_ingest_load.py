@@ -93,7 +93,11 @@ class Probe:
         if not self.media_to_wall or not self.first_seen:
             return []
         origin = min(self.media_to_wall)
-        out, media_end = [], 0.0
+        # Segments that slid out of the window before the first poll still count: estimate
+        # them from the median duration seen (the benchmark source has a fixed GOP).
+        first = min(self.first_seen)
+        median = statistics.median(d for _, d in self.first_seen.values())
+        out, media_end = [], first * median
         for index, sequence in enumerate(sorted(self.first_seen)):
             seen_at, duration = self.first_seen[sequence]
             media_end += duration

@@ -60,6 +60,13 @@ class Publication:
         self.wall_clock_origin = datetime.now(UTC)
         self._queue: asyncio.Queue[PackagedSegment | None] = asyncio.Queue()
         self._sink = asyncio.create_task(self._drain(), name=f"sink-{grant.session_id}")
+        self._mirror_wanted = asyncio.Event()
+        self._mirror_master = False
+        self._mirror_pending = False
+        self._closing = False
+        self._mirror = asyncio.create_task(
+            self._mirror_playlists(), name=f"mirror-{grant.session_id}"
+        )
         self._rendition_id: int | None = None
         self._stored_inits: set[int] = set()
 
@@ -90,17 +97,47 @@ class Publication:
             self._queue.put_nowait(segment)
         self._queue.put_nowait(None)
         await self._sink
+        self._closing = True
+        self._mirror_wanted.set()
+        await self._mirror
 
     async def _drain(self) -> None:
         while (segment := await self._queue.get()) is not None:
             try:
-                await asyncio.to_thread(self._store_segment, segment)
+                first = await asyncio.to_thread(self._store_segment, segment)
+                self._mirror_master |= first
+                self._mirror_pending = True
+                self._mirror_wanted.set()
             except Exception:
                 log.exception(
                     "segment %s of session %s was lost", segment.sequence, self.grant.session_id
                 )
 
-    def _store_segment(self, segment: PackagedSegment) -> None:
+    async def _mirror_playlists(self) -> None:
+        """Copy playlists into the bucket off the segment path, coalescing: when segments
+        close faster than the bucket takes writes, only the newest state is written."""
+        while True:
+            if not self._mirror_pending:
+                if self._closing:
+                    return
+                await self._mirror_wanted.wait()
+                self._mirror_wanted.clear()
+                continue
+            master, self._mirror_master, self._mirror_pending = self._mirror_master, False, False
+            try:
+                await asyncio.to_thread(
+                    write_playlists,
+                    self.settings,
+                    self.store,
+                    self.redis,
+                    self.grant.stream_id,
+                    master=master,
+                )
+            except Exception:
+                log.exception("playlists of stream %s not mirrored", self.grant.stream_id)
+
+    def _store_segment(self, segment: PackagedSegment) -> bool:
+        """Store, record and announce one segment; True for the session's first one."""
         started = time.perf_counter()
         grant = self.grant
         init_key = self._store_init(segment.init)
@@ -150,10 +187,10 @@ class Publication:
                 ).isoformat(),
             },
         )
-        write_playlists(self.settings, self.store, self.redis, grant.stream_id, master=first)
         log.debug(
             "segment %s stored in %.1f ms", segment.sequence, (time.perf_counter() - started) * 1000
         )
+        return first
 
     def _enqueue_ladder(self, sequence: int) -> None:
         """Workers transcode the rungs; a lost enqueue costs only that segment's rungs."""

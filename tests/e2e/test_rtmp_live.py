@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from core.db import session_scope
+from core.storage import ObjectStore
 from core.models import LiveSession, Rendition, Segment
 from tests.e2e.conftest import GRACE_SECONDS, LiveStack
 from tests.media import decode, media_duration, publish
@@ -133,6 +134,12 @@ def test_an_ffmpeg_publish_plays_back_as_hls_with_the_published_duration(
         segment_response = client.get(f"/hls/{stream['id']}/source/{playlist.segments[0].uri}")
     assert segment_response.headers["content-type"] == "video/iso.segment"
     assert "immutable" in segment_response.headers["cache-control"]
+    # The bucket holds the same playlists, for a CDN in front of it.
+    store = ObjectStore.from_settings(live_stack.settings)
+    mirrored = store.get_bytes(f"hls/{stream['id']}/source/index.m3u8").decode()
+    assert mirrored == raw
+    final_master = live_stack.client().get(f"/hls/{stream['id']}/master.m3u8").text
+    assert store.get_bytes(f"hls/{stream['id']}/master.m3u8").decode() == final_master
 
 
 def test_a_wrong_key_is_refused_with_badname(live_stack: LiveStack, source_1080p) -> None:
