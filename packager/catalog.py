@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from core.models import LiveSession, Rendition, Segment
@@ -49,10 +50,6 @@ def media_playlist_key(stream_id: uuid.UUID | str, rendition: str) -> str:
 
 def master_playlist_key(stream_id: uuid.UUID | str) -> str:
     return f"hls/{stream_id}/master.m3u8"
-
-
-def _relative(key: str, stream_id: uuid.UUID, rendition: str) -> str:
-    return key.removeprefix(rendition_prefix(stream_id, rendition) + "/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,22 +91,41 @@ def first_missing_sequence(db: Session, session_id: uuid.UUID, rendition_id: int
     )
 
 
-def render_media(
-    db: Session, session: LiveSession, rendition: Rendition, policy: PlaylistPolicy
-) -> str:
-    """The live sliding window of a rendition, with EXT-X-ENDLIST once the session is over.
+def _listable(
+    db: Session, session: LiveSession, rendition: Rendition
+) -> tuple[ColumnElement[bool], bool]:
+    """Which of a rendition's segments a playlist may list, and whether that is all of them.
 
     Workers finish a rung's segments out of order, so a rung lists only the prefix before
     its first missing source segment (a failed one has a row and shows as EXT-X-GAP), and
-    ends only once it has every source segment.
+    is complete only once it has every source segment.
     """
     listed = Segment.rendition_id == rendition.id
-    complete = True
     if rendition.name != SOURCE:
         missing = first_missing_sequence(db, session.id, rendition.id)
         if missing is not None:
-            listed &= Segment.sequence < missing
-            complete = False
+            return listed & (Segment.sequence < missing), False
+    return listed, True
+
+
+def _entry(row: Segment, uri_of: Callable[[str], str]) -> SegmentEntry:
+    return SegmentEntry(
+        sequence=row.sequence,
+        uri=uri_of(row.object_key),
+        duration=row.duration,
+        program_date_time=row.program_date_time,
+        discontinuity=row.discontinuity,
+        gap=row.status == "failed",
+        map_uri=uri_of(row.init_key),
+    )
+
+
+def render_media(
+    db: Session, session: LiveSession, rendition: Rendition, policy: PlaylistPolicy
+) -> str:
+    """The live sliding window of a rendition, with EXT-X-ENDLIST once the session is over
+    and the rendition has every segment."""
+    listed, complete = _listable(db, session, rendition)
     rows = db.scalars(
         select(Segment).where(listed).order_by(Segment.sequence.desc()).limit(policy.window)
     ).all()[::-1]
@@ -124,19 +140,8 @@ def render_media(
                 Segment.sequence < rows[0].sequence,
             )
         )
-    stream_id = session.stream_id
-    entries = [
-        SegmentEntry(
-            sequence=row.sequence,
-            uri=_relative(row.object_key, stream_id, rendition.name),
-            duration=row.duration,
-            program_date_time=row.program_date_time,
-            discontinuity=row.discontinuity,
-            gap=row.status == "failed",
-            map_uri=_relative(row.init_key, stream_id, rendition.name),
-        )
-        for row in rows
-    ]
+    prefix = rendition_prefix(session.stream_id, rendition.name) + "/"
+    entries = [_entry(row, lambda key: key.removeprefix(prefix)) for row in rows]
     return render_media_playlist(
         MediaPlaylist(
             segments=entries,
@@ -186,27 +191,10 @@ def render_recording(
     URIs are bare object names: the recording's playlists live beside its media, under
     `/hls/sessions/{session}/{rendition}/`, so a later session of the stream changes nothing.
     """
-    listed = Segment.rendition_id == rendition.id
-    complete = True
-    if rendition.name != SOURCE:  # as in render_media: a rung lists its gap-free prefix
-        missing = first_missing_sequence(db, session.id, rendition.id)
-        if missing is not None:
-            listed &= Segment.sequence < missing
-            complete = False
+    listed, complete = _listable(db, session, rendition)
     rows = db.scalars(select(Segment).where(listed).order_by(Segment.sequence)).all()
     ended = session.status != "live" and complete
-    entries = [
-        SegmentEntry(
-            sequence=row.sequence,
-            uri=row.object_key.rpartition("/")[2],
-            duration=row.duration,
-            program_date_time=row.program_date_time,
-            discontinuity=row.discontinuity,
-            gap=row.status == "failed",
-            map_uri=row.init_key.rpartition("/")[2],
-        )
-        for row in rows
-    ]
+    entries = [_entry(row, lambda key: key.rpartition("/")[2]) for row in rows]
     return render_media_playlist(
         MediaPlaylist(
             segments=entries,

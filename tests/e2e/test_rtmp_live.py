@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from core.db import session_scope
-from core.storage import ObjectStore
 from core.models import LiveSession, Rendition, Segment
+from core.storage import ObjectStore
 from tests.e2e.conftest import GRACE_SECONDS, LiveStack
 from tests.media import decode, media_duration, publish
 from tests.services import wait_for
