@@ -10,7 +10,6 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Any
 
 from celery import Celery
@@ -24,7 +23,6 @@ from ingest.flv import FlvDemuxer
 from ingest.media_info import describe_source, video_frame_rate
 from packager import catalog
 from packager.catalog import SOURCE
-from packager.celery_app import make_celery
 from packager.live import InitSegment, LivePackager, PackagedSegment
 from packager.media import CLOCK_HZ, AccessUnit, AudioConfig, VideoConfig
 from packager.mirror import write_playlists
@@ -42,9 +40,11 @@ class Publication:
         settings: Settings,
         store: ObjectStore,
         redis: Redis,
+        celery: Celery,
     ) -> None:
         self.grant = grant
         self.settings = settings
+        self.celery = celery
         self.store = store
         self.redis = redis
         self.demuxer = FlvDemuxer()
@@ -197,7 +197,7 @@ class Publication:
         if not self.grant.transcode:
             return
         try:
-            enqueue_ladder(_celery(self.settings.redis_url), self.grant.session_id, sequence)
+            enqueue_ladder(self.celery, self.grant.session_id, sequence)
         except Exception:
             log.exception(
                 "ladder of segment %s of session %s not enqueued", sequence, self.grant.session_id
@@ -224,11 +224,6 @@ class Publication:
             frame_rate=video_frame_rate(video, self.metadata) if video else None,
             media_info=describe_source(video, init.audio, self.metadata),
         )
-
-
-@cache
-def _celery(redis_url: str | None) -> Celery:
-    return make_celery(redis_url)
 
 
 def _retry(action: Any) -> Any:

@@ -47,7 +47,7 @@ class Publisher:
             )
         except sessions.PublishRefused as refused:
             return None, str(refused)
-        publication = Publication(grant, self.settings, self.store, self.redis)
+        publication = Publication(grant, self.settings, self.store, self.redis, self.celery)
         self.active[grant.session_id] = publication
         await asyncio.to_thread(self._announce_live, grant)
         log.info(
