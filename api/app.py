@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from redis import Redis
 
 from api.metrics import record_request
-from api.routes import health, hls, sessions, streams, ws
+from api.routes import health, hls, player, sessions, streams, ws
 from api.ws import EventHub
 from core.settings import Settings, get_settings
 from core.storage import ObjectStore
@@ -45,4 +45,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(hls.router)
     app.include_router(ws.router)
+    app.include_router(player.router)
+    app.mount("/player/static", player.static_files(), name="player-static")
     return app

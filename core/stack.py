@@ -202,6 +202,7 @@ def _banner(s: Settings) -> str:
     return "\n".join(
         [
             f"  Admin API token   {s.api_token}",
+            f"  Player            {base}/player",
             f"  API docs          {base}/docs",
             f"  OBS server        rtmp://{s.public_host}:{s.rtmp_port}/live",
             "  OBS stream key    create one with: curl -X POST "
