@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from core.models import LiveSession, Stream
 from core.settings import Settings
-from packager.catalog import SOURCE, recording_path
+from packager.catalog import SOURCE, quality_order, recording_path
 from packager.ladder import parse_ladder
 
 # A GOP this many times the segment target makes segments that long: players stall.
@@ -146,7 +146,7 @@ class SessionOut(BaseModel):
                 average_bandwidth=r.average_bandwidth,
                 segment_count=segment_counts.get(r.name, 0),
             )
-            for r in sorted(session.renditions, key=lambda r: (r.name != SOURCE, -(r.height or 0)))
+            for r in sorted(session.renditions, key=quality_order)
         ]
         return cls(
             id=session.id,

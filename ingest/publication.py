@@ -15,7 +15,6 @@ from typing import Any
 from celery import Celery
 from redis import Redis
 
-from core.events import EventType, publish_event
 from core.settings import Settings
 from core.storage import ObjectStore
 from ingest import sessions
@@ -25,7 +24,7 @@ from packager import catalog
 from packager.catalog import SOURCE
 from packager.live import InitSegment, LivePackager, PackagedSegment
 from packager.media import CLOCK_HZ, AccessUnit, AudioConfig, VideoConfig
-from packager.mirror import write_playlists
+from packager.mirror import announce_segment, write_playlists
 from packager.tasks import enqueue_ladder
 
 log = logging.getLogger(__name__)
@@ -149,6 +148,7 @@ class Publication:
         if first:
             self._rendition_id = self._ensure_rendition(segment.init)
         offset = segment.start_ticks - grant.timeline_start
+        program_date_time = self.wall_clock_origin + timedelta(seconds=offset / CLOCK_HZ)
         gop = self.packager.segmenter.gop if self.packager.segmenter else None
         _retry(
             lambda: sessions.record_segment(
@@ -158,7 +158,7 @@ class Publication:
                     rendition_id=self._rendition_id,
                     sequence=segment.sequence,
                     duration=round(segment.duration, 6),
-                    program_date_time=self.wall_clock_origin + timedelta(seconds=offset / CLOCK_HZ),
+                    program_date_time=program_date_time,
                     discontinuity=segment.discontinuity,
                     object_key=key,
                     init_key=init_key,
@@ -171,21 +171,14 @@ class Publication:
             )
         )
         self._enqueue_ladder(segment.sequence)
-        uri = f"{SOURCE}/{catalog.segment_name(segment.sequence)}"
-        publish_event(
+        announce_segment(
             self.redis,
-            EventType.SEGMENT,
-            self.stream_id,
-            {
-                "session_id": str(grant.session_id),
-                "rendition": SOURCE,
-                "sequence": segment.sequence,
-                "duration": round(segment.duration, 3),
-                "uri": uri,
-                "program_date_time": (
-                    self.wall_clock_origin + timedelta(seconds=offset / CLOCK_HZ)
-                ).isoformat(),
-            },
+            grant.stream_id,
+            grant.session_id,
+            SOURCE,
+            segment.sequence,
+            segment.duration,
+            program_date_time,
         )
         log.debug(
             "segment %s stored in %.1f ms", segment.sequence, (time.perf_counter() - started) * 1000

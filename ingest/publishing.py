@@ -84,13 +84,13 @@ class Publisher:
 
     def _announce_end(self, ended: sessions.EndedSession) -> None:
         write_playlists(self.settings, self.store, self.redis, ended.stream_id, master=True)
+        ids = {"stream_id": str(ended.stream_id), "session_id": str(ended.session_id)}
         publish_event(
             self.redis,
             EventType.STATUS,
-            str(ended.stream_id),
-            {"status": "idle", "session_id": str(ended.session_id)},
+            ids["stream_id"],
+            {"status": "idle", "session_id": ids["session_id"]},
         )
-        ids = {"stream_id": str(ended.stream_id), "session_id": str(ended.session_id)}
         enqueue_webhook(self.celery, self.settings, WebhookEvent.STREAM_IDLE, ids)
         playback = f"{self.settings.public_http_url}{recording_path(ended.session_id)}"
         enqueue_webhook(

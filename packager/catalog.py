@@ -153,14 +153,17 @@ def render_media(
     )
 
 
+def quality_order(rendition: Rendition) -> tuple[bool, int]:
+    """Sort key: the source first as the top quality, then the rungs from tallest down."""
+    return rendition.name != SOURCE, -(rendition.height or 0)
+
+
 def render_master(renditions: list[Rendition]) -> str:
     """Every rendition that has media, the source first as the top quality.
 
     A rung whose first segments all failed has no codecs yet and stays out until it has.
     """
-    ordered = sorted(
-        (r for r in renditions if r.codecs), key=lambda r: (r.name != SOURCE, -(r.height or 0))
-    )
+    ordered = sorted((r for r in renditions if r.codecs), key=quality_order)
     return render_master_playlist(
         [
             Variant(

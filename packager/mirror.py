@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from typing import Any
 
 from redis import Redis
 
@@ -48,3 +50,30 @@ def write_playlists(
         for key, text in texts.items():
             store.put_bytes(key, text.encode(), "application/vnd.apple.mpegurl")
     publish_event(redis, EventType.PLAYLIST, str(stream_id), {"uris": sorted(texts)})
+
+
+def announce_segment(
+    redis: Redis,
+    stream_id: uuid.UUID,
+    session_id: uuid.UUID,
+    rendition: str,
+    sequence: int,
+    duration: float,
+    program_date_time: datetime | None,
+    **extra: Any,
+) -> None:
+    """The `segment` event, one shape for the source and every rung."""
+    publish_event(
+        redis,
+        EventType.SEGMENT,
+        str(stream_id),
+        {
+            "session_id": str(session_id),
+            "rendition": rendition,
+            "sequence": sequence,
+            "duration": round(duration, 3),
+            "uri": f"{rendition}/{catalog.segment_name(sequence)}",
+            "program_date_time": program_date_time.isoformat() if program_date_time else None,
+            **extra,
+        },
+    )

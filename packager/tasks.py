@@ -14,13 +14,12 @@ from redis import Redis, RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.db import session_scope
-from core.events import EventType, publish_event
 from core.settings import get_settings
 from core.storage import ObjectStore, StorageError
 from packager import catalog, ladder_rows
 from packager.celery_app import celery_app
 from packager.ladder_rows import RungOutcome, SourceSegment
-from packager.mirror import write_playlists
+from packager.mirror import announce_segment, write_playlists
 from packager.transcode import EncoderOptions, TranscodeError, transcode_segment
 
 log = logging.getLogger(__name__)
@@ -114,17 +113,14 @@ def _record(source: SourceSegment, outcomes: list[RungOutcome]) -> dict[str, Any
     store, redis = _services()
     write_playlists(settings, store, redis, source.stream_id, master=True)
     for outcome in outcomes:
-        publish_event(
+        announce_segment(
             redis,
-            EventType.SEGMENT,
-            str(source.stream_id),
-            {
-                "session_id": str(source.session_id),
-                "rendition": outcome.rung.name,
-                "sequence": source.sequence,
-                "duration": round(source.duration, 3),
-                "uri": f"{outcome.rung.name}/{catalog.segment_name(source.sequence)}",
-                "status": outcome.status,
-            },
+            source.stream_id,
+            source.session_id,
+            outcome.rung.name,
+            source.sequence,
+            source.duration,
+            source.program_date_time,
+            status=outcome.status,
         )
     return {o.rung.name: o.status for o in outcomes}
