@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTHON ?= python3.11
 PY := $(VENV)/bin/python
-APT_PACKAGES := ffmpeg chromium nodejs
+APT_PACKAGES := ffmpeg chromium nodejs libsrt1.5-openssl srt-tools iproute2
 PLAYER_VENDOR := player_demo/static/vendor
 
 .PHONY: run test install install-dev player system-deps lint

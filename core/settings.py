@@ -63,6 +63,23 @@ class Settings(BaseSettings):
     rtmp_max_message_bytes: int = Field(
         8 * 1024 * 1024, description="Largest RTMP message (one video frame) accepted."
     )
+    srt_latency_ms: int = Field(
+        120,
+        ge=20,
+        description="SRT receiver latency (SRTO_RCVLATENCY): time lost packets have to be "
+        "resent. Raise it on lossy or long links; the sender's own latency still counts.",
+    )
+    srt_passphrase: str | None = Field(
+        None,
+        min_length=10,
+        max_length=79,
+        description="SRT encryption passphrase (10 to 79 characters). Set: publishers must "
+        "send the same `passphrase`; unset: unencrypted.",
+    )
+
+    max_upload_bytes: int = Field(
+        20 * 1024**3, gt=0, description="Largest file `POST /api/v1/uploads` accepts (413 above)."
+    )
 
     embedded_postgres_port: int = Field(15432, description="Port of the embedded PostgreSQL.")
     embedded_redis_port: int = Field(16379, description="Port of the embedded Redis.")

@@ -1,5 +1,8 @@
 """One accepted publish: demuxed media into the packager, closed segments out to storage.
 
+Protocol-neutral: the RTMP and SRT servers demux their own container (FLV, MPEG-TS) and
+push access units and codec configurations here.
+
 Packaging runs on the event loop (it is cheap); each closed segment is handed to a sink task
 that stores it, records it and announces it, strictly in order, off the loop in a thread.
 """
@@ -18,7 +21,6 @@ from redis import Redis
 from core.settings import Settings
 from core.storage import ObjectStore
 from ingest import sessions
-from ingest.flv import FlvDemuxer
 from ingest.media_info import describe_source, video_frame_rate
 from packager import catalog
 from packager.catalog import SOURCE
@@ -46,7 +48,6 @@ class Publication:
         self.celery = celery
         self.store = store
         self.redis = redis
-        self.demuxer = FlvDemuxer()
         self.packager = LivePackager(
             settings.segment_seconds,
             first_sequence=grant.first_sequence,
@@ -73,15 +74,9 @@ class Publication:
     def stream_id(self) -> str:
         return str(self.grant.stream_id)
 
-    def video(self, timestamp_ms: int, payload: bytes) -> None:
-        self.bytes_ingested += len(payload)
-        self._packaged(self.demuxer.video(timestamp_ms, payload))
-
-    def audio(self, timestamp_ms: int, payload: bytes) -> None:
-        self.bytes_ingested += len(payload)
-        self._packaged(self.demuxer.audio(timestamp_ms, payload))
-
-    def _packaged(self, items: list[AccessUnit | VideoConfig | AudioConfig]) -> None:
+    def push(self, items: list[AccessUnit | VideoConfig | AudioConfig], received: int) -> None:
+        """Package demuxed media; `received` counts the protocol payload bytes behind it."""
+        self.bytes_ingested += received
         for item in items:
             if isinstance(item, AccessUnit):
                 closed = self.packager.push(item)

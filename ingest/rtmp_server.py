@@ -8,7 +8,7 @@ import logging
 import uuid
 from collections import deque
 
-from ingest.flv import DemuxError
+from ingest.flv import DemuxError, FlvDemuxer
 from ingest.publication import Publication
 from ingest.publishing import Publisher
 from ingest.rtmp.connection import ServerConnection
@@ -66,6 +66,7 @@ class RtmpConnectionHandler:
         self.connections.add(task)
         conn = ServerConnection(max_message_size=self.max_message_bytes)
         publication = None
+        demuxer = FlvDemuxer()
         explicit_end = False
         try:
             while not conn.closed:
@@ -82,9 +83,13 @@ class RtmpConnectionHandler:
                 while events:
                     event = events.popleft()
                     if isinstance(event, VideoMessage):
-                        publication.video(event.timestamp_ms, event.payload)
+                        publication.push(
+                            demuxer.video(event.timestamp_ms, event.payload), len(event.payload)
+                        )
                     elif isinstance(event, AudioMessage):
-                        publication.audio(event.timestamp_ms, event.payload)
+                        publication.push(
+                            demuxer.audio(event.timestamp_ms, event.payload), len(event.payload)
+                        )
                     elif isinstance(event, PublishRequested):
                         publication = await self._decide(conn, event, peer)
                         await _flush(conn, writer)
