@@ -7,7 +7,7 @@ RUN npm ci --no-audit --no-fund
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ffmpeg \
+    && apt-get install -y --no-install-recommends ffmpeg libsrt1.5-openssl \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from redis import Redis
 
 from api.metrics import record_request
-from api.routes import health, hls, player, sessions, streams, ws
+from api.routes import health, hls, player, sessions, streams, uploads, ws
 from api.ws import EventHub
 from core.settings import Settings, get_settings
 from core.storage import ObjectStore
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(streams.router)
     app.include_router(sessions.router)
+    app.include_router(uploads.router)
     app.include_router(hls.router)
     app.include_router(ws.router)
     app.include_router(player.router)

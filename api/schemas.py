@@ -8,10 +8,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from core.models import LiveSession, Stream
+from core.models import LiveSession, Stream, Upload
 from core.settings import Settings
 from packager.catalog import SOURCE, quality_order, recording_path
 from packager.ladder import parse_ladder
+from packager.uploads import playback_url
 
 # A GOP this many times the segment target makes segments that long: players stall.
 GOP_WARNING_FACTOR = 1.5
@@ -180,4 +181,40 @@ def session_warnings(session: LiveSession, settings: Settings) -> list[str]:
             f"segments run long and players buffer. Set the encoder's keyframe interval to "
             f"{settings.segment_seconds:g} s (OBS: Output > Keyframe Interval)."
         )
+    # What the ingest could not take (e.g. an MPEG-TS audio track in MP2).
+    warnings += (session.media_info or {}).get("ingest", {}).get("warnings", [])
     return warnings
+
+
+class UploadOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    filename: str
+    status: Literal["processing", "ready", "failed"]
+    progress: float = Field(description="0..1 over the whole job (source and rungs); 1 when ready.")
+    error: str | None = Field(description="Why the upload failed; null otherwise.")
+    playback_url: str | None = Field(
+        description="The master playlist; it lists every rendition once `ready`."
+    )
+    session_id: uuid.UUID | None = Field(description="The session holding the recording.")
+    size_bytes: int
+    duration_seconds: float | None = Field(description="As the file declares it.")
+    created_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def build(cls, upload: Upload, settings: Settings) -> UploadOut:
+        return cls(
+            id=upload.id,
+            name=upload.name,
+            filename=upload.filename,
+            status=upload.status,
+            progress=round(upload.progress, 4),
+            error=upload.error,
+            playback_url=playback_url(settings, upload),
+            session_id=upload.session_id,
+            size_bytes=upload.size_bytes,
+            duration_seconds=upload.duration_seconds,
+            created_at=upload.created_at,
+            finished_at=upload.finished_at,
+        )

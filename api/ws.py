@@ -12,17 +12,17 @@ from dataclasses import dataclass, field
 
 from core.events import (
     STREAM_CHANNEL_PATTERN,
+    UPLOAD_CHANNEL_PATTERN,
     follow_channels,
     stop_following,
-    stream_id_of_channel,
 )
 
 
 @dataclass(eq=False)
 class Subscriber:
-    """One websocket client's view of one stream."""
+    """One websocket client's view of one Redis channel (a stream's or an upload's)."""
 
-    stream_id: str
+    channel: str
     queue: asyncio.Queue[str]
     overflowed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -48,13 +48,14 @@ class EventHub:
         return sum(len(clients) for clients in self._clients.values())
 
     def start(self) -> None:
-        """Subscribe to every stream channel: a pattern subscription costs Redis the same for
-        one stream or thousands, and this process drops events nobody here watches."""
+        """Subscribe to every stream and upload channel: a pattern subscription costs Redis
+        the same for one stream or thousands, and this process drops events nobody here
+        watches."""
         self._task = asyncio.create_task(
             follow_channels(
                 self.redis_url,
                 self._dispatch,
-                patterns=[STREAM_CHANNEL_PATTERN],
+                patterns=[STREAM_CHANNEL_PATTERN, UPLOAD_CHANNEL_PATTERN],
                 on_subscribed=self.subscribed.set,
             ),
             name="event-hub",
@@ -64,18 +65,18 @@ class EventHub:
         if self._task is not None:
             await stop_following(self._task)
 
-    def join(self, stream_id: str) -> Subscriber:
-        subscriber = Subscriber(stream_id, asyncio.Queue(self.queue_size))
-        self._clients[stream_id].add(subscriber)
+    def join(self, channel: str) -> Subscriber:
+        subscriber = Subscriber(channel, asyncio.Queue(self.queue_size))
+        self._clients[channel].add(subscriber)
         return subscriber
 
     def leave(self, subscriber: Subscriber) -> None:
-        clients = self._clients.get(subscriber.stream_id)
+        clients = self._clients.get(subscriber.channel)
         if clients is not None:
             clients.discard(subscriber)
             if not clients:
-                del self._clients[subscriber.stream_id]
+                del self._clients[subscriber.channel]
 
     def _dispatch(self, channel: str, data: str) -> None:
-        for subscriber in self._clients.get(stream_id_of_channel(channel), ()):
+        for subscriber in self._clients.get(channel, ()):
             subscriber.offer(data)

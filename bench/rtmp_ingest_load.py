@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""RTMP ingest under load: nebula-live and nginx-rtmp, side by side, measured the same way.
+"""Ingest under load: nebula-live and nginx-rtmp, side by side, measured the same way.
 
-For each server: N concurrent `ffmpeg -re -c copy` publishers of a 6 Mbit/s 1080p30 source;
+For each server: N concurrent `ffmpeg -re -c copy` publishers of a 6 Mbit/s 1080p30 source
+(RTMP; with `--protocol srt`, MPEG-TS over SRT to nebula-live, which nginx-rtmp cannot take);
 a few of them are probes whose media playlist is polled every 20 ms. Printed per server:
   * segment publish latency: when a segment is first listed in the playlist, minus when
     the publisher sent the keyframe that closed it (ffmpeg's -progress clock maps media
@@ -10,6 +11,7 @@ a few of them are probes whose media playlist is polled every 20 ms. Printed per
   * publishers that failed.
 
   python bench/rtmp_ingest_load.py --streams 1 60 --seconds 40 [--no-nginx]
+  python bench/rtmp_ingest_load.py --protocol srt --streams 1 60 --seconds 40
 
 nebula-live runs as `nebula-live up` in a temporary data dir (embedded stores), so the
 figure for "ingest" is the `nebula-live ingest` process alone; the stores' and the API's
@@ -107,13 +109,17 @@ class Probe:
 
 
 def run_load(
-    source: Path, targets: list[tuple[str, str]], seconds: float, cpu_pids: dict[str, list[int]]
+    source: Path,
+    targets: list[tuple[str, str]],
+    seconds: float,
+    cpu_pids: dict[str, list[int]],
+    container: str = "flv",
 ) -> dict:
     stop = threading.Event()
     publishers, threads, probes = [], [], []
     cpu_before = {name: cpu_seconds(pids) for name, pids in cpu_pids.items()}
     started = time.time()
-    for index, (rtmp_url, playlist_url) in enumerate(targets):
+    for index, (publish_url, playlist_url) in enumerate(targets):
         is_probe = index < 2
         extra = ["-progress", "pipe:1", "-stats_period", "0.1"] if is_probe else []
         proc = subprocess.Popen(
@@ -129,8 +135,8 @@ def run_load(
                 "copy",
                 *extra,
                 "-f",
-                "flv",
-                rtmp_url,
+                container,
+                publish_url,
             ],
             stdin=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -181,7 +187,7 @@ def pids_of(root: int, needle: str) -> list[int]:
     return found
 
 
-def bench_nebula(source: Path, counts: list[int], seconds: float) -> None:
+def bench_nebula(source: Path, counts: list[int], seconds: float, protocol: str) -> None:
     with running_stack() as stack:
         cpu_pids = {
             "ingest": pids_of(stack.pid, "core.cli ingest"),
@@ -194,11 +200,12 @@ def bench_nebula(source: Path, counts: list[int], seconds: float) -> None:
             # Source only, like nginx-rtmp: this measures ingest, not the ladder's workers.
             streams = [stack.create_stream(f"bench {i}", ladder=[]) for i in range(count)]
             targets = [
-                (s["rtmp_url"], f"{stack.base_url}/hls/{s['id']}/source/index.m3u8")
+                (s[f"{protocol}_url"], f"{stack.base_url}/hls/{s['id']}/source/index.m3u8")
                 for s in streams
             ]
-            result = run_load(source, targets, seconds, cpu_pids)
-            print(json.dumps({"server": "nebula-live", **result}), flush=True)
+            container = "flv" if protocol == "rtmp" else "mpegts"
+            result = run_load(source, targets, seconds, cpu_pids, container)
+            print(json.dumps({"server": "nebula-live", "protocol": protocol, **result}), flush=True)
             time.sleep(3)
 
 
@@ -235,6 +242,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 60])
     parser.add_argument("--seconds", type=float, default=40)
     parser.add_argument("--source", type=Path, default=Path("/tmp/nebula-bench-src1080.flv"))
+    parser.add_argument("--protocol", choices=["rtmp", "srt"], default="rtmp")
     parser.add_argument("--no-nginx", action="store_true")
     parser.add_argument("--no-nebula", action="store_true")
     parser.add_argument("--nginx-conf", type=Path, default=NGINX_CONF)
@@ -243,8 +251,8 @@ def main() -> None:
         cmd = SOURCE_CMD.format(seconds=int(args.seconds + 20), out=args.source)
         subprocess.run(cmd.split(), check=True)
     if not args.no_nebula:
-        bench_nebula(args.source, args.streams, args.seconds)
-    if not args.no_nginx:
+        bench_nebula(args.source, args.streams, args.seconds, args.protocol)
+    if not args.no_nginx and args.protocol == "rtmp":
         bench_nginx(args.source, args.streams, args.seconds, args.nginx_conf)
 
 

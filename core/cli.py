@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
 
+import httpx
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from core.settings import get_settings
 
@@ -104,6 +120,107 @@ def migrate() -> None:
     store = ObjectStore.from_settings(settings)
     store.ensure_bucket()
     typer.echo(f"bucket {store.bucket!r} is ready")
+
+
+UPLOAD_POLL_SECONDS = 0.5
+# Per request; the body itself may take as long as it takes to send.
+UPLOAD_HTTP_TIMEOUT = httpx.Timeout(60.0)
+
+
+class _CountingFile(io.FileIO):
+    """A file that reports each read: httpx streams the body from it, the bar follows."""
+
+    def __init__(self, path: Path, on_read: Callable[[int], None]) -> None:
+        super().__init__(path, "rb")
+        self.on_read = on_read
+
+    def read(self, size: int = -1) -> bytes:
+        data = super().read(size)
+        self.on_read(len(data))
+        return data
+
+
+@app.command()
+def upload(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    name: str | None = typer.Option(None, "--name", help="Display name (default: file name)."),
+    api: str | None = typer.Option(
+        None, "--api", help="API base URL (default: this host's, from NEBULA_* settings)."
+    ),
+    token: str | None = typer.Option(
+        None, "--token", help="Bearer token (default: NEBULA_API_TOKEN, else the one `up` kept)."
+    ),
+) -> None:
+    """Upload a media file, follow its processing, and print its playback URL."""
+    from core.stack import kept_api_token
+
+    settings = get_settings()
+    base = (api or settings.public_http_url).rstrip("/")
+    # Without a token the server answers 401, which is printed like any refusal.
+    token = token or kept_api_token(settings)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    console = Console(stderr=True)
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=UPLOAD_HTTP_TIMEOUT) as client:
+            state = _send_upload(client, file, name, console)
+            state = _follow_processing(client, state, console)
+    except httpx.HTTPError as exc:
+        typer.echo(f"cannot talk to {base}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if state["status"] != "ready":
+        console.print(f"[red]upload {state['id']} failed:[/red] {state['error']}")
+        raise typer.Exit(1)
+    typer.echo(state["playback_url"])
+
+
+def _send_upload(client: httpx.Client, file: Path, name: str | None, console: Console) -> dict:
+    """POST the file, streamed from disk, with a bar following the bytes sent."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bars:
+        sending = bars.add_task("upload", total=file.stat().st_size)
+        with _CountingFile(file, lambda n: bars.advance(sending, n)) as body:
+            response = client.post(
+                "/api/v1/uploads",
+                files={"file": (file.name, body)},
+                data={"name": name} if name else None,
+            )
+    return _answer_or_exit(response)
+
+
+def _follow_processing(client: httpx.Client, state: dict, console: Console) -> dict:
+    """Poll the upload until it is ready or failed, with a bar following its progress."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bars:
+        processing = bars.add_task("processing", total=1.0)
+        while state["status"] == "processing":
+            bars.update(processing, completed=state["progress"])
+            time.sleep(UPLOAD_POLL_SECONDS)
+            state = _answer_or_exit(client.get(f"/api/v1/uploads/{state['id']}"))
+        bars.update(processing, completed=state["progress"])
+    return state
+
+
+def _answer_or_exit(response: httpx.Response) -> dict:
+    """The JSON of a 2xx answer; otherwise print the server's `detail` and exit 1."""
+    if response.is_success:
+        return response.json()
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    typer.echo(f"refused ({response.status_code}): {detail}", err=True)
+    raise typer.Exit(1)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Redis pub/sub events: one channel per stream, JSON messages with a `type`.
+"""Redis pub/sub events: one channel per stream and one per upload, JSON messages with a `type`.
 
 Subscribers must treat messages as hints and resync from REST after a reconnect: pub/sub
 drops messages for a subscriber that is away, by design.
@@ -25,24 +25,38 @@ class EventType(StrEnum):
     STATUS = "status"
     SEGMENT = "segment"
     PLAYLIST = "playlist"
+    PROGRESS = "progress"  # uploads only
 
 
 CONTROL_CHANNEL = "nebula:control"
 
 
 STREAM_CHANNEL_PATTERN = "nebula:stream:*"
+UPLOAD_CHANNEL_PATTERN = "nebula:upload:*"
 
 
 def stream_channel(stream_id: str) -> str:
     return f"nebula:stream:{stream_id}"
 
 
-def stream_id_of_channel(channel: str) -> str:
-    return channel.removeprefix("nebula:stream:")
+def upload_channel(upload_id: str) -> str:
+    return f"nebula:upload:{upload_id}"
 
 
 def encode_event(event_type: EventType, stream_id: str, payload: dict[str, Any]) -> str:
     return json.dumps({"type": event_type.value, "stream_id": stream_id, **payload}, default=str)
+
+
+def encode_upload_event(event_type: EventType, upload_id: str, payload: dict[str, Any]) -> str:
+    return json.dumps({"type": event_type.value, "upload_id": upload_id, **payload}, default=str)
+
+
+def publish_upload_event(
+    redis: Redis, event_type: EventType, upload_id: str, payload: dict[str, Any]
+) -> int:
+    return redis.publish(
+        upload_channel(upload_id), encode_upload_event(event_type, upload_id, payload)
+    )
 
 
 def publish_event(

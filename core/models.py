@@ -136,6 +136,8 @@ class Segment(Base):
 
 
 class Upload(Base):
+    """One uploaded file, processed into the recording of its session (`stream_id` null)."""
+
     __tablename__ = "uploads"
     __table_args__ = (CheckConstraint(_in("status", UPLOAD_STATUSES), name="upload_status"),)
 
@@ -148,6 +150,11 @@ class Upload(Base):
     object_key: Mapped[str] = mapped_column(String(500))
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     session_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("sessions.id", ondelete="SET NULL")
+        ForeignKey("sessions.id", ondelete="SET NULL"), index=True
     )
+    # What the probe read from the container; the progress estimate until the source is done.
+    duration_seconds: Mapped[float | None] = mapped_column(Float)
+    # Set once the job has packaged the whole source: from then on, completion is countable.
+    source_segments: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -28,14 +28,21 @@ from core.storage import ObjectStore
 HEALTH_TIMEOUT_SECONDS = 90.0
 
 
-def api_token(settings: Settings) -> str:
-    """The configured token, or one generated on first run and kept in the data dir."""
+def kept_api_token(settings: Settings) -> str | None:
+    """The configured token, or the one `up` kept in the data dir; None when neither exists."""
     if settings.api_token:
         return settings.api_token
     path = settings.data_dir / "api_token"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+    return path.read_text().strip() if path.exists() else None
+
+
+def api_token(settings: Settings) -> str:
+    """The configured token, or one generated on first run and kept in the data dir."""
+    if token := kept_api_token(settings):
+        return token
+    path = settings.data_dir / "api_token"
+    path.write_text(secrets.token_urlsafe(32))
+    path.chmod(0o600)
     return path.read_text().strip()
 
 
@@ -99,7 +106,10 @@ class Stack:
             children[name].start()
             self.processes.append(children[name])
         wait_until(lambda: _tcp_open(resolved.rtmp_port), children["ingest"])
-        self.say(f"  ✔ ingest     RTMP listening on port {resolved.rtmp_port}")
+        self.say(
+            f"  ✔ ingest     RTMP listening on port {resolved.rtmp_port}, "
+            f"SRT on UDP port {resolved.srt_port}"
+        )
         wait_until(
             lambda: _http_ok(f"http://127.0.0.1:{resolved.http_port}/healthz"),
             children["api"],
@@ -208,6 +218,8 @@ def _banner(s: Settings) -> str:
             "  OBS stream key    create one with: curl -X POST "
             f"-H 'Authorization: Bearer {s.api_token}' -H 'Content-Type: application/json' "
             f'-d \'{{"name":"my stream"}}\' {base}/api/v1/streams',
+            f"  SRT (ffmpeg, OBS) srt://{s.public_host}:{s.srt_port}"
+            "?streamid=#!::r=live/STREAM_KEY,m=publish",
             f"  Logs              {s.data_dir / 'logs'}",
             "",
             "Press Ctrl-C to stop.",

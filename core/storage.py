@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 import urllib3
@@ -20,6 +21,14 @@ _HTTP = urllib3.PoolManager(
     maxsize=32,
     retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
 )
+
+
+# Parts of a streamed upload: S3's minimum is 5 MiB. With two uploading while the next fills,
+# a stream of any length holds about three parts in memory.
+STREAM_PART_BYTES = 8 * 1024 * 1024
+STREAM_PARALLEL_PARTS = 2
+# One ranged GET per this many bytes when a reader walks an object.
+READ_AHEAD_BYTES = 2 * 1024 * 1024
 
 
 class StorageError(RuntimeError):
@@ -88,9 +97,41 @@ class ObjectStore:
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             raise StorageError(f"put {key!r} failed: {exc}") from exc
 
-    def get_bytes(self, key: str) -> bytes:
+    def put_stream(self, key: str, stream: BinaryIO, content_type: str) -> None:
+        """Store a stream of unknown length: one PUT if it fits a part, else a multipart
+        upload. If reading `stream` raises, the multipart upload is aborted and the error
+        propagates unchanged, so nothing is left behind."""
         try:
-            response = self.client.get_object(self.bucket, key)
+            self.client.put_object(
+                self.bucket,
+                key,
+                stream,
+                -1,
+                content_type=content_type,
+                part_size=STREAM_PART_BYTES,
+                num_parallel_uploads=STREAM_PARALLEL_PARTS,
+            )
+        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+            raise StorageError(f"put {key!r} failed: {exc}") from exc
+
+    def size_of(self, key: str) -> int:
+        try:
+            return self.client.stat_object(self.bucket, key).size or 0
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
+                raise KeyError(key) from exc
+            raise StorageError(f"stat {key!r} failed: {exc.code}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise StorageError(f"stat {key!r} failed: {exc}") from exc
+
+    def open_reader(self, key: str) -> io.BufferedReader:
+        """A seekable, buffered file object over the object: ranged GETs, no local copy."""
+        return io.BufferedReader(RangedReader(self, key, self.size_of(key)), READ_AHEAD_BYTES)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes from `offset` (0 and 0: the whole object)."""
+        try:
+            response = self.client.get_object(self.bucket, key, offset=offset, length=length)
         except S3Error as exc:
             if exc.code == "NoSuchKey":
                 raise KeyError(key) from exc
@@ -102,6 +143,9 @@ class ObjectStore:
         finally:
             response.close()
             response.release_conn()
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.get_range(key, 0, 0)
 
     def list_keys(self, prefix: str) -> Iterator[StoredObject]:
         for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
@@ -124,3 +168,38 @@ class ObjectStore:
                 raise StorageError(f"bucket {self.bucket!r} does not exist")
         except (S3Error, urllib3.exceptions.HTTPError) as exc:
             raise StorageError(f"object store unreachable: {exc}") from exc
+
+
+class RangedReader(io.RawIOBase):
+    """A seekable view of one object, each read a ranged GET (wrap it in a BufferedReader)."""
+
+    def __init__(self, store: ObjectStore, key: str, size: int) -> None:
+        self.store = store
+        self.key = key
+        self.size = size
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"seek to {base + offset} before the start of {self.key!r}")
+        self.position = base + offset
+        return self.position
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        wanted = min(len(buffer), self.size - self.position)
+        if wanted <= 0:
+            return 0
+        data = self.store.get_range(self.key, self.position, wanted)
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,7 +58,16 @@ class Publication:
         )
         self.metadata: dict[str, Any] = {}
         self.bytes_ingested = 0
-        self.wall_clock_origin = datetime.now(UTC)
+        self.writer = SourceWriter(
+            settings,
+            store,
+            redis,
+            celery,
+            stream_id=grant.stream_id,
+            session_id=grant.session_id,
+            timeline_start=grant.timeline_start,
+            transcode=grant.transcode,
+        )
         self._queue: asyncio.Queue[PackagedSegment | None] = asyncio.Queue()
         self._sink = asyncio.create_task(self._drain(), name=f"sink-{grant.session_id}")
         self._mirror_wanted = asyncio.Event()
@@ -67,8 +77,6 @@ class Publication:
         self._mirror = asyncio.create_task(
             self._mirror_playlists(), name=f"mirror-{grant.session_id}"
         )
-        self._rendition_id: int | None = None
-        self._stored_inits: set[int] = set()
 
     @property
     def stream_id(self) -> str:
@@ -131,24 +139,68 @@ class Publication:
                 log.exception("playlists of stream %s not mirrored", self.grant.stream_id)
 
     def _store_segment(self, segment: PackagedSegment) -> bool:
+        return self.writer.write(
+            segment, self.packager, metadata=self.metadata, bytes_ingested=self.bytes_ingested
+        )
+
+
+class SourceWriter:
+    """Stores, records and announces the source segments of one session, one at a time.
+
+    Shared by live publishes and the upload job (synchronous: keep it off the event loop):
+    the objects, the rows, one ladder task per segment, and the stream's `segment` event
+    (an upload session has no stream; its job reports progress instead).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ObjectStore,
+        redis: Redis,
+        celery: Celery,
+        *,
+        stream_id: uuid.UUID | None,
+        session_id: uuid.UUID,
+        timeline_start: int,
+        transcode: bool,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.redis = redis
+        self.celery = celery
+        self.stream_id = stream_id
+        self.session_id = session_id
+        self.timeline_start = timeline_start
+        self.transcode = transcode
+        self.wall_clock_origin = datetime.now(UTC)
+        self._rendition_id: int | None = None
+        self._stored_inits: set[int] = set()
+
+    def write(
+        self,
+        segment: PackagedSegment,
+        packager: LivePackager,
+        *,
+        metadata: dict[str, Any],
+        bytes_ingested: int,
+    ) -> bool:
         """Store, record and announce one segment; True for the session's first one."""
         started = time.perf_counter()
-        grant = self.grant
         init_key = self._store_init(segment.init)
         key = catalog.media_key(
-            grant.stream_id, SOURCE, grant.session_id, catalog.segment_name(segment.sequence)
+            self.stream_id, SOURCE, self.session_id, catalog.segment_name(segment.sequence)
         )
         _retry(lambda: self.store.put_bytes(key, segment.data, "video/iso.segment"))
         first = self._rendition_id is None
         if first:
-            self._rendition_id = self._ensure_rendition(segment.init)
-        offset = segment.start_ticks - grant.timeline_start
+            self._rendition_id = self._ensure_rendition(segment.init, metadata)
+        offset = segment.start_ticks - self.timeline_start
         program_date_time = self.wall_clock_origin + timedelta(seconds=offset / CLOCK_HZ)
-        gop = self.packager.segmenter.gop if self.packager.segmenter else None
+        gop = packager.segmenter.gop if packager.segmenter else None
         _retry(
             lambda: sessions.record_segment(
                 self.settings.database_url,
-                grant.session_id,
+                self.session_id,
                 sessions.SegmentRecord(
                     rendition_id=self._rendition_id,
                     sequence=segment.sequence,
@@ -159,22 +211,23 @@ class Publication:
                     init_key=init_key,
                     size_bytes=len(segment.data),
                 ),
-                bandwidth=self.packager.bitrate.peak,
-                average_bandwidth=self.packager.bitrate.average,
+                bandwidth=packager.bitrate.peak,
+                average_bandwidth=packager.bitrate.average,
                 gop_seconds=round(gop.max_seconds, 3) if gop else None,
-                bytes_ingested=self.bytes_ingested,
+                bytes_ingested=bytes_ingested,
             )
         )
         self._enqueue_ladder(segment.sequence)
-        announce_segment(
-            self.redis,
-            grant.stream_id,
-            grant.session_id,
-            SOURCE,
-            segment.sequence,
-            segment.duration,
-            program_date_time,
-        )
+        if self.stream_id is not None:
+            announce_segment(
+                self.redis,
+                self.stream_id,
+                self.session_id,
+                SOURCE,
+                segment.sequence,
+                segment.duration,
+                program_date_time,
+            )
         log.debug(
             "segment %s stored in %.1f ms", segment.sequence, (time.perf_counter() - started) * 1000
         )
@@ -182,35 +235,34 @@ class Publication:
 
     def _enqueue_ladder(self, sequence: int) -> None:
         """Workers transcode the rungs; a lost enqueue costs only that segment's rungs."""
-        if not self.grant.transcode:
+        if not self.transcode:
             return
         try:
-            enqueue_ladder(self.celery, self.grant.session_id, sequence)
+            enqueue_ladder(self.celery, self.session_id, sequence)
         except Exception:
             log.exception(
-                "ladder of segment %s of session %s not enqueued", sequence, self.grant.session_id
+                "ladder of segment %s of session %s not enqueued", sequence, self.session_id
             )
 
     def _store_init(self, init: InitSegment) -> str:
-        grant = self.grant
         key = catalog.media_key(
-            grant.stream_id, SOURCE, grant.session_id, catalog.init_name(init.index)
+            self.stream_id, SOURCE, self.session_id, catalog.init_name(init.index)
         )
         if init.index not in self._stored_inits:
             _retry(lambda: self.store.put_bytes(key, init.data, "video/mp4"))
             self._stored_inits.add(init.index)
         return key
 
-    def _ensure_rendition(self, init: InitSegment) -> int:
+    def _ensure_rendition(self, init: InitSegment, metadata: dict[str, Any]) -> int:
         video = init.video
         return sessions.ensure_source_rendition(
             self.settings.database_url,
-            self.grant.session_id,
+            self.session_id,
             codecs=init.codecs,
             width=video.width if video else None,
             height=video.height if video else None,
-            frame_rate=video_frame_rate(video, self.metadata) if video else None,
-            media_info=describe_source(video, init.audio, self.metadata),
+            frame_rate=video_frame_rate(video, metadata) if video else None,
+            media_info=describe_source(video, init.audio, metadata),
         )
 
 

@@ -1,4 +1,4 @@
-"""`nebula-live ingest`: the RTMP listener and its housekeeping, until SIGTERM."""
+"""`nebula-live ingest`: the RTMP and SRT listeners and their housekeeping, until SIGTERM."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from core.storage import ObjectStore
 from ingest.control import follow_control
 from ingest.publishing import Publisher
 from ingest.rtmp_server import RtmpConnectionHandler, serve_rtmp
+from ingest.srt import libsrt
+from ingest.srt_server import SrtListener
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +35,26 @@ async def run_ingest(settings: Settings) -> None:
     handler = RtmpConnectionHandler(publisher, settings.rtmp_max_message_bytes)
     server = await serve_rtmp(handler, settings.bind_host, settings.rtmp_port)
     log.info("RTMP listening on %s:%s", settings.bind_host, settings.rtmp_port)
+    srt = SrtListener(publisher, settings)
+    await srt.start(settings.bind_host, settings.srt_port)
+    log.info("SRT listening on %s:%s (UDP)", settings.bind_host, settings.srt_port)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     housekeeping = asyncio.create_task(publisher.run_housekeeping())
-    control = asyncio.create_task(follow_control(settings.redis_url, handler.disconnect))
+    control = asyncio.create_task(
+        follow_control(
+            settings.redis_url,
+            lambda stream_id: handler.disconnect(stream_id) or srt.disconnect(stream_id),
+        )
+    )
     try:
         await stop.wait()
     finally:
-        log.info("stopping: closing the listener and storing what publishers sent")
+        log.info("stopping: closing the listeners and storing what publishers sent")
         server.close()
         housekeeping.cancel()
         await stop_following(control)
-        await handler.close_all()
+        await asyncio.gather(handler.close_all(), srt.close())
+        libsrt.cleanup()
         redis.close()

@@ -56,20 +56,30 @@ def _end(db: Session, session: LiveSession, at: datetime, status: str = "ended")
         session.stream.status = "idle"
 
 
+def _publishable_stream(db: Session, stream_key: str, *, lock: bool) -> Stream:
+    query = select(Stream).where(Stream.stream_key_hash == hash_stream_key(stream_key))
+    stream = db.scalars(query.with_for_update() if lock else query).first()
+    if stream is None or not key_matches(stream_key, stream.stream_key_hash):
+        raise PublishRefused("unknown stream key")
+    if stream.status == "disabled":
+        raise PublishRefused("stream is disabled")
+    return stream
+
+
+def check_publish_key(database_url: str, stream_key: str) -> None:
+    """Raise `PublishRefused` if no publish with this key can be accepted (unknown key,
+    disabled stream). For protocols that can refuse before accepting a connection (SRT's
+    handshake); `open_publish` still decides, as the stream may change in between."""
+    with session_scope(database_url) as db:
+        _publishable_stream(db, stream_key, lock=False)
+
+
 def open_publish(
     database_url: str, stream_key: str, protocol: str, grace_seconds: float
 ) -> PublishGrant:
     """Authorise a publish and start a session, or continue one a publisher dropped from."""
     with session_scope(database_url) as db:
-        stream = db.scalars(
-            select(Stream)
-            .where(Stream.stream_key_hash == hash_stream_key(stream_key))
-            .with_for_update()
-        ).first()
-        if stream is None or not key_matches(stream_key, stream.stream_key_hash):
-            raise PublishRefused("unknown stream key")
-        if stream.status == "disabled":
-            raise PublishRefused("stream is disabled")
+        stream = _publishable_stream(db, stream_key, lock=True)
         at = now()
         current = db.scalars(
             select(LiveSession)
@@ -151,7 +161,8 @@ def ensure_source_rendition(
             db.add(rendition)
         rendition.codecs = codecs
         rendition.width, rendition.height, rendition.frame_rate = width, height, frame_rate
-        session = db.get(LiveSession, session_id)
+        # Locked: the ingest report (`record_ingest_report`) merges into media_info too.
+        session = db.get(LiveSession, session_id, with_for_update=True)
         session.media_info = {**(session.media_info or {}), **media_info}
         db.flush()
         return rendition.id
@@ -245,6 +256,7 @@ def end_expired_sessions(database_url: str, grace_seconds: float) -> list[EndedS
             select(LiveSession)
             .where(
                 LiveSession.status == "live",
+                LiveSession.stream_id.is_not(None),  # an upload's session is its job's to end
                 (LiveSession.disconnected_at <= grace_cut)
                 | (LiveSession.disconnected_at.is_(None) & (LiveSession.heartbeat_at <= stale_cut)),
             )
@@ -255,3 +267,12 @@ def end_expired_sessions(database_url: str, grace_seconds: float) -> list[EndedS
                 session.disconnected_at = session.heartbeat_at
             _end(db, session, at)
         return [EndedSession(s.stream_id, s.id) for s in expired]
+
+
+def record_ingest_report(database_url: str, session_id: uuid.UUID, report: dict[str, Any]) -> None:
+    """Keep what the ingest observed of the transport (loss, drops, ignored tracks) in the
+    session's media_info under `ingest`, where the sessions API shows it."""
+    with session_scope(database_url) as db:
+        session = db.get(LiveSession, session_id, with_for_update=True)
+        if session is not None:
+            session.media_info = {**(session.media_info or {}), "ingest": report}

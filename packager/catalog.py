@@ -24,10 +24,12 @@ from packager.playlist import (
 )
 
 SOURCE = "source"
+# Uploaded files belong to no stream: their sessions' media lives under `hls/uploads/`.
+UPLOADS_NAMESPACE = "uploads"
 
 
-def rendition_prefix(stream_id: uuid.UUID | str, rendition: str) -> str:
-    return f"hls/{stream_id}/{rendition}"
+def rendition_prefix(stream_id: uuid.UUID | str | None, rendition: str) -> str:
+    return f"hls/{stream_id or UPLOADS_NAMESPACE}/{rendition}"
 
 
 def segment_name(sequence: int) -> str:
@@ -39,7 +41,7 @@ def init_name(index: int) -> str:
 
 
 def media_key(
-    stream_id: uuid.UUID | str, rendition: str, session_id: uuid.UUID | str, name: str
+    stream_id: uuid.UUID | str | None, rendition: str, session_id: uuid.UUID | str, name: str
 ) -> str:
     return f"{rendition_prefix(stream_id, rendition)}/{session_id}/{name}"
 

@@ -12,7 +12,7 @@ def make_celery(redis_url: str | None) -> Celery:
         "nebula",
         broker=redis_url,
         backend=redis_url,
-        include=["packager.tasks", "packager.housekeeping"],
+        include=["packager.tasks", "packager.upload_job", "packager.housekeeping"],
     )
     app.conf.update(
         task_acks_late=True,

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from packager.media import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind, VideoConfig
+from packager.media import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind, VideoCodec, VideoConfig
 from packager.mp4_boxes import (
     UNITY_MATRIX,
     Fmp4Error,
@@ -71,6 +71,12 @@ _TRUN_SAMPLE_CTO = 0x000800
 _MFHD_SIZE = 16
 _TRAF_FIXED_SIZE = 8 + 16 + 20 + 20  # traf header, tfhd, tfdt v1, trun header with data offset
 _MDAT_HEADER_SIZE = 8
+
+# Sample entry and configuration box per codec, with the smallest valid record (version 1).
+_VIDEO_SAMPLE_ENTRIES = {
+    VideoCodec.H264: (b"avc1", b"avcC", 7),
+    VideoCodec.HEVC: (b"hvc1", b"hvcC", 23),
+}
 
 _STYP_BRANDS = (b"msdh",)
 _STYP_SINGLE_TRACK_BRANDS = (b"msdh", b"cmfs")
@@ -170,10 +176,13 @@ def _mdia(
 def _video_trak(video: VideoConfig) -> bytes:
     if not (0 < video.width <= 0xFFFF and 0 < video.height <= 0xFFFF):
         raise Fmp4Error(f"video size must be 1..65535 each, got {video.width}x{video.height}")
-    if len(video.avcc) < 7 or video.avcc[0] != 1:
-        raise Fmp4Error(f"avcc is not an AVCDecoderConfigurationRecord: {video.avcc[:8]!r}")
-    avc1 = box(
-        b"avc1",
+    entry, config_box, min_record_size = _VIDEO_SAMPLE_ENTRIES[video.codec]
+    if len(video.record) < min_record_size or video.record[0] != 1:
+        raise Fmp4Error(
+            f"{video.codec} record is not a {config_box.decode()} record: {video.record[:8]!r}"
+        )
+    sample_entry = box(
+        entry,
         struct.pack(
             ">6xH16xHHIIIH32xHh",
             1,
@@ -186,13 +195,13 @@ def _video_trak(video: VideoConfig) -> bytes:
             0x0018,
             -1,
         ),
-        box(b"avcC", video.avcc),
+        box(config_box, video.record),
     )
     vmhd = full_box(b"vmhd", 0, 1, struct.pack(">HHHH", 0, 0, 0, 0))
     return box(
         b"trak",
         _tkhd(VIDEO_TRACK_ID, volume=0, width=video.width, height=video.height),
-        _mdia(VIDEO_TIMESCALE, b"vide", b"VideoHandler", vmhd, avc1),
+        _mdia(VIDEO_TIMESCALE, b"vide", b"VideoHandler", vmhd, sample_entry),
     )
 
 

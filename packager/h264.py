@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from packager.media import VideoConfig
+from packager.media import VideoCodec, VideoConfig
 
 
 class H264Error(ValueError):
@@ -55,9 +55,14 @@ def unescape_rbsp(nal: bytes) -> bytes:
 
 
 class BitReader:
-    """MSB-first bit reader with Exp-Golomb codes (9.1) over an RBSP."""
+    """MSB-first bit reader with Exp-Golomb codes (9.1) over an RBSP.
 
-    def __init__(self, data: bytes) -> None:
+    HEVC uses the same codes (H.265 9.2); `error` is the exception a short or malformed
+    bitstream raises, so each codec's parser raises its own error type.
+    """
+
+    def __init__(self, data: bytes, error: type[ValueError] = H264Error) -> None:
+        self._error = error
         self._value = int.from_bytes(data, "big")
         self._size = len(data) * 8
         self.position = 0
@@ -68,7 +73,7 @@ class BitReader:
 
     def bits(self, count: int) -> int:
         if count > self.bits_left:
-            raise H264Error(
+            raise self._error(
                 f"bitstream ends at bit {self._size}; wanted {count} bits at bit {self.position}"
             )
         self.position += count
@@ -82,7 +87,7 @@ class BitReader:
         while self.bits(1) == 0:
             leading_zeros += 1
             if leading_zeros > _MAX_UE_LEADING_ZEROS:
-                raise H264Error(
+                raise self._error(
                     f"Exp-Golomb code at bit {self.position} has more than "
                     f"{_MAX_UE_LEADING_ZEROS} leading zeros"
                 )
@@ -110,9 +115,12 @@ class SpsInfo:
     frame_rate: float | None  # from VUI timing info, None when absent
 
 
-def _expect_range(name: str, value: int, low: int, high: int) -> int:
+def expect_range(
+    name: str, value: int, low: int, high: int, error: type[ValueError] = H264Error
+) -> int:
+    """`value` if it lies in low..high, else `error` naming the syntax element."""
     if not low <= value <= high:
-        raise H264Error(f"SPS {name} is {value}; expected {low}..{high}")
+        raise error(f"SPS {name} is {value}; expected {low}..{high}")
     return value
 
 
@@ -120,7 +128,7 @@ def _skip_scaling_list(reader: BitReader, size: int) -> None:
     last_scale = next_scale = 8
     for _ in range(size):
         if next_scale != 0:
-            delta = _expect_range("delta_scale", reader.se(), -128, 127)
+            delta = expect_range("delta_scale", reader.se(), -128, 127)
             next_scale = (last_scale + delta + 256) % 256
         last_scale = last_scale if next_scale == 0 else next_scale
 
@@ -158,30 +166,30 @@ def parse_sps(sps: bytes) -> SpsInfo:
     profile_idc = reader.bits(8)
     constraint_flags = reader.bits(8)
     level_idc = reader.bits(8)
-    sps_id = _expect_range("seq_parameter_set_id", reader.ue(), 0, 31)
+    sps_id = expect_range("seq_parameter_set_id", reader.ue(), 0, 31)
 
     chroma_format_idc, separate_colour_plane, bit_depth_luma, bit_depth_chroma = 1, False, 8, 8
     if profile_idc in HIGH_PROFILES:
-        chroma_format_idc = _expect_range("chroma_format_idc", reader.ue(), 0, 3)
+        chroma_format_idc = expect_range("chroma_format_idc", reader.ue(), 0, 3)
         if chroma_format_idc == 3:
             separate_colour_plane = reader.flag()
-        bit_depth_luma = 8 + _expect_range("bit_depth_luma_minus8", reader.ue(), 0, 6)
-        bit_depth_chroma = 8 + _expect_range("bit_depth_chroma_minus8", reader.ue(), 0, 6)
+        bit_depth_luma = 8 + expect_range("bit_depth_luma_minus8", reader.ue(), 0, 6)
+        bit_depth_chroma = 8 + expect_range("bit_depth_chroma_minus8", reader.ue(), 0, 6)
         reader.bits(1)  # qpprime_y_zero_transform_bypass_flag
         if reader.flag():  # seq_scaling_matrix_present_flag
             for index in range(12 if chroma_format_idc == 3 else 8):
                 if reader.flag():  # seq_scaling_list_present_flag[i]
                     _skip_scaling_list(reader, 16 if index < 6 else 64)
 
-    _expect_range("log2_max_frame_num_minus4", reader.ue(), 0, 12)
-    pic_order_cnt_type = _expect_range("pic_order_cnt_type", reader.ue(), 0, 2)
+    expect_range("log2_max_frame_num_minus4", reader.ue(), 0, 12)
+    pic_order_cnt_type = expect_range("pic_order_cnt_type", reader.ue(), 0, 2)
     if pic_order_cnt_type == 0:
-        _expect_range("log2_max_pic_order_cnt_lsb_minus4", reader.ue(), 0, 12)
+        expect_range("log2_max_pic_order_cnt_lsb_minus4", reader.ue(), 0, 12)
     elif pic_order_cnt_type == 1:
         reader.bits(1)  # delta_pic_order_always_zero_flag
         reader.se()  # offset_for_non_ref_pic
         reader.se()  # offset_for_top_to_bottom_field
-        cycle = _expect_range("num_ref_frames_in_pic_order_cnt_cycle", reader.ue(), 0, 255)
+        cycle = expect_range("num_ref_frames_in_pic_order_cnt_cycle", reader.ue(), 0, 255)
         for _ in range(cycle):
             reader.se()
     reader.ue()  # max_num_ref_frames
@@ -293,12 +301,24 @@ def video_config_from_avcc(record: bytes) -> VideoConfig:
     config = parse_avcc(record)
     sps = parse_sps(config.sps[0])
     return VideoConfig(
-        avcc=bytes(record),
+        codec=VideoCodec.H264,
+        record=bytes(record),
         width=sps.width,
         height=sps.height,
-        profile_idc=config.profile_idc,
-        constraint_flags=config.constraint_flags,
-        level_idc=config.level_idc,
+        codec_string=(
+            f"avc1.{config.profile_idc:02x}{config.constraint_flags:02x}{config.level_idc:02x}"
+        ),
+    )
+
+
+def video_config_from_annexb_header(header: bytes) -> VideoConfig:
+    """VideoConfig for an encoder's global header (x264's extradata): Annex B SPS and PPS."""
+    parameter_sets = split_annexb(header)
+    return video_config_from_avcc(
+        build_avcc(
+            [n for n in parameter_sets if n[0] & 0x1F == NalType.SPS],
+            [n for n in parameter_sets if n[0] & 0x1F == NalType.PPS],
+        )
     )
 
 

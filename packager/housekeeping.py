@@ -6,10 +6,10 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from celery import Task
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from core.db import session_scope
-from core.models import LiveSession
+from core.models import LiveSession, Upload
 from core.settings import get_settings
 from core.storage import ObjectStore
 from core.webhooks import DELIVER_TASK, post_webhook
@@ -62,12 +62,14 @@ def expire_recordings(database_url: str, store: ObjectStore, older_than: timedel
             .limit(EXPIRE_BATCH)
             .with_for_update(skip_locked=True)
         ).all()
+        # An uploaded file's recording is all its upload made (before the sessions go: their
+        # deletion would set the uploads' session_id to null).
+        db.execute(delete(Upload).where(Upload.session_id.in_([s.id for s in expired])))
         for session in expired:
-            if session.stream_id is not None:
-                for rendition in session.renditions:
-                    store.delete_prefix(
-                        catalog.media_key(session.stream_id, rendition.name, session.id, "")
-                    )
+            for rendition in session.renditions:
+                store.delete_prefix(
+                    catalog.media_key(session.stream_id, rendition.name, session.id, "")
+                )
             db.delete(session)
     if expired:
         log.info("retention: deleted %d sessions ended before %s", len(expired), cutoff)

@@ -25,7 +25,7 @@ READY, FAILED = "ready", "failed"
 class SourceSegment:
     """One closed source segment, and the rungs its session's ladder gives it."""
 
-    stream_id: uuid.UUID
+    stream_id: uuid.UUID | None  # None: an uploaded file's session
     session_id: uuid.UUID
     sequence: int
     duration: float
@@ -64,13 +64,6 @@ def load_source_segment(db: Session, session_id: uuid.UUID, sequence: int) -> So
     if row is None:
         return None
     segment, rendition, session = row
-    ladder = parse_ladder(session.ladder) if session.ladder is not None else DEFAULT_LADDER
-    # Audio-only sources (no size) get no rungs.
-    rungs = (
-        rungs_for_source(ladder, rendition.width, rendition.height)
-        if rendition.width and rendition.height
-        else []
-    )
     return SourceSegment(
         stream_id=session.stream_id,
         session_id=session.id,
@@ -81,8 +74,16 @@ def load_source_segment(db: Session, session_id: uuid.UUID, sequence: int) -> So
         object_key=segment.object_key,
         init_key=segment.init_key,
         frame_rate=rendition.frame_rate,
-        rungs=rungs,
+        rungs=session_rungs(session, rendition),
     )
+
+
+def session_rungs(session: LiveSession, source: Rendition) -> list[Rung]:
+    """The rungs the session's ladder gives its source rendition; none for audio only."""
+    if not (source.width and source.height):
+        return []
+    ladder = parse_ladder(session.ladder) if session.ladder is not None else DEFAULT_LADDER
+    return rungs_for_source(ladder, source.width, source.height)
 
 
 @dataclass(frozen=True, slots=True)

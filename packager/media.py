@@ -17,20 +17,24 @@ class TrackKind(StrEnum):
     AUDIO = "audio"
 
 
+class VideoCodec(StrEnum):
+    H264 = "h264"
+    HEVC = "hevc"
+
+
 @dataclass(frozen=True, slots=True)
 class VideoConfig:
-    """H.264 decoder configuration as carried by FLV's AVC sequence header."""
+    """Decoder configuration of an H.264 or HEVC track, as its sample entry carries it.
 
-    avcc: bytes  # AVCDecoderConfigurationRecord, stored verbatim in the avcC box
+    Built by `packager.h264.video_config_from_avcc` or `packager.hevc.video_config_from_hvcc`,
+    which also derive the RFC 6381 codec string from the record.
+    """
+
+    codec: VideoCodec
+    record: bytes  # AVCDecoderConfigurationRecord (avcC) or HEVCDecoderConfigurationRecord (hvcC)
     width: int
     height: int
-    profile_idc: int
-    constraint_flags: int
-    level_idc: int
-
-    @property
-    def codec_string(self) -> str:
-        return f"avc1.{self.profile_idc:02x}{self.constraint_flags:02x}{self.level_idc:02x}"
+    codec_string: str  # RFC 6381, e.g. avc1.64001f or hvc1.1.6.L93.B0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +53,11 @@ class AudioConfig:
 
 @dataclass(frozen=True, slots=True)
 class AccessUnit:
-    """One coded frame: video as AVCC (4-byte length-prefixed NAL units), audio a raw AAC frame."""
+    """One coded frame: video as 4-byte length-prefixed NAL units, audio a raw AAC frame.
+
+    The parameter sets (SPS/PPS, and VPS for HEVC) belong in the `VideoConfig` record; HEVC
+    samples must not repeat them (the `hvc1` sample entry forbids it).
+    """
 
     kind: TrackKind
     dts: int

@@ -10,6 +10,9 @@ Rules (with video):
 * A segment closes at the first video keyframe whose dts reaches ``start + target``, within
   a tolerance of half a video frame (see `Segmenter`), and that keyframe opens the next
   segment. Its duration is ``keyframe.dts - start``, so durations tile the timeline exactly.
+  A keyframe whose pts reaches the target counts too: an open-GOP HEVC encoder (x265's
+  default) decodes its first IDR with less delay than the CRAs after it, so the first GOP
+  is a frame shorter in dts than in pts, and would otherwise double the first segment.
 * Keyframes come from the encoder: a GOP longer than the target gives segments as long as
   the GOP. The observed keyframe interval is reported by `Segmenter.gop` so the caller can
   store it and warn the streamer.
@@ -141,6 +144,7 @@ class Segmenter:
         "_pending_discontinuity",
         "_seg_keyframes",
         "_seg_start",
+        "_seg_start_pts",
         "_target",
         "_target_cap",
         "dropped_before_keyframe",
@@ -174,6 +178,7 @@ class Segmenter:
         self._open = False
         self._aus: list[AccessUnit] = []
         self._seg_start = 0
+        self._seg_start_pts = 0
         self._seg_keyframes = 0
         self._part_start_dts = 0
         self._part_start_idx = 0
@@ -231,7 +236,8 @@ class Segmenter:
         if au.keyframe and self._has_video:
             self._note_keyframe(dts)
             tolerance = min(self._lead_delta >> 1, self._target_cap)
-            if dts - self._seg_start >= self._target - tolerance:
+            elapsed = max(dts - self._seg_start, au.pts - self._seg_start_pts)
+            if dts > self._seg_start and elapsed >= self._target - tolerance:
                 events = self._close_segment(dts)
                 self._open_segment(au)
                 return events
@@ -304,6 +310,7 @@ class Segmenter:
         self._open = True
         self._aus = [au]
         self._seg_start = dts
+        self._seg_start_pts = au.pts
         self._seg_keyframes = 1 if self._has_video else 0
         self._last_lead_dts = dts
         self._part_start_dts = dts

@@ -21,6 +21,7 @@ from packager.celery_app import celery_app
 from packager.ladder_rows import RungOutcome, SourceSegment
 from packager.mirror import announce_segment, write_playlists
 from packager.transcode import EncoderOptions, TranscodeError, transcode_segment
+from packager.uploads import advance_upload
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def enqueue_ladder(celery: Celery, session_id: uuid.UUID, sequence: int) -> None
 
 
 @cache
-def _services() -> tuple[ObjectStore, Redis]:
+def worker_services() -> tuple[ObjectStore, Redis]:
     settings = get_settings()
     return ObjectStore.from_settings(settings), Redis.from_url(settings.redis_url)
 
@@ -79,7 +80,7 @@ def _ladder_segment(session_id: uuid.UUID, sequence: int) -> dict[str, Any]:
         source = ladder_rows.load_source_segment(db, session_id, sequence)
     if source is None or not source.rungs:
         return {}
-    store, _ = _services()
+    store, _ = worker_services()
     try:
         outputs = transcode_segment(
             store.get_bytes(source.init_key),
@@ -110,17 +111,21 @@ def _record(source: SourceSegment, outcomes: list[RungOutcome]) -> dict[str, Any
     with session_scope(settings.database_url) as db:
         for outcome in outcomes:
             ladder_rows.record_rung_segment(db, source, outcome)
-    store, redis = _services()
-    write_playlists(settings, store, redis, source.stream_id, master=True)
-    for outcome in outcomes:
-        announce_segment(
-            redis,
-            source.stream_id,
-            source.session_id,
-            outcome.rung.name,
-            source.sequence,
-            source.duration,
-            source.program_date_time,
-            status=outcome.status,
-        )
+    store, redis = worker_services()
+    if source.stream_id is None:
+        # An upload: no live playlists to mirror, no stream to tell; its progress moves.
+        advance_upload(settings, redis, celery_app, source.session_id)
+    else:
+        write_playlists(settings, store, redis, source.stream_id, master=True)
+        for outcome in outcomes:
+            announce_segment(
+                redis,
+                source.stream_id,
+                source.session_id,
+                outcome.rung.name,
+                source.sequence,
+                source.duration,
+                source.program_date_time,
+                status=outcome.status,
+            )
     return {o.rung.name: o.status for o in outcomes}

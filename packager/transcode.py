@@ -13,6 +13,9 @@ reorder delay, which matters for segment latency.
 
 GOP. Every segment gets a fresh encoder whose keyframe interval exceeds the segment's frame
 count and whose scene-cut detection is off: one closed GOP per segment, opening on an IDR.
+An HEVC source may use open GOPs (x265's default): a segment opening on a CRA decodes
+without the RASL pictures that lean on the previous segment, and the rungs show the CRA's
+picture in their place (a hold of a frame or two, and the timing stays exact).
 
 Audio. The only audio ingest accepts is AAC (FLV sound format 10); its samples are copied
 as they are, with the source's decode times and durations, so every rung shares the
@@ -40,14 +43,8 @@ from packager.fmp4 import (
     init_segment,
     media_segment,
 )
-from packager.h264 import (
-    H264Error,
-    NalType,
-    annexb_to_avcc,
-    build_avcc,
-    split_annexb,
-    video_config_from_avcc,
-)
+from packager.h264 import H264Error, annexb_to_avcc, video_config_from_annexb_header
+from packager.hevc import HevcError, skipped_leading_pictures
 from packager.ladder import Rung
 from packager.live import InitSegment
 from packager.media import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind
@@ -112,12 +109,17 @@ def transcode_segment(
                 _encoder(rung, len(source.video), source.frame_rate, options) for rung in rungs
             ]
             packets: list[list[av.Packet]] = [[] for _ in rungs]
+            skipped = _skipped_leading_pictures(decoder, source.video)
             decoded = 0
             for packet in [*source.video, None]:
                 for frame in decoder.decode(packet):
-                    decoded += 1
-                    for encoder, rung, out in zip(encoders, rungs, packets, strict=True):
-                        out += encoder.encode(_scaled(frame, rung))
+                    # Pictures the decoder skipped at the start are shown as the first one it
+                    # returns, each at its own time, so every rung keeps the source's frames.
+                    held = source.presentation_times[:skipped] if decoded == 0 else []
+                    for pts in [*held, frame.pts]:
+                        decoded += 1
+                        for encoder, rung, out in zip(encoders, rungs, packets, strict=True):
+                            out += encoder.encode(_scaled(frame, rung, pts))
             for encoder, out in zip(encoders, packets, strict=True):
                 out += encoder.encode(None)
     except av.FFmpegError as exc:
@@ -189,9 +191,19 @@ def _encoder(
     return encoder
 
 
-def _scaled(frame: VideoFrame, rung: Rung) -> VideoFrame:
+def _skipped_leading_pictures(decoder: VideoCodecContext, video: list[av.Packet]) -> int:
+    """An HEVC segment opening on a CRA (open GOP) loses its RASL pictures: see hevc.py."""
+    if decoder.name != "hevc":
+        return 0
+    try:
+        return skipped_leading_pictures([bytes(p) for p in video])
+    except (H264Error, HevcError) as exc:
+        raise TranscodeError(f"source HEVC samples do not parse: {exc}") from exc
+
+
+def _scaled(frame: VideoFrame, rung: Rung, pts: int | None) -> VideoFrame:
     scaled = frame.reformat(rung.width, rung.height, PIXEL_FORMAT, interpolation=SCALER)
-    scaled.pts = frame.pts
+    scaled.pts = pts
     scaled.pict_type = 0  # AV_PICTURE_TYPE_NONE: let x264 choose, not copy the source's types
     return scaled
 
@@ -218,13 +230,7 @@ def _rung_segment(
             f"{len(source.decode_times)} source frames"
         )
     try:
-        parameter_sets = split_annexb(bytes(encoder.extradata or b""))
-        video_config = video_config_from_avcc(
-            build_avcc(
-                [n for n in parameter_sets if n[0] & 0x1F == NalType.SPS],
-                [n for n in parameter_sets if n[0] & 0x1F == NalType.PPS],
-            )
-        )
+        video_config = video_config_from_annexb_header(bytes(encoder.extradata or b""))
         units = [
             AccessUnit(TrackKind.VIDEO, dts, pts, packet.is_keyframe, annexb_to_avcc(bytes(packet)))
             for packet, dts, pts in zip(

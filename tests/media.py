@@ -37,6 +37,27 @@ def make_source(
     return path
 
 
+def make_media_file(
+    path: Path,
+    *codec_args: str,
+    seconds: float = 4,
+    size: str = "854x480",
+    rate: int = 30,
+    video: bool = True,
+    audio: bool = True,
+) -> Path:
+    """A test pattern (and a tone) in whatever container and codecs `codec_args` ask of the
+    ffmpeg CLI, e.g. `-c:v libvpx-vp9 -c:a libopus` into `x.mkv`."""
+    cmd = ["ffmpeg", "-v", "error", "-y"]
+    if video:
+        cmd += ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}"]
+    if audio:
+        cmd += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
+    cmd += ["-t", str(seconds), *codec_args, str(path)]
+    subprocess.run(cmd, check=True, timeout=300)
+    return path
+
+
 def publish(source: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
     """`ffmpeg -re -c copy` to an RTMP URL, the way an encoder streams in real time."""
     return subprocess.Popen(
@@ -97,3 +118,41 @@ def package_flv(path: Path, packager: LivePackager | None = None) -> list[Packag
             else:
                 segments += packager.configure(item)
     return segments + packager.flush()
+
+
+def make_ts_source(
+    path: Path,
+    *,
+    seconds: float,
+    size: str = "854x480",
+    video_codec: str = "libx264",
+    audio_codec: str = "aac",
+    ts_offset: float | None = None,
+) -> Path:
+    """30 fps with B-frames, a keyframe every second (+ 48 kHz audio), as MPEG-TS; x265 for
+    `video_codec="libx265"`, ffmpeg's MPEG-TS default MP2 for `audio_codec="mp2"`."""
+    if path.exists():
+        return path
+    cmd = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30"]
+    cmd += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds)]
+    cmd += ["-c:v", video_codec, "-preset", "veryfast", "-bf", "2", "-g", "30"]
+    cmd += ["-keyint_min", "30", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-b:v", "1M"]
+    if video_codec == "libx265":
+        cmd += ["-x265-params", "log-level=error:scenecut=0"]
+    cmd += ["-c:a", audio_codec, "-b:a", "128k", "-ar", "48000", "-ac", "2"]
+    if ts_offset is not None:
+        cmd += ["-output_ts_offset", str(ts_offset)]
+    cmd += ["-f", "mpegts", str(path)]
+    subprocess.run(cmd, check=True, timeout=300)
+    return path
+
+
+def publish_ts(source: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
+    """`ffmpeg -re -c copy` as MPEG-TS to a URL (srt://, udp://), in real time."""
+    return subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-re", "-i", str(source), "-c", "copy", *extra]
+        + ["-f", "mpegts", url],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )

@@ -62,7 +62,7 @@ def media_playlist(
 # The recording routes come before `media_object`: their paths have the same shape.
 def _session_or_404(db: DbSession, session_id: uuid.UUID) -> LiveSession:
     session = db.get(LiveSession, session_id)
-    if session is None or session.stream_id is None:
+    if session is None:
         raise _not_found(f"session {session_id} not found")
     return session
 

@@ -1,7 +1,9 @@
 """`/ws/streams/{stream_id}`: a `status` message at once, then the stream's events as they
 happen (`status`, `segment`, `playlist`), and a `ping` when there is nothing to say.
+`/ws/uploads/{upload_id}` the same for an upload (`status`, `progress`).
 
-Close codes: 4404 the stream does not exist; 4429 the client read too slowly and was dropped.
+Close codes: 4404 the stream or upload does not exist; 4429 the client read too slowly and
+was dropped.
 Messages are hints: a client that reconnects resyncs from REST.
 """
 
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from collections.abc import Callable
 
 from fastapi import APIRouter, WebSocket
 from fastapi.concurrency import run_in_threadpool
@@ -18,12 +21,13 @@ from sqlalchemy import select
 
 from api.ws import EventHub, Subscriber
 from core.db import session_scope
-from core.events import EventType, encode_event
+from core.events import EventType, encode_event, stream_channel, upload_channel
 from core.models import LiveSession, Stream
+from packager.uploads import upload_status_message
 
 router = APIRouter(tags=["websockets"])
 
-CLOSE_UNKNOWN_STREAM = 4404
+CLOSE_UNKNOWN = 4404
 CLOSE_TOO_SLOW = 4429
 CLOSE_WAIT_SECONDS = 1.0
 PING = json.dumps({"type": "ping"})
@@ -47,21 +51,44 @@ def current_status(database_url: str, stream_id: uuid.UUID) -> str | None:
 
 @router.websocket("/ws/streams/{stream_id}")
 async def stream_events(websocket: WebSocket, stream_id: str) -> None:
+    await _follow(websocket, "stream", stream_id, stream_channel, current_status)
+
+
+@router.websocket("/ws/uploads/{upload_id}")
+async def upload_events(websocket: WebSocket, upload_id: str) -> None:
+    """A `status` message at once (status, progress, error, playback_url), then `progress`
+    messages while processing and one last `status` when it is `ready` or `failed`."""
+    settings = websocket.app.state.settings
+
+    def current(database_url: str, parsed: uuid.UUID) -> str | None:
+        return upload_status_message(database_url, settings, parsed)
+
+    await _follow(websocket, "upload", upload_id, upload_channel, current)
+
+
+async def _follow(
+    websocket: WebSocket,
+    kind: str,
+    subject_id: str,
+    channel_of: Callable[[str], str],
+    current: Callable[[str, uuid.UUID], str | None],
+) -> None:
+    """The current state first, then the subject's channel until the client goes."""
     hub: EventHub = websocket.app.state.hub
     settings = websocket.app.state.settings
     await websocket.accept()
-    unknown = f"stream {stream_id[:40]} not found"  # a close reason holds 123 bytes at most
+    unknown = f"{kind} {subject_id[:40]} not found"  # a close reason holds 123 bytes at most
     try:
-        parsed = uuid.UUID(stream_id)
+        parsed = uuid.UUID(subject_id)
     except ValueError:
-        await websocket.close(CLOSE_UNKNOWN_STREAM, unknown)
+        await websocket.close(CLOSE_UNKNOWN, unknown)
         return
     # Join before reading the state, so nothing published in between is missed.
-    subscriber = hub.join(str(parsed))
+    subscriber = hub.join(channel_of(str(parsed)))
     try:
-        status = await run_in_threadpool(current_status, settings.database_url, parsed)
+        status = await run_in_threadpool(current, settings.database_url, parsed)
         if status is None:
-            await websocket.close(CLOSE_UNKNOWN_STREAM, unknown)
+            await websocket.close(CLOSE_UNKNOWN, unknown)
             return
         await websocket.send_text(status)
         await _serve(websocket, subscriber, settings.ws_ping_seconds)

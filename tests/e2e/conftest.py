@@ -29,6 +29,12 @@ class LiveStack:
     def rtmp_url(self, key: str) -> str:
         return f"rtmp://127.0.0.1:{self.settings.rtmp_port}/live/{key}"
 
+    def srt_url(self, key: str, *, bare: bool = False, **options: str | int) -> str:
+        """What an encoder is given: the access-control stream id, or the bare key."""
+        stream_id = key if bare else f"#!::r=live/{key},m=publish"
+        query = "".join(f"&{name}={value}" for name, value in options.items())
+        return f"srt://127.0.0.1:{self.settings.srt_port}?streamid={stream_id}{query}"
+
     def client(self) -> httpx.Client:
         return httpx.Client(
             base_url=self.api_url,
@@ -43,6 +49,12 @@ class LiveStack:
         return response.json()
 
 
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _tcp_open(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=1):
         return True
@@ -54,6 +66,7 @@ def live_stack(settings: Settings) -> Iterator[LiveStack]:
         update={
             "http_port": free_port(),
             "rtmp_port": free_port(),
+            "srt_port": free_udp_port(),
             "reconnect_grace_seconds": GRACE_SECONDS,
         }
     )

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from core.processes import process_tree
+from tests.e2e.conftest import free_udp_port
 from tests.media import probe
 from tests.services import REPO_ROOT, free_port, free_port_block, wait_for, world_readable_tmpdir
 
@@ -30,6 +31,7 @@ def up_env() -> dict[str, str]:
         NEBULA_BIND_HOST="127.0.0.1",
         NEBULA_HTTP_PORT=str(free_port()),
         NEBULA_RTMP_PORT=str(free_port()),
+        NEBULA_SRT_PORT=str(free_udp_port()),
         NEBULA_EMBEDDED_POSTGRES_PORT=str(free_port()),
         NEBULA_EMBEDDED_REDIS_PORT=str(free_port()),
         NEBULA_EMBEDDED_S3_PORT=str(free_port_block(8)),
@@ -98,7 +100,10 @@ def test_up_starts_everything_stops_cleanly_and_keeps_its_data(
         again = httpx.get(f"{base}/api/v1/streams/{created.json()['id']}", headers=headers)
         assert again.status_code == 200
         assert again.json()["name"] == "kept"
-        demo_url = re.search(r"demo\s+(http://\S+/master\.m3u8)", log.read_text()).group(1)
+        # `up` announces the demo just after the stack turns healthy.
+        demo_line = re.compile(r"demo\s+(http://\S+/master\.m3u8)")
+        wait_for(lambda: demo_line.search(log.read_text()) is not None, 30, "the demo's URL")
+        demo_url = demo_line.search(log.read_text()).group(1)
         wait_for(lambda: httpx.get(demo_url).status_code == 200, 60, "demo stream playlist")
         assert probe(demo_url)["streams"][0]["codec_name"] == "h264"
         up.send_signal(signal.SIGINT)

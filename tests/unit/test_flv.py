@@ -20,7 +20,7 @@ from ingest.flv import (
     iter_flv_tags,
 )
 from packager.h264 import parse_avcc, parse_sps, split_avcc
-from packager.media import AccessUnit, AudioConfig, TrackKind, VideoConfig
+from packager.media import AccessUnit, AudioConfig, TrackKind, VideoCodec, VideoConfig
 
 PROFILE_IDC = {"Constrained Baseline": 66, "Main": 77, "High": 100}
 
@@ -89,9 +89,11 @@ def test_sequence_header_gives_cropped_size_and_ffprobes_profile_and_level(flv_s
     assert len(configs) == 1
     config = configs[0]
     assert f"{config.width}x{config.height}" == size == f"{stream['width']}x{stream['height']}"
-    assert config.profile_idc == PROFILE_IDC[stream["profile"]]
-    assert config.level_idc == stream["level"]
-    assert parse_sps(parse_avcc(config.avcc).sps[0]).frame_rate == 30
+    record = parse_avcc(config.record)
+    assert config.codec is VideoCodec.H264
+    assert record.profile_idc == PROFILE_IDC[stream["profile"]]
+    assert record.level_idc == stream["level"]
+    assert parse_sps(record.sps[0]).frame_rate == 30
 
 
 def test_video_access_units_match_ffprobes_packets_in_number_timestamps_and_keyframes(flv_stream):
@@ -177,7 +179,7 @@ def test_two_byte_nal_lengths_are_rewritten_to_four_in_config_and_units():
     demuxer = FlvDemuxer()
     short = AVCC[:4] + b"\xfd" + AVCC[5:]
     [config] = demuxer.video(0, b"\x17\x00\x00\x00\x00" + short)
-    assert parse_avcc(config.avcc).nal_length_size == 4
+    assert parse_avcc(config.record).nal_length_size == 4
     assert (config.width, config.height) == (640, 360)
     [unit] = demuxer.video(0, b"\x17\x01\x00\x00\x00" + b"\x00\x02\x65\x88\x00\x01\x06")
     assert unit.data == b"\x00\x00\x00\x02\x65\x88\x00\x00\x00\x01\x06"

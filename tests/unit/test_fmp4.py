@@ -6,7 +6,7 @@ import json
 import shutil
 import struct
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from packager.fmp4 import (
     init_segment,
     media_segment,
 )
-from packager.media import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind, VideoConfig
+from packager.media import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind, VideoCodec, VideoConfig
 
 SEGMENT_SECONDS = 2
 needs_ffmpeg = pytest.mark.skipif(
@@ -146,12 +146,11 @@ def read_source(path: Path) -> Source:
         asc = bytes(astream.codec_context.extradata)
         # avcC bytes 1..3 are the profile, constraint flags and level (14496-15 5.3.3.1).
         video = VideoConfig(
+            VideoCodec.H264,
             avcc,
             vstream.codec_context.width,
             vstream.codec_context.height,
-            avcc[1],
-            avcc[2],
-            avcc[3],
+            f"avc1.{avcc[1:4].hex()}",
         )
         audio = AudioConfig(
             asc, asc[0] >> 3, astream.codec_context.sample_rate, astream.codec_context.channels
@@ -472,7 +471,7 @@ def test_init_segment_describes_both_tracks_with_their_configs_verbatim(source: 
 
     avc1 = traks[0].find("mdia/minf/stbl/stsd/avc1")
     assert struct.unpack_from(">HH", avc1.body, 24) == (source.video.width, source.video.height)
-    assert avc1.find("avcC").body == source.video.avcc
+    assert avc1.find("avcC").body == source.video.record
     mp4a = traks[1].find("mdia/minf/stbl/stsd/mp4a")
     channels, bits, _, _, rate = struct.unpack_from(">HHHHI", mp4a.body, 16)
     assert (channels, bits, rate >> 16) == (2, 16, 48000)
@@ -489,7 +488,7 @@ def test_init_segment_without_any_track_is_refused() -> None:
 
 
 AVCC = bytes.fromhex("0164001fffe1000467640020ff01000468ee3cb0")
-VIDEO = VideoConfig(AVCC, 640, 360, 0x64, 0, 0x1F)
+VIDEO = VideoConfig(VideoCodec.H264, AVCC, 640, 360, "avc1.64001f")
 AUDIO = AudioConfig(bytes.fromhex("1190"), 2, 48000, 2)
 
 
@@ -690,14 +689,16 @@ def test_any_samples_round_trip_through_moof_and_mdat(
             pos += size
 
 
-def test_init_segment_refuses_a_config_that_is_not_avcc_or_has_no_size() -> None:
+def test_init_segment_refuses_a_record_unlike_its_codecs_or_a_config_without_size() -> None:
     assert walk(init_segment(VIDEO, None))[1].find("trak/tkhd").body[-8:] == struct.pack(
         ">II", 640 << 16, 360 << 16
     )
-    with pytest.raises(Fmp4Error, match="AVCDecoderConfigurationRecord"):
-        init_segment(VideoConfig(b"\x00\x00\x00\x01\x67", 640, 360, 0x64, 0, 0x1F), None)
+    with pytest.raises(Fmp4Error, match="not a avcC record"):
+        init_segment(replace(VIDEO, record=b"\x00\x00\x00\x01\x67"), None)
+    with pytest.raises(Fmp4Error, match="not a hvcC record"):
+        init_segment(replace(VIDEO, codec=VideoCodec.HEVC), None)  # an avcC is too short
     with pytest.raises(Fmp4Error, match="1..65535"):
-        init_segment(VideoConfig(AVCC, 0, 360, 0x64, 0, 0x1F), None)
+        init_segment(replace(VIDEO, width=0), None)
 
 
 def test_audio_entry_falls_back_sensibly_for_pce_layouts_and_rates_above_16_bits() -> None:

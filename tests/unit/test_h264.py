@@ -28,6 +28,7 @@ from packager.h264 import (
     unescape_rbsp,
     video_config_from_avcc,
 )
+from packager.media import VideoCodec
 
 PROFILE_IDC = {
     "Constrained Baseline": 66,
@@ -86,12 +87,18 @@ def test_sps_size_profile_level_and_frame_rate_match_what_ffprobe_reports(encode
     size, rate, path = encoded
     probe = _ffprobe_video(path)
     config = video_config_from_avcc(_extradata(path))
-    sps = parse_sps(parse_avcc(config.avcc).sps[0])
+    record = parse_avcc(config.record)
+    sps = parse_sps(record.sps[0])
 
+    assert config.codec is VideoCodec.H264
     assert f"{config.width}x{config.height}" == size
     assert (sps.width, sps.height) == (probe["width"], probe["height"])
-    assert config.profile_idc == sps.profile_idc == PROFILE_IDC[probe["profile"]]
-    assert config.level_idc == sps.level_idc == probe["level"]
+    assert record.profile_idc == sps.profile_idc == PROFILE_IDC[probe["profile"]]
+    assert record.level_idc == sps.level_idc == probe["level"]
+    assert (
+        config.codec_string
+        == f"avc1.{sps.profile_idc:02x}{record.constraint_flags:02x}{sps.level_idc:02x}"
+    )
     assert sps.frame_rate == rate
 
 

@@ -1,0 +1,369 @@
+"""The SRT listener: libsrt's non-blocking sockets, one epoll thread, the rest on the loop.
+
+One thread (not one per stream) waits in `srt_epoll_uwait`, accepts connections and reads
+every ready socket dry, and hands the bytes to the event loop; there each connection is
+demuxed with `TsDemuxer` and pushed to its `Publication`, exactly like RTMP's media.
+
+Authorisation happens twice. The listen callback (libsrt's handshake thread, before the
+connection exists) parses the stream id and checks the key against PostgreSQL: a wrong key,
+a disabled stream or a playback request is rejected with an SRT_REJX code the caller sees,
+and nothing is accepted. After accepting, `Publisher.begin` decides with the stream row
+locked, as for RTMP; a second publisher of a live stream is refused there and closed.
+
+How a publish ends. MPEG-TS carries no "unpublish" message, so the SRT connection itself
+tells: an encoder that stops sends SRT's shutdown, and the socket breaks while media is still
+flowing; a broken link (or a vanished encoder) breaks the socket only after the peer idle
+timeout of silence. So a break within half that timeout of the last data is the publisher
+closing (an explicit end: the session ends now), and a break after longer silence is a lost
+link (the session stays open for the reconnect grace window). A connection that stays up but
+sends nothing for `IDLE_TIMEOUT_SECONDS` is dropped like an idle RTMP client.
+
+Receive statistics (lost, retransmitted, dropped packets) and the demuxer's dropped units are
+recorded on the session (media_info `ingest`) every `REPORT_SECONDS` and at the end (and at
+once when the stream has a track we ignore, whose warning the sessions API shows). libsrt
+cannot report on a broken socket, so the end uses the last sample, at most a second old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ctypes
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.settings import Settings
+from ingest import sessions
+from ingest.mpegts import TsDemuxer
+from ingest.publication import Publication
+from ingest.publishing import Publisher
+from ingest.rtmp_server import IDLE_TIMEOUT_SECONDS
+from ingest.srt import libsrt
+from ingest.srt.libsrt import EpollFlag, ReceiveStats, RejectReason, SockOpt, SrtError
+from ingest.srt.streamid import StreamIdError, stream_key_from_stream_id
+from packager.media import AccessUnit, AudioConfig, VideoConfig
+
+log = logging.getLogger(__name__)
+
+BACKLOG = 64
+EPOLL_EVENTS = 64
+EPOLL_WAIT_MS = 200
+# Set on the listener (accepted sockets inherit it): silence after which libsrt breaks a link.
+PEER_IDLE_TIMEOUT_MS = 5000
+# A break within this much of the last data is the publisher closing (see the module doc).
+EXPLICIT_CLOSE_SECONDS = PEER_IDLE_TIMEOUT_MS / 1000 / 2
+TICK_SECONDS = 1.0
+REPORT_SECONDS = 10.0
+# Bytes held for a connection while `Publisher.begin` is deciding (a few seconds at most).
+MAX_PENDING_BYTES = 8 * 1024 * 1024
+# The listen callback runs on libsrt's receive thread, which every SRT connection on the
+# port shares: a slow database must not stall them all (they break after PEER_IDLE_TIMEOUT).
+KEY_CHECK_TIMEOUT_SECONDS = 1.0
+
+
+@dataclass(eq=False)
+class SrtPublisherConnection:
+    sock: int
+    stream_key: str
+    peer: tuple[str, int]
+    last_data: float
+    demuxer: TsDemuxer = field(default_factory=TsDemuxer)
+    publication: Publication | None = None
+    pending: bytearray = field(default_factory=bytearray)
+    stats: ReceiveStats | None = None
+    reported: bool = False
+    ended: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def end(self, *, explicit: bool) -> None:
+        if not self.ended.done():
+            self.ended.set_result(explicit)
+
+    def report(self) -> dict[str, Any]:
+        demuxer = self.demuxer
+        report: dict[str, Any] = {
+            "protocol": "srt",
+            "dropped_units": demuxer.dropped_units,
+            "dropped_reasons": dict(demuxer.drops),
+            "warnings": [
+                f"{stream.description}; only H.264, HEVC and AAC (ADTS) are ingested"
+                for stream in demuxer.ignored_streams
+            ],
+        }
+        if self.stats is not None:
+            report["srt"] = {
+                "packets_received": self.stats.packets_received,
+                "packets_lost": self.stats.packets_lost,
+                "packets_retransmitted": self.stats.packets_retransmitted,
+                "packets_dropped": self.stats.packets_dropped,
+            }
+        return report
+
+
+class SrtListener:
+    def __init__(self, publisher: Publisher, settings: Settings) -> None:
+        self.publisher = publisher
+        self.settings = settings
+        self.connections: dict[int, SrtPublisherConnection] = {}
+        self.publishing: dict[uuid.UUID, SrtPublisherConnection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._listener: int | None = None
+        self._eid: int | None = None
+        self._callback: object = None
+        self._key_checks = concurrent.futures.ThreadPoolExecutor(2, "srt-key-check")
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        sock = libsrt.create_socket()
+        try:
+            libsrt.set_flag(sock, SockOpt.RCVSYN, False)
+            libsrt.set_flag(sock, SockOpt.RCVLATENCY, self.settings.srt_latency_ms)
+            libsrt.set_flag(sock, SockOpt.PEERIDLETIMEO, PEER_IDLE_TIMEOUT_MS)
+            if self.settings.srt_passphrase:
+                libsrt.set_flag(sock, SockOpt.PASSPHRASE, self.settings.srt_passphrase)
+            self._callback = libsrt.set_listen_callback(sock, self._authorise)
+            libsrt.bind(sock, host, port)
+            libsrt.listen(sock, BACKLOG)
+            self._eid = libsrt.epoll_create()
+            libsrt.epoll_add(self._eid, sock, EpollFlag.IN | EpollFlag.ERR)
+        except SrtError:
+            libsrt.close(sock)
+            raise
+        self._listener = sock
+        self._thread = threading.Thread(target=self._poll, name="srt-epoll", daemon=True)
+        self._thread.start()
+        self._ticker = asyncio.create_task(self._tick())
+
+    # libsrt's threads
+
+    def _authorise(self, sock: int, peer: tuple[str, int], stream_id: str) -> int:
+        """The listen callback: 0 lets the handshake complete, -1 rejects it."""
+        try:
+            key = stream_key_from_stream_id(stream_id)
+            self._key_checks.submit(
+                sessions.check_publish_key, self.settings.database_url, key
+            ).result(KEY_CHECK_TIMEOUT_SECONDS)
+            return 0
+        except StreamIdError as exc:
+            reason, why = exc.reason, str(exc)
+        except sessions.PublishRefused as exc:
+            reason, why = RejectReason.FORBIDDEN, str(exc)
+        except Exception:
+            log.exception("srt %s: key check failed", peer)
+            reason, why = RejectReason.ISE, "key check failed or timed out"
+        log.info("srt %s: rejected (%s): %s", peer, int(reason), why)
+        libsrt.set_reject_reason(sock, reason)
+        return -1
+
+    def _poll(self) -> None:
+        """The epoll thread: accept, read sockets dry, hand everything to the loop."""
+        buffer = ctypes.create_string_buffer(libsrt.SRT_LIVE_MAX_PAYLOAD)
+        assert self._loop is not None and self._eid is not None
+        while not self._stopping.is_set():
+            try:
+                ready = libsrt.epoll_wait(self._eid, EPOLL_EVENTS, EPOLL_WAIT_MS)
+            except SrtError:
+                log.exception("srt epoll failed; the listener stops")
+                return
+            for sock, events in ready:
+                if sock == self._listener:
+                    self._accept()
+                else:
+                    self._read_all(sock, events, buffer)
+
+    def _accept(self) -> None:
+        """One pending connection (epoll is level-triggered: more come on the next wait;
+        accepting until "none pending" would make libsrt log an error every time)."""
+        try:
+            accepted = libsrt.accept(self._listener)
+        except SrtError as exc:
+            log.warning("srt accept failed: %s", exc)
+            return
+        if accepted is None:
+            return
+        sock, peer = accepted
+        try:
+            stream_id = libsrt.get_str_flag(sock, SockOpt.STREAMID)
+            libsrt.set_flag(sock, SockOpt.RCVSYN, False)
+            libsrt.epoll_add(self._eid, sock, EpollFlag.IN | EpollFlag.ERR)
+        except SrtError as exc:
+            log.warning("srt %s: dropped right after accept: %s", peer, exc)
+            _close_quietly(sock)
+            return
+        self._loop.call_soon_threadsafe(self._accepted, sock, peer, stream_id)
+
+    def _read_all(self, sock: int, events: EpollFlag, buffer: ctypes.Array[ctypes.c_char]) -> None:
+        chunks = []
+        broken = bool(events & EpollFlag.ERR)
+        try:
+            while (size := libsrt.recvmsg(sock, buffer)) is not None:
+                chunks.append(buffer.raw[:size])
+        except SrtError:
+            broken = True
+        if chunks:
+            self._loop.call_soon_threadsafe(self._received, sock, b"".join(chunks))
+        if broken:
+            with contextlib.suppress(SrtError):  # already closed by the loop
+                libsrt.epoll_remove(self._eid, sock)
+            self._loop.call_soon_threadsafe(self._lost, sock)
+
+    # the event loop
+
+    def _accepted(self, sock: int, peer: tuple[str, int], stream_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            key = stream_key_from_stream_id(stream_id)
+        except StreamIdError:  # the callback accepted it; the stream id cannot change
+            _close_quietly(sock)
+            return
+        conn = SrtPublisherConnection(sock, key, peer, loop.time())
+        self.connections[sock] = conn
+        task = asyncio.create_task(self._serve(conn), name=f"srt-{peer[0]}:{peer[1]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _received(self, sock: int, data: bytes) -> None:
+        conn = self.connections.get(sock)
+        if conn is None:
+            return
+        conn.last_data = asyncio.get_running_loop().time()
+        if conn.publication is None:
+            if len(conn.pending) + len(data) <= MAX_PENDING_BYTES:
+                conn.pending += data
+            return
+        self._push(conn, data)
+
+    def _push(self, conn: SrtPublisherConnection, data: bytes) -> None:
+        self._push_items(conn, conn.demuxer.feed(data), len(data))
+
+    def _push_items(
+        self,
+        conn: SrtPublisherConnection,
+        items: list[AccessUnit | VideoConfig | AudioConfig],
+        received: int,
+    ) -> None:
+        assert conn.publication is not None
+        try:
+            conn.publication.push(items, received)
+        except Exception:
+            # The demuxer only emits what the packager takes; should that ever fail, the
+            # media in this chunk is lost but the session goes on.
+            log.exception("srt %s: media could not be packaged", conn.peer)
+
+    def _lost(self, sock: int) -> None:
+        conn = self.connections.get(sock)
+        if conn is not None:
+            silence = asyncio.get_running_loop().time() - conn.last_data
+            conn.end(explicit=silence < EXPLICIT_CLOSE_SECONDS)
+
+    async def _serve(self, conn: SrtPublisherConnection) -> None:
+        publication = None
+        explicit = False
+        try:
+            publication, reason = await self.publisher.begin(conn.stream_key, "srt")
+            if publication is None:
+                log.info("srt %s: publish refused: %s", conn.peer, reason)
+                return
+            conn.publication = publication
+            self.publishing[publication.grant.stream_id] = conn
+            pending, conn.pending = bytes(conn.pending), bytearray()
+            if pending:
+                self._push(conn, pending)
+            explicit = await conn.ended
+        finally:
+            self.connections.pop(conn.sock, None)
+            _close_quietly(conn.sock)
+            if publication is not None:
+                if self.publishing.get(publication.grant.stream_id) is conn:
+                    del self.publishing[publication.grant.stream_id]
+                await self._finish(conn, publication, explicit)
+
+    async def _finish(
+        self, conn: SrtPublisherConnection, publication: Publication, explicit: bool
+    ) -> None:
+        self._push_items(conn, conn.demuxer.flush(), 0)
+        report = conn.report()
+        log.info(
+            "srt %s: publish ended (%s): %s",
+            conn.peer,
+            "an explicit end" if explicit else "connection lost",
+            report,
+        )
+        await self._record_report(conn, report)
+        await self.publisher.end(publication, explicit=explicit)
+
+    async def _tick(self) -> None:
+        """Every second: sample receive stats, drop idle connections, report periodically."""
+        loop = asyncio.get_running_loop()
+        next_report = loop.time() + REPORT_SECONDS
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            now = loop.time()
+            for conn in list(self.connections.values()):
+                with contextlib.suppress(SrtError):  # broken: the epoll thread reports it
+                    conn.stats = libsrt.receive_stats(conn.sock)
+                if now - conn.last_data > IDLE_TIMEOUT_SECONDS:
+                    log.info("srt %s: idle for %.0f s, dropped", conn.peer, IDLE_TIMEOUT_SECONDS)
+                    conn.end(explicit=False)
+            due = now >= next_report
+            if due:
+                next_report = now + REPORT_SECONDS
+            for conn in list(self.publishing.values()):
+                # An ignored track is worth telling the streamer at once, not in 10 s.
+                if due or (conn.demuxer.ignored_streams and not conn.reported):
+                    report = conn.report()
+                    log.info("srt %s: %s", conn.peer, report)
+                    await self._record_report(conn, report)
+
+    async def _record_report(self, conn: SrtPublisherConnection, report: dict[str, Any]) -> None:
+        assert conn.publication is not None
+        conn.reported = True
+        try:
+            await asyncio.to_thread(
+                sessions.record_ingest_report,
+                self.settings.database_url,
+                conn.publication.grant.session_id,
+                report,
+            )
+        except Exception:
+            log.exception("srt %s: ingest report not recorded", conn.peer)
+
+    def disconnect(self, stream_id: uuid.UUID) -> bool:
+        """Drop the stream's publisher if this process holds it; its session ends at once."""
+        conn = self.publishing.get(stream_id)
+        if conn is None:
+            return False
+        conn.end(explicit=True)
+        return True
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Stop listening and drop every publisher; what each sent is stored first. Their
+        sessions stay open for the grace window, so a restarted ingest can resume them."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for conn in list(self.connections.values()):
+            conn.end(explicit=False)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, timeout)
+        if self._listener is not None:
+            _close_quietly(self._listener)
+        if self._eid is not None:
+            libsrt.epoll_release(self._eid)
+        self._key_checks.shutdown(wait=False, cancel_futures=True)
+
+
+def _close_quietly(sock: int) -> None:
+    with contextlib.suppress(SrtError):  # already closed or never fully opened
+        libsrt.close(sock)

@@ -1,0 +1,176 @@
+"""Is an uploaded file something we can turn into a ladder? Decided before a job is queued.
+
+Cheap on purpose, since it runs in the API on a file read through ranged GETs: open the
+container, decode the first video frame, then seek to the last keyframe before the declared
+end and demux (not decode) to the end. A file cut short keeps its header's promises about
+a duration its data no longer reaches, which that last read shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, BinaryIO
+
+import av
+
+# Packets read to find the first decodable video frame before calling the video broken.
+FIRST_FRAME_PACKETS = 300
+# How far before the declared end the truncation check seeks, and how far short of the end
+# the data may stop (a last frame's duration, rounding) before the file counts as truncated.
+END_CHECK_SECONDS = 1.0
+END_TOLERANCE_SECONDS = 1.0
+# Container signatures: a file that carries one but does not open is damaged media, not a
+# file of another kind. (offset, magic, what)
+MEDIA_SIGNATURES = (
+    (4, b"ftyp", "an MP4/QuickTime file"),
+    (0, b"\x1a\x45\xdf\xa3", "a Matroska/WebM file"),
+    (0, b"FLV", "an FLV file"),
+    (0, b"RIFF", "a RIFF (AVI/WAV) file"),
+    (0, b"OggS", "an Ogg file"),
+    (0, b"\x00\x00\x01\xba", "an MPEG program stream"),
+)
+
+
+# Demuxers that read anything as "video": ffmpeg renders text as ANSI art (tty) and takes a
+# single picture as a one-frame stream.
+TEXT_DEMUXERS = frozenset({"tty"})
+IMAGE_DEMUXER_SUFFIX = "_pipe"
+IMAGE_DEMUXERS = frozenset({"image2"})
+
+
+class NotMedia(ValueError):
+    """Not a file any demuxer we have can read (HTTP 415)."""
+
+
+class UnusableMedia(ValueError):
+    """Media, but not something we can publish: no video, broken or truncated (HTTP 422)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbedMedia:
+    container: str
+    duration_seconds: float | None
+    video: dict[str, Any]
+    audio: dict[str, Any] | None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "container": self.container,
+            "duration_seconds": self.duration_seconds,
+            "video": self.video,
+            "audio": self.audio,
+        }
+
+
+def probe_upload(file: BinaryIO) -> ProbedMedia:
+    """Raise NotMedia or UnusableMedia with a message for the uploader, else describe it."""
+    head = file.read(16)
+    file.seek(0)
+    if not head:
+        raise NotMedia("the file is empty")
+    try:
+        container = av.open(file, mode="r")
+    except av.FFmpegError as exc:
+        kind = _signature(head)
+        if kind is None:
+            raise NotMedia(f"not a media file: no demuxer recognises it ({exc.strerror})") from exc
+        raise UnusableMedia(
+            f"{kind} that cannot be read ({exc.strerror}): it is truncated or damaged"
+        ) from exc
+    with container:
+        demuxer = container.format.name
+        if demuxer in TEXT_DEMUXERS:
+            raise NotMedia("not a media file: it reads as text")
+        if demuxer in IMAGE_DEMUXERS or demuxer.endswith(IMAGE_DEMUXER_SUFFIX):
+            raise UnusableMedia(f"a still image ({demuxer}), not a video")
+        if not container.streams.video:
+            found = ", ".join(
+                f"{s.type} ({s.codec_context.name})" for s in container.streams if s.codec_context
+            )
+            raise UnusableMedia(f"no video stream (found: {found or 'nothing playable'})")
+        video = container.streams.video[0]
+        audio = container.streams.audio[0] if container.streams.audio else None
+        codec = video.codec_context.name
+        _first_frame(container, video, codec)
+        duration = _declared_duration(container, video)
+        if duration is not None:
+            _reaches_end(container, video, duration)
+        return ProbedMedia(
+            container=demuxer,
+            duration_seconds=round(duration, 3) if duration is not None else None,
+            video={
+                "codec": codec,
+                "width": video.codec_context.width,
+                "height": video.codec_context.height,
+                "frame_rate": _frame_rate(video),
+            },
+            audio=audio
+            and {
+                "codec": audio.codec_context.name,
+                "sample_rate": audio.codec_context.sample_rate,
+                "channels": audio.codec_context.channels,
+            },
+        )
+
+
+def _signature(head: bytes) -> str | None:
+    for offset, magic, kind in MEDIA_SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            return kind
+    return None
+
+
+def _first_frame(container: av.container.InputContainer, video: av.VideoStream, codec: str) -> None:
+    try:
+        for count, packet in enumerate(container.demux(video)):
+            if count >= FIRST_FRAME_PACKETS:
+                break
+            if packet.size and packet.decode():
+                return
+    except av.FFmpegError as exc:
+        raise UnusableMedia(f"the video ({codec}) does not decode: {exc.strerror}") from exc
+    raise UnusableMedia(
+        f"the video ({codec}) does not decode: no frame from its first {FIRST_FRAME_PACKETS} "
+        "packets"
+    )
+
+
+def _declared_duration(
+    container: av.container.InputContainer, video: av.VideoStream
+) -> float | None:
+    if video.duration and video.time_base:
+        return float(video.duration * video.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    return None
+
+
+def _reaches_end(
+    container: av.container.InputContainer, video: av.VideoStream, duration: float
+) -> None:
+    tb = video.time_base
+    start = video.start_time or 0
+    target = max(0.0, duration - END_CHECK_SECONDS)
+    reached = 0.0
+    try:
+        container.seek(start + int(target / tb), stream=video, backward=True)
+        for packet in container.demux(video):
+            if packet.size and packet.pts is not None:
+                end = (packet.pts + (packet.duration or 0) - start) * tb
+                reached = max(reached, float(end))
+    except av.FFmpegError as exc:
+        raise UnusableMedia(
+            f"the file is truncated or damaged: reading near its declared end "
+            f"({duration:.1f} s) failed: {exc.strerror}"
+        ) from exc
+    if reached < duration - END_TOLERANCE_SECONDS:
+        raise UnusableMedia(
+            f"the file is truncated or damaged: it declares {duration:.1f} s of video but "
+            f"its data stops at {reached:.1f} s"
+        )
+
+
+def _frame_rate(video: av.VideoStream) -> float | None:
+    rate: Fraction | None = video.average_rate or video.guessed_rate
+    return round(float(rate), 3) if rate else None

@@ -1,0 +1,420 @@
+"""SRT ingest end to end: ffmpeg and srt-live-transmit publish MPEG-TS over SRT, ffmpeg plays
+the ladder we serve. Loss comes from a UDP relay in the test (no netem on this machine)."""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import m3u8
+import pytest
+from sqlalchemy import select as sql_select
+
+from core.db import session_scope
+from core.models import LiveSession
+from tests.e2e.conftest import GRACE_SECONDS, LiveStack, free_udp_port
+from tests.media import decode, make_ts_source, media_duration, publish_ts
+from tests.services import wait_for
+
+pytestmark = pytest.mark.e2e
+
+SECONDS = 6
+
+
+@pytest.fixture(scope="module")
+def ts_480p(media_dir: Path) -> Path:
+    return make_ts_source(media_dir / "srt480.ts", seconds=SECONDS)
+
+
+def _sessions(stack: LiveStack, stream_id: str) -> list[LiveSession]:
+    with session_scope(stack.settings.database_url) as db:
+        return list(
+            db.scalars(
+                sql_select(LiveSession)
+                .where(LiveSession.stream_id == uuid.UUID(stream_id))
+                .order_by(LiveSession.started_at)
+            )
+        )
+
+
+def _playlist(stack: LiveStack, path: str) -> m3u8.M3U8:
+    with stack.client() as client:
+        response = client.get(path)
+    assert response.status_code == 200, (path, response.text)
+    return m3u8.loads(response.text)
+
+
+def _wait_for_ladder(stack: LiveStack, stream_id: str, names: list[str]) -> m3u8.M3U8:
+    """Every rendition complete (EXT-X-ENDLIST); returns the master playlist."""
+
+    def complete() -> bool:
+        master = _playlist(stack, f"/hls/{stream_id}/master.m3u8")
+        have = [p.uri.split("/")[0] for p in master.playlists]
+        return have == names and all(
+            _playlist(stack, f"/hls/{stream_id}/{name}/index.m3u8").is_endlist for name in have
+        )
+
+    wait_for(complete, 90, f"every rendition of {names} ended")
+    return _playlist(stack, f"/hls/{stream_id}/master.m3u8")
+
+
+def _assert_every_variant_decodes(
+    stack: LiveStack, stream_id: str, master: m3u8.M3U8, seconds: float
+) -> None:
+    for variant in master.playlists:
+        errors, decoded = decode(f"{stack.api_url}/hls/{stream_id}/{variant.uri}")
+        assert errors == "", variant.uri
+        # The last packets in SRT's receive buffer when the caller closes are not delivered.
+        assert seconds - 0.4 <= decoded <= seconds + 0.1, (variant.uri, decoded)
+
+
+def test_ffmpeg_publishing_over_srt_with_a_stream_id_plays_as_a_ladder(
+    live_stack: LiveStack, celery_worker, ts_480p: Path
+) -> None:
+    stream = live_stack.create_stream("srt first light")
+    assert stream["srt_url"].endswith(f"?streamid=#!::r=live/{stream['stream_key']},m=publish")
+    publisher = publish_ts(ts_480p, live_stack.srt_url(stream["stream_key"]))
+    with live_stack.client() as client:
+        wait_for(
+            lambda: client.get(f"/api/v1/streams/{stream['id']}").json()["status"] == "live",
+            15,
+            "stream live",
+        )
+    assert publisher.wait(60) == 0, publisher.stderr.read().decode()
+
+    master = _wait_for_ladder(live_stack, stream["id"], ["source", "360p"])
+    assert master.playlists[0].stream_info.resolution == (854, 480)
+    assert master.playlists[0].stream_info.codecs.startswith("avc1.64")
+    _assert_every_variant_decodes(live_stack, stream["id"], master, media_duration(ts_480p))
+
+    [session] = _sessions(live_stack, stream["id"])
+    assert session.protocol == "srt"
+    # The caller closed the connection: an explicit end, no grace window.
+    assert session.status == "ended"
+    report = session.media_info["ingest"]
+    assert report["dropped_units"] == 0
+    assert report["warnings"] == []
+    assert report["srt"]["packets_received"] > 100
+
+
+def test_hevc_over_srt_with_a_bare_stream_id_plays_as_hvc1_with_h264_rungs(
+    live_stack: LiveStack, celery_worker, media_dir: Path
+) -> None:
+    source = make_ts_source(media_dir / "srt480-hevc.ts", seconds=SECONDS, video_codec="libx265")
+    stream = live_stack.create_stream("srt hevc")
+    publisher = publish_ts(source, live_stack.srt_url(stream["stream_key"], bare=True))
+    assert publisher.wait(60) == 0, publisher.stderr.read().decode()
+
+    master = _wait_for_ladder(live_stack, stream["id"], ["source", "360p"])
+    source_variant, rung = master.playlists
+    assert source_variant.stream_info.codecs.startswith("hvc1.")
+    assert rung.stream_info.codecs.startswith("avc1.")
+    _assert_every_variant_decodes(live_stack, stream["id"], master, media_duration(source))
+    [session] = _sessions(live_stack, stream["id"])
+    assert session.media_info["video"]["codec"] == "hevc"
+
+
+def test_mp2_audio_is_ignored_and_the_session_says_why(
+    live_stack: LiveStack, media_dir: Path
+) -> None:
+    """ffmpeg's MPEG-TS default audio codec is MP2: the video goes live, the audio cannot."""
+    source = make_ts_source(media_dir / "srt480-mp2.ts", seconds=4, audio_codec="mp2")
+    stream = live_stack.create_stream("srt mp2")
+    publisher = publish_ts(source, live_stack.srt_url(stream["stream_key"]))
+
+    def shown_while_live() -> dict | None:
+        sessions = _sessions(live_stack, stream["id"])
+        if not sessions:
+            return None
+        with live_stack.client() as client:
+            shown = client.get(f"/api/v1/sessions/{sessions[0].id}").json()
+        return shown if shown["warnings"] and shown["status"] == "live" else None
+
+    wait_for(shown_while_live, 4, "the warning, while the stream is live")
+    assert publisher.wait(60) == 0, publisher.stderr.read().decode()
+    wait_for(
+        lambda: _playlist(live_stack, f"/hls/{stream['id']}/source/index.m3u8").is_endlist,
+        30,
+        "the publish ended",
+    )
+    [session] = _sessions(live_stack, stream["id"])
+    with live_stack.client() as client:
+        shown = client.get(f"/api/v1/sessions/{session.id}").json()
+    [warning] = shown["warnings"]
+    assert "MPEG-1 audio (MP2/MP3)" in warning or "MPEG-2 audio (MP2/MP3)" in warning
+    assert "AAC" in warning
+    assert "audio" not in shown["media_info"]
+    variant = _playlist(live_stack, f"/hls/{stream['id']}/master.m3u8").playlists[0]
+    assert variant.uri.startswith("source/")
+    assert variant.stream_info.codecs.startswith("avc1.")
+    assert "mp4a" not in variant.stream_info.codecs
+
+
+def test_disconnect_drops_an_srt_publisher_and_ends_its_session(
+    live_stack: LiveStack, ts_480p: Path
+) -> None:
+    stream = live_stack.create_stream("srt disconnect")
+    publisher = publish_ts(ts_480p, live_stack.srt_url(stream["stream_key"]))
+    try:
+        wait_for(lambda: len(_sessions(live_stack, stream["id"])) == 1, 15, "session")
+        with live_stack.client() as client:
+            response = client.post(f"/api/v1/streams/{stream['id']}/disconnect")
+        assert response.status_code in (200, 202, 204), response.text
+        wait_for(
+            lambda: _sessions(live_stack, stream["id"])[0].status == "ended",
+            10,  # well inside the SRT file's length: the disconnect, not the end of the file
+            "the session ended",
+        )
+    finally:
+        publisher.kill()
+        publisher.wait(10)
+
+
+def _stream_with_refused_publish(stack: LiveStack, url: str, source: Path) -> str:
+    refused = publish_ts(source, url)
+    assert refused.wait(30) != 0
+    return refused.stderr.read().decode()
+
+
+def test_a_wrong_stream_id_is_refused_at_the_handshake_and_a_right_one_then_works(
+    live_stack: LiveStack, ts_480p: Path
+) -> None:
+    stream = live_stack.create_stream("srt gatekeeper")
+    key = stream["stream_key"]
+    for url in (
+        live_stack.srt_url("not-a-real-key"),
+        live_stack.srt_url("not-a-real-key", bare=True),
+        live_stack.srt_url(key).replace("m=publish", "m=request"),  # playback: not served
+    ):
+        stderr = _stream_with_refused_publish(live_stack, url, ts_480p)
+        assert "reject" in stderr.lower() or "Input/output error" in stderr, stderr
+    assert _sessions(live_stack, stream["id"]) == []
+
+    publisher = publish_ts(ts_480p, live_stack.srt_url(key, bare=True))
+    assert publisher.wait(60) == 0, publisher.stderr.read().decode()
+    wait_for(
+        lambda: _playlist(live_stack, f"/hls/{stream['id']}/source/index.m3u8").is_endlist,
+        30,
+        "the good publish ended",
+    )
+    [session] = _sessions(live_stack, stream["id"])
+    assert session.protocol == "srt"
+
+
+def test_srt_live_transmit_relaying_a_udp_feed_plays_as_a_ladder(
+    live_stack: LiveStack, celery_worker, ts_480p: Path, tmp_path: Path
+) -> None:
+    stream = live_stack.create_stream("srt relay")
+    udp_port = free_udp_port()
+    log = tmp_path / "srt-live-transmit.log"
+    with open(log, "wb") as out:
+        relay = subprocess.Popen(
+            [
+                "srt-live-transmit",
+                f"udp://127.0.0.1:{udp_port}",
+                live_stack.srt_url(stream["stream_key"]),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(
+            lambda: relay.poll() is None and len(_sessions(live_stack, stream["id"])) == 1,
+            15,
+            "srt-live-transmit connected",
+        )
+        feed = publish_ts(ts_480p, f"udp://127.0.0.1:{udp_port}?pkt_size=1316")
+        assert feed.wait(60) == 0, feed.stderr.read().decode()
+        time.sleep(1)  # what is in flight reaches the ingest
+    except TimeoutError:
+        raise AssertionError(log.read_text()) from None
+    finally:
+        relay.terminate()  # srt-live-transmit closes its SRT connection on SIGTERM
+        relay.wait(10)
+    master = _wait_for_ladder(live_stack, stream["id"], ["source", "360p"])
+    _assert_every_variant_decodes(live_stack, stream["id"], master, media_duration(ts_480p))
+
+
+class LossyRelay:
+    """A UDP relay between an SRT caller and the ingest dropping a share of datagrams in both
+    directions (seeded), and optionally everything during periodic outages
+    (`outage` = (every, lasting) seconds): what an outage swallows cannot be resent in time."""
+
+    def __init__(
+        self,
+        target_port: int,
+        loss: float,
+        seed: int,
+        outage: tuple[float, float] | None = None,
+    ) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.loss = loss
+        self.outage = outage
+        self.random = random.Random(seed)
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind(("127.0.0.1", 0))
+        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.back.connect(self.target)
+        self.port = self.front.getsockname()[1]
+        self.forwarded = 0
+        self.dropped = 0
+        self._caller: tuple[str, int] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _in_outage(self, started: float) -> bool:
+        if self.outage is None:
+            return False
+        every, lasting = self.outage
+        return (time.monotonic() - started) % every >= every - lasting
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set():
+            readable, _, _ = select.select([self.front, self.back], [], [], 0.1)
+            for sock in readable:
+                data, sender = sock.recvfrom(65536)
+                if sock is self.front:
+                    self._caller = sender
+                if self.random.random() < self.loss or self._in_outage(started):
+                    self.dropped += 1
+                    continue
+                self.forwarded += 1
+                if sock is self.front:
+                    self.back.send(data)
+                elif self._caller is not None:
+                    self.front.sendto(data, self._caller)
+
+    @contextmanager
+    def running(self) -> Iterator[LossyRelay]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(5)
+            self.front.close()
+            self.back.close()
+
+
+def test_a_lossy_path_keeps_the_session_alive_and_the_recording_decodes(
+    live_stack: LiveStack, ts_480p: Path
+) -> None:
+    stream = live_stack.create_stream("srt lossy")
+    with LossyRelay(live_stack.settings.srt_port, loss=0.03, seed=7).running() as relay:
+        url = f"srt://127.0.0.1:{relay.port}?streamid={stream['stream_key']}&latency=400000"
+        publisher = publish_ts(ts_480p, url)
+        assert publisher.wait(60) == 0, publisher.stderr.read().decode()
+    assert relay.dropped > 10
+    wait_for(
+        lambda: _playlist(live_stack, f"/hls/{stream['id']}/source/index.m3u8").is_endlist,
+        30,
+        "the lossy publish ended",
+    )
+    [session] = _sessions(live_stack, stream["id"])
+    assert session.status == "ended"
+    # SRT resent what the relay dropped: lost, then recovered.
+    assert session.media_info["ingest"]["srt"]["packets_lost"] > 0
+    errors, decoded = decode(f"{live_stack.api_url}/hls/{stream['id']}/master.m3u8")
+    assert errors == ""
+    assert decoded >= SECONDS - 1
+
+
+def test_a_cut_link_leaves_the_session_open_for_the_grace_window(
+    live_stack: LiveStack, ts_480p: Path
+) -> None:
+    """No shutdown arrives when the path dies: that is not the publisher ending the stream."""
+    stream = live_stack.create_stream("srt cut")
+    relay = LossyRelay(live_stack.settings.srt_port, loss=0.0, seed=1)
+    with relay.running():
+        url = f"srt://127.0.0.1:{relay.port}?streamid={stream['stream_key']}"
+        publisher = publish_ts(ts_480p, url)
+        try:
+            wait_for(lambda: len(_sessions(live_stack, stream["id"])) == 1, 15, "session")
+            time.sleep(2)
+            relay.loss = 1.0  # the path goes dead, both ways
+            wait_for(
+                lambda: _sessions(live_stack, stream["id"])[0].disconnected_at is not None,
+                15,
+                "the ingest noticed the dead link",
+            )
+            [session] = _sessions(live_stack, stream["id"])
+            assert session.status == "live"  # within the grace window
+        finally:
+            publisher.kill()
+            publisher.wait(10)
+    wait_for(
+        lambda: _sessions(live_stack, stream["id"])[0].status == "ended",
+        GRACE_SECONDS + 10,
+        "the session ended after the grace window",
+    )
+
+
+def test_heavy_loss_with_low_latency_drops_counted_units_and_the_session_survives(
+    live_stack: LiveStack, ts_480p: Path
+) -> None:
+    stream = live_stack.create_stream("srt very lossy")
+    relay = LossyRelay(live_stack.settings.srt_port, loss=0.1, seed=11, outage=(1.5, 0.3))
+    with relay.running():
+        # 20 ms of latency (ffmpeg takes microseconds): a 300 ms outage is lost for good.
+        url = f"srt://127.0.0.1:{relay.port}?streamid={stream['stream_key']}&latency=20000"
+        publisher = publish_ts(ts_480p, url)
+        assert publisher.wait(60) == 0, publisher.stderr.read().decode()
+    wait_for(
+        lambda: _sessions(live_stack, stream["id"])[0].status == "ended",
+        30,
+        "the session ended (at once, or after the grace window if the close was lost)",
+    )
+    [session] = _sessions(live_stack, stream["id"])
+    report = session.media_info["ingest"]
+    assert report["srt"]["packets_dropped"] > 0
+    assert report["dropped_units"] > 0
+    assert sum(report["dropped_reasons"].values()) == report["dropped_units"]
+    # Frames after a lost one wait for the next keyframe: what plays, plays cleanly.
+    errors, decoded = decode(f"{live_stack.api_url}/hls/{stream['id']}/master.m3u8")
+    assert errors == ""
+    assert decoded > SECONDS / 2
+
+
+def test_garbage_from_an_srt_publisher_does_not_disturb_another_live_stream(
+    live_stack: LiveStack, ts_480p: Path
+) -> None:
+    good = live_stack.create_stream("srt steady")
+    noisy = live_stack.create_stream("srt garbage")
+    publisher = publish_ts(ts_480p, live_stack.srt_url(good["stream_key"]))
+    garbage = subprocess.Popen(
+        ["srt-live-transmit", "-q", "file://con", live_stack.srt_url(noisy["stream_key"])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(40):
+            garbage.stdin.write(os.urandom(1316) + b"\x47" * 188 + os.urandom(700))
+            garbage.stdin.flush()
+            time.sleep(0.05)
+    finally:
+        garbage.stdin.close()
+        garbage.terminate()
+        garbage.wait(10)
+    assert publisher.wait(60) == 0, publisher.stderr.read().decode()
+    wait_for(
+        lambda: _playlist(live_stack, f"/hls/{good['id']}/source/index.m3u8").is_endlist,
+        30,
+        "the good publish ended",
+    )
+    errors, decoded = decode(f"{live_stack.api_url}/hls/{good['id']}/master.m3u8")
+    assert errors == ""
+    assert abs(decoded - media_duration(ts_480p)) <= 0.4
+    [noisy_session] = _sessions(live_stack, noisy["id"])
+    assert noisy_session.protocol == "srt"

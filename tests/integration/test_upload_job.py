@@ -1,0 +1,248 @@
+"""The upload job and its bookkeeping against real PostgreSQL, Redis, S3 and a worker: a file
+the job cannot read ends `failed` with the reason; concurrent workers finishing the last
+rungs mark an upload ready exactly once, its progress only ever growing; retention deletes
+an old upload's media and rows."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from core.db import session_scope
+from core.events import upload_channel
+from core.models import LiveSession, Rendition, Segment, Upload
+from core.settings import Settings
+from core.storage import ObjectStore
+from packager import catalog, ladder_rows
+from packager.catalog import SOURCE
+from packager.celery_app import make_celery
+from packager.housekeeping import expire_recordings
+from packager.ladder_rows import RungOutcome
+from packager.uploads import UPLOAD_TASK, advance_upload, enqueue_upload, upload_object_key
+from tests.services import WebhookReceiver, wait_for
+
+SEGMENTS = 6
+QUIET_SECONDS = 2.0
+LADDER = [
+    {"name": "240p", "height": 240, "bitrate": 400_000},
+    {"name": "180p", "height": 180, "bitrate": 250_000},
+]
+
+
+@pytest.fixture(scope="module")
+def store(settings: Settings) -> ObjectStore:
+    store = ObjectStore.from_settings(settings)
+    store.ensure_bucket()
+    return store
+
+
+@pytest.fixture
+def upload_events(settings: Settings) -> Iterator[redis.client.PubSub]:
+    pubsub = redis.Redis.from_url(settings.redis_url).pubsub(ignore_subscribe_messages=True)
+    yield pubsub
+    pubsub.close()
+
+
+def _messages(pubsub: redis.client.PubSub, until_status: bool, timeout: float = 30) -> list[dict]:
+    """What the channel carried: until a final `status` arrives, or until it is quiet for
+    QUIET_SECONDS (the subscribe confirmation also comes out as None: keep reading)."""
+    messages: list[dict] = []
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.5)
+        if message is None:
+            if not until_status and time.monotonic() - last > QUIET_SECONDS:
+                break
+            continue
+        last = time.monotonic()
+        messages.append(json.loads(message["data"]))
+        if until_status and messages[-1]["type"] == "status":
+            break
+    return messages
+
+
+def _accepted(
+    settings: Settings, store: ObjectStore, data: bytes, *, ladder: list | None = None
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """An upload as the API leaves it once accepted: the file stored, both rows written."""
+    upload_id = uuid.uuid4()
+    key = upload_object_key(upload_id)
+    store.put_bytes(key, data, "application/octet-stream")
+    with session_scope(settings.database_url) as db:
+        session = LiveSession(stream_id=None, protocol="upload", status="live", ladder=ladder)
+        db.add(session)
+        db.flush()
+        db.add(
+            Upload(
+                id=upload_id,
+                name="job test",
+                filename="clip.mp4",
+                object_key=key,
+                size_bytes=len(data),
+                session_id=session.id,
+                duration_seconds=SEGMENTS * 2.0,
+            )
+        )
+        return upload_id, session.id
+
+
+def test_a_file_the_job_cannot_read_fails_the_upload_with_the_reason(
+    settings: Settings,
+    store: ObjectStore,
+    celery_worker,
+    webhook_receiver: WebhookReceiver,
+    upload_events: redis.client.PubSub,
+) -> None:
+    # The probe would refuse this; here it stands for a file that changed after acceptance.
+    upload_id, session_id = _accepted(settings, store, b"\x00\x00\x00\x18ftypmp42 broken")
+    upload_events.subscribe(upload_channel(str(upload_id)))
+    enqueue_upload(make_celery(settings.redis_url), upload_id)
+
+    [status] = _messages(upload_events, until_status=True)
+    assert status["status"] == "failed"
+    assert status["error"].startswith("the file cannot be processed: ")
+    with session_scope(settings.database_url) as db:
+        upload = db.get(Upload, upload_id)
+        session = db.get(LiveSession, session_id)
+        assert (upload.status, upload.error, upload.finished_at is not None) == (
+            "failed",
+            status["error"],
+            True,
+        )
+        assert (session.status, session.error) == ("failed", status["error"])
+    with pytest.raises(KeyError):
+        store.size_of(upload_object_key(upload_id))  # the original is gone too
+    wait_for(lambda: webhook_receiver.containing(str(upload_id)), 30, "upload.failed webhook")
+    [hook] = [json.loads(d.body) for d in webhook_receiver.containing(str(upload_id))]
+    assert hook["type"] == "upload.failed"
+    assert hook["data"]["error"] == status["error"]
+
+
+def _source_rows(settings: Settings, session_id: uuid.UUID) -> None:
+    """What the job records for a 640x360 source of SEGMENTS two-second segments."""
+    with session_scope(settings.database_url) as db:
+        rendition = Rendition(
+            session_id=session_id, name=SOURCE, codecs="avc1.64001e", width=640, height=360
+        )
+        db.add(rendition)
+        db.flush()
+        for sequence in range(SEGMENTS):
+            db.add(
+                Segment(
+                    rendition_id=rendition.id,
+                    sequence=sequence,
+                    duration=2.0,
+                    object_key=catalog.media_key(
+                        None, SOURCE, session_id, catalog.segment_name(sequence)
+                    ),
+                    init_key=catalog.media_key(None, SOURCE, session_id, catalog.init_name(0)),
+                )
+            )
+
+
+def test_concurrent_workers_mark_an_upload_ready_exactly_once_and_progress_only_grows(
+    settings: Settings,
+    store: ObjectStore,
+    celery_worker,
+    webhook_receiver: WebhookReceiver,
+    upload_events: redis.client.PubSub,
+) -> None:
+    upload_id, session_id = _accepted(settings, store, b"unused", ladder=LADDER)
+    _source_rows(settings, session_id)
+    celery = make_celery(settings.redis_url)
+    events = redis.Redis.from_url(settings.redis_url)
+    upload_events.subscribe(upload_channel(str(upload_id)))
+
+    def rung_task(work: tuple[str, int]) -> None:
+        """What a ladder task does for an upload's segment: its rows, then advance."""
+        name, sequence = work
+        with session_scope(settings.database_url) as db:
+            source = ladder_rows.load_source_segment(db, session_id, sequence)
+            [rung] = [r for r in source.rungs if r.name == name]
+            ladder_rows.record_rung_segment(db, source, RungOutcome(rung, "avc1.64000d", 1000))
+        advance_upload(settings, events, celery, session_id)
+
+    def job_done() -> None:
+        advance_upload(settings, events, celery, session_id, source_segments=SEGMENTS)
+
+    work = [(rung["name"], sequence) for rung in LADDER for sequence in range(SEGMENTS)]
+    random.Random(7).shuffle(work)
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(rung_task, item) for item in work[:6]]
+        futures.append(pool.submit(job_done))
+        futures += [pool.submit(rung_task, item) for item in work[6:]]
+        for future in futures:
+            future.result(timeout=60)
+
+    messages = _messages(upload_events, until_status=False)
+    statuses = [m for m in messages if m["type"] == "status"]
+    assert [m["status"] for m in statuses] == ["ready"]
+    assert messages[-1] is statuses[0]
+    progress = [m["progress"] for m in messages]
+    assert progress == sorted(set(progress)), progress  # strictly growing, in order
+    assert progress[-1] == 1.0 and progress[-2] < 1.0
+    with session_scope(settings.database_url) as db:
+        upload = db.get(Upload, upload_id)
+        assert (upload.status, upload.progress, upload.source_segments) == ("ready", 1.0, 6)
+        assert db.get(LiveSession, session_id).status == "ended"
+        names = db.scalars(select(Rendition.name).where(Rendition.session_id == session_id))
+        assert sorted(names) == ["180p", "240p", SOURCE]
+    wait_for(lambda: webhook_receiver.containing(str(upload_id)), 30, "upload.ready webhook")
+    [hook] = [json.loads(d.body) for d in webhook_receiver.containing(str(upload_id))]
+    assert hook["type"] == "upload.ready"
+
+
+def test_retention_deletes_an_old_upload_with_its_media(
+    settings: Settings, store: ObjectStore
+) -> None:
+    upload_id, session_id = _accepted(settings, store, b"unused")
+    store.delete(upload_object_key(upload_id))  # the job deletes it once packaged
+    _source_rows(settings, session_id)
+    keys = [catalog.media_key(None, SOURCE, session_id, catalog.init_name(0))]
+    keys += [
+        catalog.media_key(None, SOURCE, session_id, catalog.segment_name(n))
+        for n in range(SEGMENTS)
+    ]
+    for key in keys:
+        store.put_bytes(key, b"media", "video/mp4")
+    assert all(key.startswith(f"hls/uploads/source/{session_id}/") for key in keys)
+    ended = datetime.now(UTC) - timedelta(days=3651)
+    with session_scope(settings.database_url) as db:
+        session = db.get(LiveSession, session_id)
+        session.status, session.ended_at = "ended", ended
+        db.get(Upload, upload_id).status = "ready"
+
+    # Only what ended over ten years ago: the other tests' sessions stay.
+    assert expire_recordings(settings.database_url, store, timedelta(days=3650)) == 1
+    assert list(store.list_keys(f"hls/uploads/source/{session_id}/")) == []
+    with session_scope(settings.database_url) as db:
+        assert db.get(LiveSession, session_id) is None
+        assert db.get(Upload, upload_id) is None
+
+
+def test_a_second_delivery_of_a_running_job_is_turned_away(
+    settings: Settings, store: ObjectStore, celery_worker
+) -> None:
+    upload_id, _ = _accepted(settings, store, b"not media at all")
+    celery = make_celery(settings.redis_url)
+    running = redis.Redis.from_url(settings.redis_url).lock(f"nebula:upload-job:{upload_id}")
+    assert running.acquire(blocking=False)  # as the first delivery holds it while it works
+    try:
+        copy = celery.send_task(UPLOAD_TASK, args=[str(upload_id)])
+        assert copy.get(timeout=60) == "running elsewhere"
+        with session_scope(settings.database_url) as db:
+            assert db.get(Upload, upload_id).status == "processing"
+    finally:
+        running.release()
+    # The delivery that holds the lock carries on: here, to the failure this file earns.
+    assert celery.send_task(UPLOAD_TASK, args=[str(upload_id)]).get(timeout=60) == "failed"

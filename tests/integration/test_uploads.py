@@ -1,0 +1,218 @@
+"""Refused uploads against a real `nebula-live api` process, PostgreSQL and S3 server: each
+gets the right 4xx with a precise detail, and leaves no object (whole or a multipart upload
+in progress) and no row behind."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from core.db import session_scope
+from core.models import LiveSession, Upload
+from core.settings import Settings
+from core.storage import ObjectStore
+from tests.conftest import ARTIFACTS
+from tests.media import make_media_file
+from tests.services import free_port, http_status, nebula_process, settings_env, wait_for
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # more than two S3 parts: the multipart path is taken
+CHUNK = 256 * 1024
+BOUNDARY = "nebula-test-boundary"
+UNKNOWN = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.fixture(scope="module")
+def api(settings: Settings) -> Iterator[httpx.Client]:
+    own = settings.model_copy(
+        update={"http_port": free_port(), "max_upload_bytes": MAX_UPLOAD_BYTES}
+    )
+    ObjectStore.from_settings(own).ensure_bucket()
+    base = f"http://127.0.0.1:{own.http_port}"
+    with nebula_process("api", settings_env(own), ARTIFACTS / "logs" / "uploads-api.log"):
+        wait_for(lambda: http_status(f"{base}/docs") == 200, 60, "api")
+        headers = {"Authorization": f"Bearer {own.api_token}"}
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+def store(settings: Settings) -> ObjectStore:
+    return ObjectStore.from_settings(settings)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("uploads")
+    mp4 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"]
+    whole = make_media_file(folder / "whole.mp4", *mp4, seconds=3, size="320x240")
+    indexed = make_media_file(
+        folder / "indexed.mp4", *mp4, "-movflags", "+faststart", seconds=3, size="320x240"
+    )
+    text = folder / "notes.txt"
+    text.write_text("these are notes, not a video\n" * 100)
+    cut_index = folder / "cut-index.mp4"  # moov after the data: the index is what is lost
+    cut_index.write_bytes(whole.read_bytes()[: whole.stat().st_size * 6 // 10])
+    cut_data = folder / "cut-data.mp4"  # moov first: the index promises data that is gone
+    cut_data.write_bytes(indexed.read_bytes()[: indexed.stat().st_size * 6 // 10])
+    audio = make_media_file(folder / "tone.m4a", "-c:a", "aac", video=False)
+    return {
+        "text": text,
+        "cut-index": cut_index,
+        "cut-data": cut_data,
+        "audio": audio,
+        "whole": whole,
+    }
+
+
+def _leftovers(settings: Settings, store: ObjectStore) -> tuple[set[str], set[str], int, int]:
+    """Objects, multipart uploads in progress, upload rows, upload sessions."""
+    objects = {o.key for o in store.list_keys("")}
+    # The SDK keeps ListMultipartUploads private; it is the only way to see unfinished ones.
+    pending = {u.object_name for u in store.client._list_multipart_uploads(store.bucket).uploads}
+    with session_scope(settings.database_url) as db:
+        uploads = db.scalar(select(func.count()).select_from(Upload))
+        sessions = db.scalar(
+            select(func.count()).select_from(LiveSession).where(LiveSession.stream_id.is_(None))
+        )
+    return objects, pending, uploads, sessions
+
+
+@pytest.fixture
+def nothing_left_behind(
+    settings: Settings, store: ObjectStore, api: httpx.Client
+) -> Iterator[None]:
+    """The test's request must change nothing: no object, no upload in progress, no row."""
+    before = _leftovers(settings, store)
+    yield
+    assert _leftovers(settings, store) == before
+    assert api.get(f"/api/v1/uploads/{UNKNOWN}").status_code == 404  # the API keeps serving
+
+
+def _post(api: httpx.Client, path: Path) -> httpx.Response:
+    with path.open("rb") as body:
+        return api.post("/api/v1/uploads", files={"file": (path.name, body)})
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "detail"),
+    [
+        ("text", 415, "not a media file: no demuxer recognises it"),
+        ("cut-index", 422, "an MP4/QuickTime file that cannot be read"),
+        (
+            "cut-data",
+            422,
+            "the file is truncated or damaged: it declares 3.0 s of video but its data",
+        ),
+        ("audio", 422, "no video stream (found: audio (aac))"),
+    ],
+)
+def test_a_file_that_cannot_become_a_ladder_is_refused_with_the_reason(
+    api: httpx.Client, files: dict[str, Path], nothing_left_behind, kind, status, detail
+) -> None:
+    response = _post(api, files[kind])
+    assert response.status_code == status, response.text
+    assert response.json()["detail"].startswith(detail), response.json()
+
+
+def _body(size: int) -> Iterator[bytes]:
+    """A multipart body made on the fly; sent chunked, so only counting can refuse it."""
+    yield (
+        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=file; filename=big.bin\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    chunk = bytes(range(256)) * (CHUNK // 256)
+    for _ in range(size // CHUNK):
+        yield chunk
+    yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def test_a_body_that_streams_past_the_limit_gets_413_and_its_parts_are_discarded(
+    api: httpx.Client, nothing_left_behind
+) -> None:
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    response = api.post(
+        "/api/v1/uploads", content=_body(MAX_UPLOAD_BYTES + 8 * CHUNK), headers=headers
+    )
+    assert response.status_code == 413, response.text
+    assert f"({MAX_UPLOAD_BYTES} bytes, NEBULA_MAX_UPLOAD_BYTES)" in response.json()["detail"]
+
+
+def test_a_body_whose_content_length_is_over_the_limit_is_refused_before_it_is_read(
+    api: httpx.Client, settings: Settings, nothing_left_behind
+) -> None:
+    declared = MAX_UPLOAD_BYTES * 2
+    request = (
+        f"POST /api/v1/uploads HTTP/1.1\r\nHost: {api.base_url.host}\r\n"
+        f"Authorization: Bearer {settings.api_token}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {declared}\r\n\r\n--{BOUNDARY}\r\n"
+    )
+    # Only the start of the promised body is sent: an answer proves nobody waited for it.
+    with socket.create_connection((api.base_url.host, api.base_url.port), timeout=30) as sock:
+        sock.sendall(request.encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413"), answer
+    assert json.loads(body)["detail"].startswith(f"the body ({declared} bytes) is larger")
+
+
+def test_a_body_that_is_not_a_multipart_form_with_a_file_is_refused(
+    api: httpx.Client, files: dict[str, Path], nothing_left_behind
+) -> None:
+    raw = api.post(
+        "/api/v1/uploads",
+        content=files["whole"].read_bytes(),
+        headers={"Content-Type": "video/mp4"},
+    )
+    assert raw.status_code == 415
+    assert "multipart/form-data" in raw.json()["detail"]
+    nameless = api.post("/api/v1/uploads", data={"name": "no file here"}, files={"x": b"1"})
+    assert nameless.status_code == 422
+    assert nameless.json()["detail"] == "missing multipart field `file`"
+
+
+def test_uploads_need_the_token_and_unknown_ones_are_404(
+    api: httpx.Client, files: dict[str, Path], nothing_left_behind
+) -> None:
+    with files["whole"].open("rb") as body:
+        anonymous = httpx.post(f"{api.base_url}/api/v1/uploads", files={"file": body}, timeout=30)
+    assert anonymous.status_code == 401
+    missing = api.get(f"/api/v1/uploads/{UNKNOWN}")
+    assert missing.status_code == 404
+    assert "not found" in missing.json()["detail"]
+
+
+def test_a_body_that_ends_inside_the_file_is_refused(
+    api: httpx.Client, files: dict[str, Path], nothing_left_behind
+) -> None:
+    head = (
+        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=file; filename=a.mp4\r\n\r\n"
+    ).encode()
+    response = api.post(
+        "/api/v1/uploads",
+        content=head + files["whole"].read_bytes(),  # no closing boundary
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"] == "the body ended inside the `file` part"
+
+
+def test_the_websocket_of_an_unknown_upload_closes_with_4404(api: httpx.Client) -> None:
+    url = f"ws://{api.base_url.host}:{api.base_url.port}/ws/uploads/{UNKNOWN}"
+    with connect(url, open_timeout=10) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 4404
+    assert closed.value.rcvd.reason == f"upload {UNKNOWN} not found"

@@ -1,0 +1,153 @@
+"""Uploaded files into the live packager, on real files made by the ffmpeg CLI: H.264/AAC is
+copied, VP9/Opus encoded with a keyframe opening every segment; ffmpeg decodes the result.
+The probe that runs before: what it accepts, and the reason it gives for what it refuses."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import av
+import pytest
+
+from packager.live import LivePackager, PackagedSegment
+from packager.media import CLOCK_HZ, AccessUnit
+from packager.transcode import EncoderOptions
+from packager.upload_probe import NotMedia, UnusableMedia, probe_upload
+from packager.upload_source import SourceOptions, UploadSource
+from tests.media import make_media_file
+
+SEGMENT_SECONDS = 1.0
+SECONDS = 3
+ONE_FRAME = CLOCK_HZ // 30
+H264_AAC = ["-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-g", "15", "-c:a", "aac"]
+VP9_OPUS = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", "75"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("upload-media")
+
+
+def _make(folder: Path, name: str, *args: str, **options) -> Path:
+    return make_media_file(folder / name, *args, seconds=SECONDS, size="320x240", **options)
+
+
+def _package(path: Path) -> tuple[dict[str, str], list[AccessUnit], list[PackagedSegment]]:
+    packager = LivePackager(SEGMENT_SECONDS)
+    with path.open("rb") as file, av.open(file) as container:
+        source = UploadSource(container, SourceOptions(SEGMENT_SECONDS, EncoderOptions()))
+        for config in source.configs:
+            assert packager.configure(config) == []
+        units = list(source.access_units())
+    segments = [s for unit in units for s in packager.push(unit)]
+    return source.handling, units, segments + packager.flush()
+
+
+def _decode(segments: list[PackagedSegment], tmp: Path) -> tuple[str, float]:
+    path = tmp / "out.mp4"
+    path.write_bytes(segments[0].init.data + b"".join(s.data for s in segments))
+    result = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.stderr.strip(), sum(s.duration for s in segments)
+
+
+def _keyframes(segment: PackagedSegment) -> list[bool]:
+    with av.open(io.BytesIO(segment.init.data + segment.data), format="mp4") as container:
+        return [p.is_keyframe for p in container.demux(container.streams.video[0]) if p.size]
+
+
+def test_h264_and_aac_are_copied_in_decode_order(folder: Path, tmp_path: Path) -> None:
+    path = _make(folder, "h264-aac.mp4", *H264_AAC, "-pix_fmt", "yuv420p")
+    handling, units, segments = _package(path)
+    assert handling == {"video": "copy", "audio": "copy"}
+    assert [u.dts for u in units] == sorted(u.dts for u in units)
+    assert any(u.pts > u.dts for u in units)  # the B-frames came through as they were
+    assert segments[0].init.codecs.startswith("avc1.") and "mp4a.40.2" in segments[0].init.codecs
+    errors, seconds = _decode(segments, tmp_path)
+    assert errors == ""
+    assert abs(seconds - SECONDS) < 0.1
+
+
+def test_vp9_and_opus_are_encoded_with_one_closed_gop_per_segment(
+    folder: Path, tmp_path: Path
+) -> None:
+    path = _make(folder, "vp9-opus.mkv", *VP9_OPUS, "-c:a", "libopus")
+    handling, units, segments = _package(path)
+    assert handling == {"video": "encode", "audio": "encode"}
+    assert [u.dts for u in units] == sorted(u.dts for u in units)
+    # The source's keyframes are every 2.5 s; the encoded ones open every 1 s segment.
+    assert [round(s.duration, 2) for s in segments[:-1]] == [SEGMENT_SECONDS] * (SECONDS - 1)
+    for segment in segments:
+        keyframes = _keyframes(segment)
+        assert keyframes[0] and not any(keyframes[1:]), segment.sequence
+    errors, seconds = _decode(segments, tmp_path)
+    assert errors == ""
+    assert abs(seconds - SECONDS) < 0.1
+
+
+def test_a_video_only_file_gives_video_only_segments(folder: Path, tmp_path: Path) -> None:
+    path = _make(folder, "vp9.webm", *VP9_OPUS, audio=False)
+    handling, _, segments = _package(path)
+    assert handling == {"video": "encode"}
+    assert segments[0].init.audio is None
+    errors, seconds = _decode(segments, tmp_path)
+    assert errors == ""
+    assert abs(seconds - SECONDS) < 2 * ONE_FRAME / CLOCK_HZ
+
+
+@pytest.fixture(scope="module")
+def refused(folder: Path) -> dict[str, Path]:
+    mp4 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"]
+    whole = _make(folder, "whole.mp4", *mp4)
+    indexed = _make(folder, "indexed.mp4", *mp4, "-movflags", "+faststart")
+    paths = {
+        "empty": folder / "empty.mp4",
+        "text": folder / "notes.txt",
+        "cut-index": folder / "cut-index.mp4",
+        "cut-data": folder / "cut-data.mp4",
+        "audio": _make(folder, "tone.m4a", "-c:a", "aac", video=False),
+        "noise": folder / "noise.bin",
+        "image": make_media_file(folder / "still.png", "-frames:v", "1", audio=False),
+    }
+    paths["noise"].write_bytes(bytes(range(256)) * 64)
+    paths["empty"].write_bytes(b"")
+    paths["text"].write_text("not a video\n" * 50)
+    paths["cut-index"].write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    paths["cut-data"].write_bytes(indexed.read_bytes()[: indexed.stat().st_size // 2])
+    return paths
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "reason"),
+    [
+        ("empty", NotMedia, "the file is empty"),
+        ("text", NotMedia, "not a media file: it reads as text"),
+        ("noise", NotMedia, "not a media file: no demuxer recognises it"),
+        ("image", UnusableMedia, "a still image (png_pipe), not a video"),
+        ("cut-index", UnusableMedia, "an MP4/QuickTime file that cannot be read"),
+        ("cut-data", UnusableMedia, "the file is truncated or damaged: it declares 3.0 s"),
+        ("audio", UnusableMedia, "no video stream (found: audio (aac))"),
+    ],
+)
+def test_the_probe_refuses_what_cannot_become_a_ladder(
+    refused: dict[str, Path], kind: str, error: type[Exception], reason: str
+) -> None:
+    with refused[kind].open("rb") as file, pytest.raises(error) as caught:
+        probe_upload(file)
+    assert str(caught.value).startswith(reason), str(caught.value)
+
+
+def test_the_probe_describes_what_it_accepts(folder: Path) -> None:
+    path = _make(folder, "accepted.mkv", *VP9_OPUS, "-c:a", "libopus")
+    with path.open("rb") as file:
+        probed = probe_upload(file)
+    assert probed.container == "matroska,webm"
+    assert abs(probed.duration_seconds - SECONDS) < 0.1
+    assert probed.video == {"codec": "vp9", "width": 320, "height": 240, "frame_rate": 30.0}
+    assert probed.audio == {"codec": "opus", "sample_rate": 48000, "channels": 1}
