@@ -156,5 +156,9 @@ class Upload(Base):
     duration_seconds: Mapped[float | None] = mapped_column(Float)
     # Set once the job has packaged the whole source: from then on, completion is countable.
     source_segments: Mapped[int | None] = mapped_column(Integer)
+    # A transcoded source is packaged in chunks by separate tasks: how many were queued, and
+    # those done, by index: `{"0": {"segments": 10, "worker": "host:pid"}}`.
+    chunk_count: Mapped[int | None] = mapped_column(Integer)
+    chunks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -193,7 +193,7 @@ class SourceWriter:
         _retry(lambda: self.store.put_bytes(key, segment.data, "video/iso.segment"))
         first = self._rendition_id is None
         if first:
-            self._rendition_id = self._ensure_rendition(segment.init, metadata)
+            self._rendition_id = self.ensure_rendition(segment.init, metadata)
         offset = segment.start_ticks - self.timeline_start
         program_date_time = self.wall_clock_origin + timedelta(seconds=offset / CLOCK_HZ)
         gop = packager.segmenter.gop if packager.segmenter else None
@@ -253,7 +253,9 @@ class SourceWriter:
             self._stored_inits.add(init.index)
         return key
 
-    def _ensure_rendition(self, init: InitSegment, metadata: dict[str, Any]) -> int:
+    def ensure_rendition(self, init: InitSegment, metadata: dict[str, Any]) -> int:
+        """The session's source rendition row (made, or updated): before the first segment,
+        or ahead of writers that would otherwise race to create it (an upload's chunks)."""
         video = init.video
         return sessions.ensure_source_rendition(
             self.settings.database_url,

@@ -37,6 +37,14 @@ def ping() -> dict[str, object]:
     return {"pong": True, "host": socket.gethostname(), "pid": os.getpid()}
 
 
+def retry_with_backoff(task: Task, exc: Exception) -> None:
+    """Retry the task with exponential backoff while it has retries left (raises Celery's
+    Retry); returns once they are spent, for the caller to give up its way."""
+    if task.request.retries < task.max_retries:
+        delay = min(2**task.request.retries, MAX_RETRY_DELAY_SECONDS)
+        raise task.retry(exc=exc, countdown=delay) from exc
+
+
 def enqueue_ladder(celery: Celery, session_id: uuid.UUID, sequence: int) -> None:
     """Queue the rungs of one closed source segment: only ids go through the broker."""
     celery.send_task(TRANSCODE_TASK, args=[str(session_id), sequence])
@@ -65,9 +73,7 @@ def transcode_ladder_segment(self: Task, session_id: str, sequence: int) -> dict
     try:
         return _ladder_segment(uuid.UUID(session_id), sequence)
     except TRANSIENT_ERRORS as exc:
-        if self.request.retries < self.max_retries:
-            delay = min(2**self.request.retries, MAX_RETRY_DELAY_SECONDS)
-            raise self.retry(exc=exc, countdown=delay) from exc
+        retry_with_backoff(self, exc)
         log.error("segment %s of session %s given up: %s", sequence, session_id, exc)
         with session_scope(get_settings().database_url) as db:
             source = ladder_rows.load_source_segment(db, uuid.UUID(session_id), sequence)

@@ -7,6 +7,10 @@ period and none elsewhere, so the packager cuts segments of the target length, e
 closed GOP; audio by the AAC encoder. The output is what the RTMP and SRT demuxers produce
 (90 kHz, video as 4-byte length-prefixed NAL units), so the same LivePackager segments it.
 
+A long file whose video is encoded is split into chunks that separate workers encode
+(`video_units` of a time range, after `scan` has read the file once for its extent and
+its audio); see `packager.upload_chunks`.
+
 Pure apart from the CPU: an open container in, items out, no storage or database.
 """
 
@@ -15,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
@@ -53,6 +57,11 @@ FALLBACK_SAMPLE_RATE = 48000
 # Interleaving holds one track's units back until the other catches up; past this many,
 # it lets them go (a track with a long gap must not hold the whole file in memory).
 MAX_HELD_UNITS = 4096
+# How far before a chunk's start to seek when a seek lands after it (a file without an
+# index: the demuxer guesses by bytes); past the last, the chunk decodes from the file's start.
+SEEK_MARGINS_SECONDS = (0, 5, 60)
+# `scan` calls its keep-alive once per this many packets.
+SCAN_KEEP_ALIVE_PACKETS = 2000
 
 
 class UploadSourceError(ValueError):
@@ -63,6 +72,16 @@ class UploadSourceError(ValueError):
 class SourceOptions:
     segment_seconds: float
     encoder: EncoderOptions
+
+
+@dataclass(frozen=True, slots=True)
+class SourceScan:
+    """The file read once, its video not decoded: the first and last video presentation
+    times (source clock, 90 kHz; None without any video packet) and all of its audio."""
+
+    video_start: int | None
+    video_end: int | None
+    audio: list[AccessUnit]
 
 
 class _Track(Protocol):
@@ -104,6 +123,78 @@ class UploadSource:
         """Which tracks are copied and which encoded: `{"video": "copy", "audio": "encode"}`."""
         return {t.kind.value: "copy" if t.copied else "encode" for t in self.tracks.values()}
 
+    @property
+    def video_encoded(self) -> bool:
+        return not self._video[1].copied
+
+    @property
+    def _video(self) -> tuple[av.VideoStream, _Track]:
+        return next((s, t) for s, t in self.tracks.items() if t.kind is TrackKind.VIDEO)
+
+    def scan(self, keep_alive: Callable[[], object] = lambda: None) -> SourceScan:
+        """Demux the whole file: the video's extent from packet timestamps, the audio as
+        units (copied, or encoded once for the whole file so that it has no seams)."""
+        stream, _ = self._video
+        start: int | None = None
+        end: int | None = None
+        audio: list[AccessUnit] = []
+        for count, packet in enumerate(self.container.demux(*self.tracks)):
+            if count % SCAN_KEEP_ALIVE_PACKETS == 0:
+                keep_alive()
+            if not packet.size:
+                continue
+            track = self.tracks[packet.stream]
+            if track.kind is TrackKind.AUDIO:
+                audio += track.units(packet)
+            elif packet.pts is not None:
+                pts = _ticks(packet.pts, stream.time_base)
+                start = pts if start is None else min(start, pts)
+                end = pts if end is None else max(end, pts)
+        for track in self.tracks.values():
+            if track.kind is TrackKind.AUDIO:
+                audio += track.units(None)
+        return SourceScan(start, end, audio)
+
+    def video_units(self, start: int, end: int | None, *, seek: bool) -> Iterator[AccessUnit]:
+        """The video whose source presentation times are in [start, end) (90 kHz; `end` None:
+        to the end), encoded with a keyframe forced on the segment grid from `start`.
+
+        `seek` False decodes from the file's first frame and keeps every frame before `end`.
+        When the file goes on past `end`, the last unit is an empty keyframe at the first
+        frame there, not encoded: where the next range starts, so the packager closes this
+        range's last segment exactly there."""
+        stream, track = self._video
+        if not isinstance(track, _EncodedVideo):
+            raise UploadSourceError("the video is copied, not encoded: it is not split")
+        track.next_keyframe = start
+        frames = self._frames_from(stream, start) if seek else _decoded(self, stream)
+        for pts, frame in frames:
+            if seek and pts < start:
+                continue
+            if end is not None and pts >= end:
+                yield from track.flush()
+                yield AccessUnit(TrackKind.VIDEO, pts, pts, True, b"")
+                return
+            yield from track.encode(frame)
+        yield from track.flush()
+
+    def _frames_from(
+        self, stream: av.VideoStream, start: int
+    ) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Decoded frames from the keyframe at or before `start` on: seek there, and further
+        back while the seek lands after `start`, at last to the file's start."""
+        for margin in SEEK_MARGINS_SECONDS:
+            target = _stream_time(start - margin * CLOCK_HZ, stream.time_base)
+            self.container.seek(target, stream=stream, backward=True)
+            frames = _decoded(self, stream)
+            first = next(frames, None)
+            if first is not None and first[0] <= start:
+                yield first
+                yield from frames
+                return
+        self.container.seek(self.container.start_time or 0, backward=True)
+        yield from _decoded(self, stream)
+
     def access_units(self) -> Iterator[AccessUnit]:
         """Every unit of both tracks in decode-time order, as a live publisher sends them."""
         held: dict[TrackKind, deque[AccessUnit]] = {t.kind: deque() for t in self.tracks.values()}
@@ -116,6 +207,19 @@ class UploadSource:
         for track in self.tracks.values():
             held[track.kind].extend(track.units(None))
         yield from heapq.merge(*held.values(), key=lambda unit: unit.dts)
+
+
+def _stream_time(ticks: int, time_base: Fraction) -> int:
+    return int(Fraction(ticks, CLOCK_HZ) / time_base)
+
+
+def _decoded(source: UploadSource, stream: av.VideoStream) -> Iterator[tuple[int, av.VideoFrame]]:
+    """The video stream's frames from where the container stands, with their pts in ticks."""
+    decoder = stream.codec_context
+    for packet in source.container.demux(stream):
+        for frame in decoder.decode(packet if packet.size else None):
+            if frame.pts is not None and frame.time_base is not None:
+                yield _ticks(frame.pts, frame.time_base), frame
 
 
 def _release(held: dict[TrackKind, deque[AccessUnit]]) -> Iterator[AccessUnit]:
@@ -238,12 +342,15 @@ class _EncodedVideo:
     def units(self, packet: av.Packet | None) -> list[AccessUnit]:
         units = []
         for frame in self.decoder.decode(packet):
-            units += self._encode(frame)
+            units += self.encode(frame)
         if packet is None:
-            units += self._units(self.encoder.encode(None))
+            units += self.flush()
         return units
 
-    def _encode(self, frame: av.VideoFrame) -> list[AccessUnit]:
+    def flush(self) -> list[AccessUnit]:
+        return self._units(self.encoder.encode(None))
+
+    def encode(self, frame: av.VideoFrame) -> list[AccessUnit]:
         if frame.pts is None or frame.time_base is None:
             return []
         pts = _ticks(frame.pts, frame.time_base)

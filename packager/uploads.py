@@ -1,10 +1,12 @@
 """Upload state in PostgreSQL: progress as work lands, and the one switch to `ready` or `failed`.
 
 Work is counted in media seconds: the source rendition once, each rung once more, so
-progress = seconds packaged or transcoded / (duration x (1 + rungs)). The upload job and
-every ladder task call `advance_upload` after committing their rows; it runs under the upload
-row's lock, so concurrent workers serialise there: progress only grows, its events go out
-in order, and exactly one caller sees the last rung land and marks the upload ready.
+progress = seconds packaged or transcoded / (duration x (1 + rungs)). The upload job (or its
+chunk tasks) and every ladder task call `advance_upload` after committing their rows; it runs
+under the upload row's lock, so concurrent workers serialise there: progress only grows, its
+events go out in order, and exactly one caller sees the last rung land and marks the upload
+ready. A source made in chunks is complete once every chunk has reported (`record_chunk`,
+under the same lock): its segment count is then the sum of theirs.
 A rung segment that could not be made counts as done, as in a live session: its rows say
 failed and the rung's playlist shows an EXT-X-GAP there.
 """
@@ -34,6 +36,7 @@ from packager.ladder_rows import session_rungs
 log = logging.getLogger(__name__)
 
 UPLOAD_TASK = "nebula.process_upload"
+UPLOAD_CHUNK_TASK = "nebula.package_upload_chunk"
 PROCESSING, READY, FAILED = "processing", "ready", "failed"
 # Where the session's media_info keeps what the API's probe read from the file.
 PROBE_INFO_KEY = "upload"
@@ -45,9 +48,58 @@ def enqueue_upload(celery: Celery, upload_id: uuid.UUID) -> None:
     celery.send_task(UPLOAD_TASK, args=[str(upload_id)])
 
 
+def upload_prefix(upload_id: uuid.UUID | str) -> str:
+    """Everything kept while an upload is processed: the file, the shared audio of its chunks."""
+    return f"uploads/{upload_id}/"
+
+
 def upload_object_key(upload_id: uuid.UUID | str) -> str:
     """Where the file as received is kept while it is processed."""
-    return f"uploads/{upload_id}/original"
+    return f"{upload_prefix(upload_id)}original"
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkReport:
+    """One chunk of a transcoded upload's source, packaged: by which worker, into how many
+    segments."""
+
+    index: int
+    segments: int
+    worker: str
+
+
+def expect_chunks(database_url: str, upload_id: uuid.UUID, count: int) -> None:
+    """The planner queues `count` chunks; the source is complete when all have reported."""
+    with session_scope(database_url) as db:
+        upload = db.get(Upload, upload_id, with_for_update=True)
+        upload.chunk_count, upload.chunks = count, {}
+
+
+def record_chunk(database_url: str, upload_id: uuid.UUID, report: ChunkReport) -> bool:
+    """Note a packaged chunk (again, for a redelivered one: same entry). True when this call
+    completed the set: the source rendition then has `source_segments`, and the caller
+    reports it with `advance_upload` like any other work."""
+    with session_scope(database_url) as db:
+        upload = db.get(Upload, upload_id, with_for_update=True)
+        if upload is None or upload.status != PROCESSING or upload.chunk_count is None:
+            return False
+        done = dict(upload.chunks or {})
+        complete_before = len(done) == upload.chunk_count
+        done[str(report.index)] = {"segments": report.segments, "worker": report.worker}
+        upload.chunks = done  # a new dict: the JSON column sees the change
+        if len(done) < upload.chunk_count:
+            return False
+        upload.source_segments = sum(chunk["segments"] for chunk in done.values())
+        return not complete_before
+
+
+def chunk_done(database_url: str, upload_id: uuid.UUID, index: int) -> bool | None:
+    """Whether that chunk is packaged already; None when the upload is no longer processing."""
+    with session_scope(database_url) as db:
+        upload = db.get(Upload, upload_id)
+        if upload is None or upload.status != PROCESSING:
+            return None
+        return str(index) in (upload.chunks or {})
 
 
 def playback_url(settings: Settings, upload: Upload) -> str | None:

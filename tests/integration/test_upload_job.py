@@ -1,17 +1,21 @@
 """The upload job and its bookkeeping against real PostgreSQL, Redis, S3 and a worker: a file
 the job cannot read ends `failed` with the reason; concurrent workers finishing the last
 rungs mark an upload ready exactly once, its progress only ever growing; retention deletes
-an old upload's media and rows."""
+an old upload's media and rows. A transcoded upload is split into chunks that the worker's
+processes share, and the chunks join into one seamless source rendition."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -27,7 +31,17 @@ from packager.catalog import SOURCE
 from packager.celery_app import make_celery
 from packager.housekeeping import expire_recordings
 from packager.ladder_rows import RungOutcome
-from packager.uploads import UPLOAD_TASK, advance_upload, enqueue_upload, upload_object_key
+from packager.upload_chunks import chunk_audio_key
+from packager.uploads import (
+    UPLOAD_CHUNK_TASK,
+    UPLOAD_TASK,
+    advance_upload,
+    enqueue_upload,
+    expect_chunks,
+    upload_object_key,
+    upload_prefix,
+)
+from tests.media import decode, make_media_file
 from tests.services import WebhookReceiver, wait_for
 
 SEGMENTS = 6
@@ -43,6 +57,14 @@ def store(settings: Settings) -> ObjectStore:
     store = ObjectStore.from_settings(settings)
     store.ensure_bucket()
     return store
+
+
+# A transcoded upload split in chunks of two 2 s segments: 9 s make three chunks.
+CHUNKED_SECONDS = 9
+CHUNK_SECONDS = 4.0
+CHUNK_COUNT = 3
+FRAME_SECONDS = 1 / 30
+MPEG4_MP3 = ["-c:v", "mpeg4", "-g", "90", "-q:v", "5", "-c:a", "libmp3lame"]
 
 
 @pytest.fixture
@@ -72,7 +94,12 @@ def _messages(pubsub: redis.client.PubSub, until_status: bool, timeout: float = 
 
 
 def _accepted(
-    settings: Settings, store: ObjectStore, data: bytes, *, ladder: list | None = None
+    settings: Settings,
+    store: ObjectStore,
+    data: bytes,
+    *,
+    ladder: list | None = None,
+    seconds: float = SEGMENTS * 2.0,
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """An upload as the API leaves it once accepted: the file stored, both rows written."""
     upload_id = uuid.uuid4()
@@ -90,7 +117,7 @@ def _accepted(
                 object_key=key,
                 size_bytes=len(data),
                 session_id=session.id,
-                duration_seconds=SEGMENTS * 2.0,
+                duration_seconds=seconds,
             )
         )
         return upload_id, session.id
@@ -246,3 +273,125 @@ def test_a_second_delivery_of_a_running_job_is_turned_away(
         running.release()
     # The delivery that holds the lock carries on: here, to the failure this file earns.
     assert celery.send_task(UPLOAD_TASK, args=[str(upload_id)]).get(timeout=60) == "failed"
+
+
+@pytest.fixture(scope="module")
+def chunked_upload(
+    settings: Settings, store: ObjectStore, celery_worker, tmp_path_factory
+) -> tuple[uuid.UUID, uuid.UUID, Path]:
+    """A 320x240 MPEG-4 part 2 / MP3 file (video and audio both encoded; a source keyframe
+    every 3 s, so chunks seek back and decode frames they drop), processed to the end."""
+    folder = tmp_path_factory.mktemp("chunked")
+    path = make_media_file(
+        folder / "chunked.mkv", *MPEG4_MP3, seconds=CHUNKED_SECONDS, size="320x240"
+    )
+    upload_id, session_id = _accepted(
+        settings, store, path.read_bytes(), ladder=[LADDER[1]], seconds=CHUNKED_SECONDS
+    )
+    celery = make_celery(settings.redis_url)
+    planned = celery.send_task(UPLOAD_TASK, args=[str(upload_id)], kwargs={"chunk_seconds": 4})
+    assert planned.get(timeout=60) == f"split into {CHUNK_COUNT} chunks"
+
+    def finished() -> bool:
+        with session_scope(settings.database_url) as db:
+            return db.get(Upload, upload_id).status != "processing"
+
+    wait_for(finished, 180, "the chunked upload")
+    return upload_id, session_id, folder
+
+
+def _source_segments(settings: Settings, session_id: uuid.UUID) -> list[Segment]:
+    with session_scope(settings.database_url) as db:
+        segments = db.scalars(
+            select(Segment)
+            .join(Rendition)
+            .where(Rendition.session_id == session_id, Rendition.name == SOURCE)
+            .order_by(Segment.sequence)
+        ).all()
+        db.expunge_all()
+        return list(segments)
+
+
+def test_a_transcoded_upload_is_packaged_in_chunks_that_join_into_one_seamless_source(
+    settings: Settings, store: ObjectStore, chunked_upload: tuple[uuid.UUID, uuid.UUID, Path]
+) -> None:
+    upload_id, session_id, folder = chunked_upload
+    with session_scope(settings.database_url) as db:
+        upload = db.get(Upload, upload_id)
+        assert (upload.status, upload.error, upload.progress) == ("ready", None, 1.0)
+        assert upload.chunk_count == CHUNK_COUNT
+        assert sorted(upload.chunks) == ["0", "1", "2"]
+    segments = _source_segments(settings, session_id)
+    assert upload.source_segments == len(segments) == 5
+    assert [s.sequence for s in segments] == list(range(5))
+    # Two segments per chunk: chunk 1 starts at segment 2, chunk 2 at segment 4.
+    assert [upload.chunks[str(i)]["segments"] for i in range(CHUNK_COUNT)] == [2, 2, 1]
+    assert [s.duration for s in segments[:4]] == pytest.approx([2.0] * 4, abs=1e-6)
+    assert abs(sum(s.duration for s in segments) - CHUNKED_SECONDS) <= FRAME_SECONDS
+    assert {s.init_key for s in segments} == {segments[0].init_key}  # one init for all chunks
+    # The file and the chunks' shared audio were deleted once the last chunk was in.
+    assert list(store.list_keys(upload_prefix(upload_id))) == []
+
+    # The source rendition as a player gets it: its init, then every segment in order.
+    recording = folder / "source.mp4"
+    recording.write_bytes(
+        store.get_bytes(segments[0].init_key)
+        + b"".join(store.get_bytes(s.object_key) for s in segments)
+    )
+    errors, seconds = decode(str(recording))
+    assert errors == ""
+    assert abs(seconds - CHUNKED_SECONDS) <= 0.1
+
+    # Audio: every AAC frame (1024 samples) starts where the one before ends, across both
+    # seams (4 s, 8 s); the samples last as long as the video, within an AAC frame each end.
+    rate = 48000
+    starts = [int(p["pts"]) for p in _audio_packets(recording)]
+    assert {b - a for a, b in itertools.pairwise(starts)} == {1024}
+    audio_seconds = (starts[-1] + 1024 - starts[0]) / rate
+    assert abs(audio_seconds - sum(s.duration for s in segments)) <= 2 * 1024 / rate
+    for seam in (4.0, 8.0):
+        assert any(abs(start / rate - seam) < 1024 / rate for start in starts)
+
+
+def _audio_packets(path: Path) -> list[dict]:
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "a", "-show_packets", "-of", "json"]
+        + [str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(result.stdout)["packets"]
+
+
+def test_the_chunks_of_an_upload_run_as_separate_tasks_on_more_than_one_worker_process(
+    settings: Settings, chunked_upload: tuple[uuid.UUID, uuid.UUID, Path]
+) -> None:
+    upload_id, _, _ = chunked_upload
+    with session_scope(settings.database_url) as db:
+        chunks = db.get(Upload, upload_id).chunks
+    workers = {chunk["worker"] for chunk in chunks.values()}
+    # The test worker runs two processes: each chunk says which one (host:pid) made it.
+    assert len(workers) == 2, chunks
+
+
+def test_a_chunk_that_cannot_be_processed_fails_the_upload_with_the_reason(
+    settings: Settings, store: ObjectStore, celery_worker, upload_events: redis.client.PubSub
+) -> None:
+    # As if the file had changed between the planner and this chunk.
+    upload_id, session_id = _accepted(settings, store, b"not media at all")
+    store.put_bytes(chunk_audio_key(upload_id, 1), b"", "application/octet-stream")
+    expect_chunks(settings.database_url, upload_id, 2)
+    upload_events.subscribe(upload_channel(str(upload_id)))
+    chunk = make_celery(settings.redis_url).send_task(
+        UPLOAD_CHUNK_TASK, args=[str(upload_id), 1, [0, 360_000, 2, 2]]
+    )
+    assert chunk.get(timeout=60) == "failed"
+    [status] = _messages(upload_events, until_status=True)
+    assert status["status"] == "failed"
+    assert status["error"].startswith("chunk 1 cannot be processed: ")
+    with session_scope(settings.database_url) as db:
+        assert db.get(Upload, upload_id).error == status["error"]
+        assert db.get(LiveSession, session_id).status == "failed"
+    assert list(store.list_keys(upload_prefix(upload_id))) == []  # file and audio deleted
