@@ -41,7 +41,7 @@ SOURCES = {
 
 
 def make_file(folder: Path, name: str, seconds: int) -> Path:
-    path = folder / name
+    path = folder / f"nebula-bench-{seconds}s-{name}"
     if not path.exists():
         subprocess.run(
             [
@@ -124,10 +124,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()))
     args = parser.parse_args()
-    files = {
-        name: make_file(args.folder, f"nebula-bench-{args.seconds}s-{name}", args.seconds)
-        for name in SOURCES
-    }
+    files = {name: make_file(args.folder, name, args.seconds) for name in SOURCES}
     for name, path in files.items():
         rtf = ffmpeg_rtf(path)
         print(json.dumps({"reference": "ffmpeg CLI ladder", "file": name, "rtf": rtf}), flush=True)
