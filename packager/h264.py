@@ -133,8 +133,9 @@ def _skip_scaling_list(reader: BitReader, size: int) -> None:
         last_scale = last_scale if next_scale == 0 else next_scale
 
 
-def _vui_frame_rate(reader: BitReader) -> float | None:
-    """Read VUI parameters (E.1.1) up to the timing info; None if it is not signalled."""
+def skip_vui_picture_fields(reader: BitReader) -> None:
+    """Skip the VUI fields that H.264 (E.1.1) and HEVC (E.2.1) share, in the same order:
+    aspect ratio, overscan, video signal type and chroma location."""
     # aspect_ratio_info_present_flag, then aspect_ratio_idc == Extended_SAR
     if reader.flag() and reader.bits(8) == 255:
         reader.bits(32)  # sar_width, sar_height
@@ -147,6 +148,11 @@ def _vui_frame_rate(reader: BitReader) -> float | None:
     if reader.flag():  # chroma_loc_info_present_flag
         reader.ue()
         reader.ue()
+
+
+def _vui_frame_rate(reader: BitReader) -> float | None:
+    """Read VUI parameters (E.1.1) up to the timing info; None if it is not signalled."""
+    skip_vui_picture_fields(reader)
     if not reader.flag():  # timing_info_present_flag
         return None
     num_units_in_tick = reader.bits(32)

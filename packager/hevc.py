@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from packager.h264 import BitReader, expect_range, split_avcc, unescape_rbsp
+from packager.h264 import (
+    BitReader,
+    expect_range,
+    skip_vui_picture_fields,
+    split_avcc,
+    unescape_rbsp,
+)
 from packager.media import VideoCodec, VideoConfig
 
 
@@ -155,18 +161,7 @@ def _short_term_ref_pic_set(reader: BitReader, index: int, delta_pocs: list[int]
 
 def _vui_frame_rate(reader: BitReader) -> float | None:
     """Read VUI parameters (E.2.1) up to the timing info; None if it is not signalled."""
-    # aspect_ratio_info_present_flag, then aspect_ratio_idc == EXTENDED_SAR
-    if reader.flag() and reader.bits(8) == 255:
-        reader.bits(32)  # sar_width, sar_height
-    if reader.flag():  # overscan_info_present_flag
-        reader.bits(1)
-    if reader.flag():  # video_signal_type_present_flag
-        reader.bits(4)  # video_format, video_full_range_flag
-        if reader.flag():  # colour_description_present_flag
-            reader.bits(24)
-    if reader.flag():  # chroma_loc_info_present_flag
-        reader.ue()
-        reader.ue()
+    skip_vui_picture_fields(reader)
     reader.bits(3)  # neutral_chroma_indication, field_seq, frame_field_info_present
     if reader.flag():  # default_display_window_flag
         for _ in range(4):
