@@ -2,10 +2,13 @@
 VENV ?= .venv
 PYTHON ?= python3.11
 PY := $(VENV)/bin/python
-APT_PACKAGES := ffmpeg chromium nodejs libsrt1.5-openssl srt-tools iproute2
+# What `nebula-live up` needs from Debian (libsrt for the SRT listener), and what the tests add:
+# the real publishers and players (ffmpeg, srt-live-transmit) and the browser.
+RUN_APT_PACKAGES := libsrt1.5-openssl
+TEST_APT_PACKAGES := ffmpeg chromium nodejs srt-tools
 PLAYER_VENDOR := player_demo/static/vendor
 
-.PHONY: run test install install-dev player system-deps lint
+.PHONY: run test install install-dev player run-deps system-deps lint
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -31,15 +34,22 @@ player:
 		mkdir -p $(PLAYER_VENDOR) && cp player_demo/node_modules/hls.js/dist/hls.min.js $(PLAYER_VENDOR)/; \
 	fi
 
-run: install
+run: run-deps install
 	$(VENV)/bin/nebula-live up
 
-system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+# apt-get installs those of the packages (and commands, `npm` here) that are missing.
+apt_install_missing = @missing=""; \
+	for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for c in $(2); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+
+run-deps:
+	$(call apt_install_missing,$(RUN_APT_PACKAGES),)
+
+system-deps:
+	$(call apt_install_missing,$(RUN_APT_PACKAGES) $(TEST_APT_PACKAGES),npm)
 
 test: system-deps install-dev
 	$(VENV)/bin/ruff check .
