@@ -79,6 +79,8 @@ def test_up_starts_everything_stops_cleanly_and_keeps_its_data(
     log = tmp_path / "up.log"
     with running_up(up_env, log) as up:
         wait_for(lambda: _healthy(base), 150, "nebula-live up")
+        # `up` prints its banner once its own health check passes, which may be after ours.
+        wait_for(lambda: "Press Ctrl-C to stop." in log.read_text(), 30, "up's banner")
         output = log.read_text()
         for expected in ("PostgreSQL (embedded)", "Redis (embedded)", "S3 store", "ready in"):
             assert expected in output
