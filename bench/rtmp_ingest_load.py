@@ -114,6 +114,7 @@ def run_load(
     seconds: float,
     cpu_pids: dict[str, list[int]],
     container: str = "flv",
+    muxer_args: tuple[str, ...] = (),
 ) -> dict:
     stop = threading.Event()
     publishers, threads, probes = [], [], []
@@ -134,6 +135,7 @@ def run_load(
                 "-c",
                 "copy",
                 *extra,
+                *muxer_args,
                 "-f",
                 container,
                 publish_url,
@@ -187,7 +189,9 @@ def pids_of(root: int, needle: str) -> list[int]:
     return found
 
 
-def bench_nebula(source: Path, counts: list[int], seconds: float, protocol: str) -> None:
+def bench_nebula(
+    source: Path, counts: list[int], seconds: float, protocol: str, muxer_args: tuple[str, ...]
+) -> None:
     with running_stack() as stack:
         cpu_pids = {
             "ingest": pids_of(stack.pid, "core.cli ingest"),
@@ -204,8 +208,11 @@ def bench_nebula(source: Path, counts: list[int], seconds: float, protocol: str)
                 for s in streams
             ]
             container = "flv" if protocol == "rtmp" else "mpegts"
-            result = run_load(source, targets, seconds, cpu_pids, container)
-            print(json.dumps({"server": "nebula-live", "protocol": protocol, **result}), flush=True)
+            result = run_load(source, targets, seconds, cpu_pids, container, muxer_args)
+            labels = {"server": "nebula-live", "protocol": protocol}
+            if muxer_args:
+                labels["muxer_args"] = " ".join(muxer_args)
+            print(json.dumps({**labels, **result}), flush=True)
             time.sleep(3)
 
 
@@ -243,6 +250,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40)
     parser.add_argument("--source", type=Path, default=Path("/tmp/nebula-bench-src1080.flv"))
     parser.add_argument("--protocol", choices=["rtmp", "srt"], default="rtmp")
+    parser.add_argument(
+        "--muxer-args",
+        default="",
+        help="extra ffmpeg output options for our publishers, e.g. '-pes_payload_size 0'",
+    )
     parser.add_argument("--no-nginx", action="store_true")
     parser.add_argument("--no-nebula", action="store_true")
     parser.add_argument("--nginx-conf", type=Path, default=NGINX_CONF)
@@ -251,7 +263,9 @@ def main() -> None:
         cmd = SOURCE_CMD.format(seconds=int(args.seconds + 20), out=args.source)
         subprocess.run(cmd.split(), check=True)
     if not args.no_nebula:
-        bench_nebula(args.source, args.streams, args.seconds, args.protocol)
+        bench_nebula(
+            args.source, args.streams, args.seconds, args.protocol, tuple(args.muxer_args.split())
+        )
     if not args.no_nginx and args.protocol == "rtmp":
         bench_nginx(args.source, args.streams, args.seconds, args.nginx_conf)
 
