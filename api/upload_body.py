@@ -211,17 +211,9 @@ async def receive_file(request: Request, store: ObjectStore, key: str, limit: in
         )
     if failure is not None:
         if writer is not None and failure.status_code != status.HTTP_503_SERVICE_UNAVAILABLE:
-            await run_in_threadpool(_delete_if_stored, store, key)
+            # An aborted multipart upload stored nothing, but a body that fit in one part may
+            # have been stored whole just before the refusal; deleting a missing key is a no-op.
+            await run_in_threadpool(store.delete, key)
         raise failure
     name = form.name.decode("utf-8", "replace").strip() or None
     return Received(form.filename, name, form.size)
-
-
-def _delete_if_stored(store: ObjectStore, key: str) -> None:
-    """An aborted multipart upload stores nothing; a body that fit in one part may have been
-    stored whole just before the refusal."""
-    try:
-        store.size_of(key)
-    except KeyError:
-        return
-    store.delete(key)

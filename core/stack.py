@@ -40,10 +40,11 @@ def api_token(settings: Settings) -> str:
     """The configured token, or one generated on first run and kept in the data dir."""
     if token := kept_api_token(settings):
         return token
+    token = secrets.token_urlsafe(32)
     path = settings.data_dir / "api_token"
-    path.write_text(secrets.token_urlsafe(32))
+    path.write_text(token)
     path.chmod(0o600)
-    return path.read_text().strip()
+    return token
 
 
 def _http_ok(url: str) -> bool:

@@ -46,7 +46,6 @@ class Publication:
     ) -> None:
         self.grant = grant
         self.settings = settings
-        self.celery = celery
         self.store = store
         self.redis = redis
         self.packager = LivePackager(
@@ -78,10 +77,6 @@ class Publication:
             self._mirror_playlists(), name=f"mirror-{grant.session_id}"
         )
 
-    @property
-    def stream_id(self) -> str:
-        return str(self.grant.stream_id)
-
     def push(self, items: list[AccessUnit | VideoConfig | AudioConfig], received: int) -> None:
         """Package demuxed media; `received` counts the protocol payload bytes behind it."""
         self.bytes_ingested += received
@@ -106,7 +101,13 @@ class Publication:
     async def _drain(self) -> None:
         while (segment := await self._queue.get()) is not None:
             try:
-                first = await asyncio.to_thread(self._store_segment, segment)
+                first = await asyncio.to_thread(
+                    self.writer.write,
+                    segment,
+                    self.packager,
+                    metadata=self.metadata,
+                    bytes_ingested=self.bytes_ingested,
+                )
                 self._mirror_master |= first
                 self._mirror_pending = True
                 self._mirror_wanted.set()
@@ -137,11 +138,6 @@ class Publication:
                 )
             except Exception:
                 log.exception("playlists of stream %s not mirrored", self.grant.stream_id)
-
-    def _store_segment(self, segment: PackagedSegment) -> bool:
-        return self.writer.write(
-            segment, self.packager, metadata=self.metadata, bytes_ingested=self.bytes_ingested
-        )
 
 
 class SourceWriter:

@@ -206,7 +206,7 @@ class SrtListener:
         broken = bool(events & EpollFlag.ERR)
         try:
             while (size := libsrt.recvmsg(sock, buffer)) is not None:
-                chunks.append(buffer.raw[:size])
+                chunks.append(ctypes.string_at(buffer, size))
         except SrtError:
             broken = True
         if chunks:

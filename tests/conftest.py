@@ -12,6 +12,7 @@ import redis
 
 from core.migrate import upgrade
 from core.settings import Settings
+from core.storage import ObjectStore
 from tests.services import (
     REDIS_BASE_URL,
     S3Server,
@@ -87,6 +88,14 @@ def settings(
         webhook_url=webhook_receiver.url,
         webhook_secret=WEBHOOK_SECRET,
     )
+
+
+@pytest.fixture(scope="session")
+def store(settings: Settings) -> ObjectStore:
+    """The test bucket, created, through the same client the services use."""
+    store = ObjectStore.from_settings(settings)
+    store.ensure_bucket()
+    return store
 
 
 @pytest.fixture(scope="session")

@@ -216,6 +216,12 @@ def _last_error(lib: ctypes.CDLL, call: str) -> SrtError:
     return SrtError(call, code, message)
 
 
+def _nothing_pending(lib: ctypes.CDLL) -> bool:
+    """Whether the call that just failed only found nothing to read or accept (non-blocking).
+    Every read loop ends this way, so the error message is not fetched for it."""
+    return lib.srt_getlasterror(None) == ErrorCode.EASYNCRCV
+
+
 def _check(call: str, result: int) -> int:
     if result == SRT_ERROR:
         raise _last_error(library(), call)
@@ -328,10 +334,9 @@ def accept(sock: int) -> tuple[int, tuple[str, int]] | None:
     lib = library()
     new_sock = lib.srt_accept(sock, address, ctypes.byref(size))
     if new_sock == SRT_INVALID_SOCK:
-        error = _last_error(lib, "srt_accept")
-        if error.code == ErrorCode.EASYNCRCV:
+        if _nothing_pending(lib):
             return None
-        raise error
+        raise _last_error(lib, "srt_accept")
     return new_sock, parse_sockaddr(address.raw[: size.value])
 
 
@@ -340,10 +345,9 @@ def recvmsg(sock: int, buffer: ctypes.Array[ctypes.c_char]) -> int | None:
     lib = library()
     size = lib.srt_recvmsg(sock, buffer, len(buffer))
     if size == SRT_ERROR:
-        error = _last_error(lib, "srt_recvmsg")
-        if error.code == ErrorCode.EASYNCRCV:
+        if _nothing_pending(lib):
             return None
-        raise error
+        raise _last_error(lib, "srt_recvmsg")
     return size
 
 

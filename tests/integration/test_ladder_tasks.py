@@ -34,13 +34,6 @@ SMALL_LADDER = [
 
 
 @pytest.fixture(scope="module")
-def store(settings: Settings) -> ObjectStore:
-    store = ObjectStore.from_settings(settings)
-    store.ensure_bucket()
-    return store
-
-
-@pytest.fixture(scope="module")
 def celery(settings: Settings) -> Iterator:
     app = make_celery(settings.redis_url)
     yield app

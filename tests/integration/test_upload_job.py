@@ -52,13 +52,6 @@ LADDER = [
 ]
 
 
-@pytest.fixture(scope="module")
-def store(settings: Settings) -> ObjectStore:
-    store = ObjectStore.from_settings(settings)
-    store.ensure_bucket()
-    return store
-
-
 # A transcoded upload split in chunks of two 2 s segments: 9 s make three chunks.
 CHUNKED_SECONDS = 9
 CHUNK_SECONDS = 4.0

@@ -44,11 +44,6 @@ def api(settings: Settings) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def store(settings: Settings) -> ObjectStore:
-    return ObjectStore.from_settings(settings)
-
-
-@pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("uploads")
     mp4 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"]
