@@ -12,10 +12,12 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY media ./media
 COPY core ./core
 COPY ingest ./ingest
 COPY packager ./packager
 COPY api ./api
+COPY nebula_live ./nebula_live
 COPY player_demo ./player_demo
 COPY --from=player /player/node_modules/hls.js/dist/hls.min.js ./player_demo/static/vendor/
 # Editable, so the API finds player_demo/ beside the code.

@@ -10,8 +10,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from core.models import LiveSession, Stream, Upload
 from core.settings import Settings
-from packager.catalog import SOURCE, quality_order, recording_path
-from packager.ladder import parse_ladder
+from media.ladder import SOURCE, parse_ladder
+from packager.catalog import quality_order
+from packager.keys import recording_path
 from packager.uploads import playback_url
 
 # A GOP this many times the segment target makes segments that long: players stall.

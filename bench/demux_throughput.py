@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ingest.flv import FlvDemuxer, FlvTagType, iter_flv_tags  # noqa: E402
-from ingest.mpegts import TsDemuxer  # noqa: E402
+from media.demux.flv import FlvDemuxer, FlvTagType, iter_flv_tags  # noqa: E402
+from media.demux.mpegts import TsDemuxer  # noqa: E402
 
 SRT_PAYLOAD = 1316
 RUNS = 3

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from packager.ladder import DEFAULT_LADDER, rungs_for_source  # noqa: E402
-from packager.live import PackagedSegment  # noqa: E402
-from packager.transcode import EncoderOptions, transcode_segment  # noqa: E402
+from media.hls.segment_packager import PackagedSegment  # noqa: E402
+from media.ladder import DEFAULT_LADDER, rungs_for_source  # noqa: E402
+from packager.transcoding.transcode import EncoderOptions, transcode_segment  # noqa: E402
 from tests.media import make_source, package_flv  # noqa: E402
 
 FFMPEG_LADDER = Path("/work/shared/bench/ffmpeg_ladder.sh")

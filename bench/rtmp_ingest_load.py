@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.stack import running_stack  # noqa: E402
-from core.processes import process_tree  # noqa: E402
+from nebula_live.processes import process_tree  # noqa: E402
 
 NGINX_CONF = REPO.parent / "shared" / "bench" / "nginx-rtmp.conf.in"
 SOURCE_CMD = (
@@ -194,8 +194,8 @@ def bench_nebula(
 ) -> None:
     with running_stack() as stack:
         cpu_pids = {
-            "ingest": pids_of(stack.pid, "core.cli ingest"),
-            "api": pids_of(stack.pid, "core.cli api"),
+            "ingest": pids_of(stack.pid, "nebula_live.cli ingest"),
+            "api": pids_of(stack.pid, "nebula_live.cli api"),
             "stores": pids_of(stack.pid, "postgres")
             + pids_of(stack.pid, "weed")
             + pids_of(stack.pid, "redis-server"),

@@ -61,7 +61,7 @@ def running_stack(
     log = Path(tempfile.gettempdir()) / "nebula-bench-up.log"
     with open(log, "wb") as out:
         up = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "up"],
+            [sys.executable, "-m", "nebula_live.cli", "up"],
             env=env,
             cwd=REPO,
             stdout=out,

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import running_stack  # noqa: E402
-from core.processes import process_tree, resident_bytes  # noqa: E402
+from nebula_live.processes import process_tree, resident_bytes  # noqa: E402
 
 
 def main() -> None:

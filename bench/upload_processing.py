@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.rtmp_ingest_load import pids_of  # noqa: E402
 from bench.stack import running_stack  # noqa: E402
-from core.processes import resident_bytes  # noqa: E402
+from nebula_live.processes import resident_bytes  # noqa: E402
 
 FFMPEG_LADDER = Path("/work/shared/bench/ffmpeg_ladder.sh")
 SOURCES = {
@@ -130,7 +130,7 @@ def main() -> None:
         print(json.dumps({"reference": "ffmpeg CLI ladder", "file": name, "rtf": rtf}), flush=True)
     for workers in args.workers:
         with running_stack(workers=workers) as stack:
-            api_pids = pids_of(stack.pid, "core.cli api")
+            api_pids = pids_of(stack.pid, "nebula_live.cli api")
             headers = {"Authorization": f"Bearer {stack.token}"}
             with httpx.Client(base_url=stack.base_url, headers=headers, timeout=600) as client:
                 for name, path in files.items():

@@ -8,9 +8,8 @@ import logging
 import uuid
 from collections import deque
 
-from ingest.flv import DemuxError, FlvDemuxer
 from ingest.publication import Publication
-from ingest.publishing import Publisher
+from ingest.publisher import Publisher
 from ingest.rtmp.connection import ServerConnection
 from ingest.rtmp.errors import RtmpError
 from ingest.rtmp.events import (
@@ -20,6 +19,7 @@ from ingest.rtmp.events import (
     StreamMetadata,
     VideoMessage,
 )
+from media.demux.flv import DemuxError, FlvDemuxer
 
 log = logging.getLogger(__name__)
 

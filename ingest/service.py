@@ -14,7 +14,7 @@ from core.events import stop_following
 from core.settings import Settings
 from core.storage import ObjectStore
 from ingest.control import follow_control
-from ingest.publishing import Publisher
+from ingest.publisher import Publisher
 from ingest.rtmp_server import RtmpConnectionHandler, serve_rtmp
 from ingest.srt import libsrt
 from ingest.srt_server import SrtListener

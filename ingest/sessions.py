@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 from core.db import session_scope
 from core.models import LiveSession, Rendition, Segment, Stream
 from core.stream_keys import hash_stream_key, key_matches
-from packager.catalog import SOURCE
-from packager.media import CLOCK_HZ
+from media.ladder import SOURCE
+from media.types import CLOCK_HZ
 
 # A live session whose ingest has not refreshed it for this long lost its process.
 HEARTBEAT_STALE_SECONDS = 15.0
@@ -140,83 +140,6 @@ def _resume_grant(db: Session, stream_id: uuid.UUID, session: LiveSession) -> Pu
         inits or 0,
         transcode=session.ladder != [],
     )
-
-
-def ensure_source_rendition(
-    database_url: str,
-    session_id: uuid.UUID,
-    *,
-    codecs: str,
-    width: int | None,
-    height: int | None,
-    frame_rate: float | None,
-    media_info: dict[str, Any],
-) -> int:
-    with session_scope(database_url) as db:
-        rendition = db.scalars(
-            select(Rendition).where(Rendition.session_id == session_id, Rendition.name == SOURCE)
-        ).first()
-        if rendition is None:
-            rendition = Rendition(session_id=session_id, name=SOURCE, codecs=codecs)
-            db.add(rendition)
-        rendition.codecs = codecs
-        rendition.width, rendition.height, rendition.frame_rate = width, height, frame_rate
-        # Locked: the ingest report (`record_ingest_report`) merges into media_info too.
-        session = db.get(LiveSession, session_id, with_for_update=True)
-        session.media_info = {**(session.media_info or {}), **media_info}
-        db.flush()
-        return rendition.id
-
-
-@dataclass(frozen=True, slots=True)
-class SegmentRecord:
-    rendition_id: int
-    sequence: int
-    duration: float
-    program_date_time: datetime
-    discontinuity: bool
-    object_key: str
-    init_key: str
-    size_bytes: int
-
-
-def record_segment(
-    database_url: str,
-    session_id: uuid.UUID,
-    segment: SegmentRecord,
-    *,
-    bandwidth: int,
-    average_bandwidth: int,
-    gop_seconds: float | None,
-    bytes_ingested: int,
-) -> None:
-    with session_scope(database_url) as db:
-        db.add(
-            Segment(
-                rendition_id=segment.rendition_id,
-                sequence=segment.sequence,
-                duration=segment.duration,
-                program_date_time=segment.program_date_time,
-                discontinuity=segment.discontinuity,
-                object_key=segment.object_key,
-                init_key=segment.init_key,
-                size_bytes=segment.size_bytes,
-            )
-        )
-        db.execute(
-            update(Rendition)
-            .where(Rendition.id == segment.rendition_id)
-            .values(
-                bandwidth=func.greatest(Rendition.bandwidth, bandwidth),
-                average_bandwidth=average_bandwidth,
-            )
-        )
-        values: dict[str, Any] = {"bytes_ingested": bytes_ingested, "heartbeat_at": now()}
-        if gop_seconds is not None:
-            values["gop_seconds"] = func.greatest(
-                func.coalesce(LiveSession.gop_seconds, 0), gop_seconds
-            )
-        db.execute(update(LiveSession).where(LiveSession.id == session_id).values(**values))
 
 
 def close_publish(

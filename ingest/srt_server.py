@@ -38,14 +38,14 @@ from typing import Any
 
 from core.settings import Settings
 from ingest import sessions
-from ingest.mpegts import TsDemuxer
 from ingest.publication import Publication
-from ingest.publishing import Publisher
+from ingest.publisher import Publisher
 from ingest.rtmp_server import IDLE_TIMEOUT_SECONDS
 from ingest.srt import libsrt
 from ingest.srt.libsrt import EpollFlag, ReceiveStats, RejectReason, SockOpt, SrtError
 from ingest.srt.streamid import StreamIdError, stream_key_from_stream_id
-from packager.media import AccessUnit, AudioConfig, VideoConfig
+from media.demux.mpegts import TsDemuxer
+from media.types import AccessUnit, AudioConfig, VideoConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,6 @@
-"""Where media lives and how its playlists read: object keys, and playlists rendered from rows.
+"""How playlists read: the rows a rendition may list, rendered as media and master playlists.
 
-Playlist URIs are relative and the object keys mirror the URL paths, so the same playlist
-text works when served by the API (`/hls/...`) and when a CDN serves the bucket directly.
+Where the objects live is `packager.keys`; the text itself is the pure `media.hls.playlist`.
 """
 
 from __future__ import annotations
@@ -15,43 +14,15 @@ from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from core.models import LiveSession, Rendition, Segment
-from packager.playlist import (
+from media.hls.playlist import (
     MediaPlaylist,
     SegmentEntry,
     Variant,
     render_master_playlist,
     render_media_playlist,
 )
-
-SOURCE = "source"
-# Uploaded files belong to no stream: their sessions' media lives under `hls/uploads/`.
-UPLOADS_NAMESPACE = "uploads"
-
-
-def rendition_prefix(stream_id: uuid.UUID | str | None, rendition: str) -> str:
-    return f"hls/{stream_id or UPLOADS_NAMESPACE}/{rendition}"
-
-
-def segment_name(sequence: int) -> str:
-    return f"{sequence:08d}.m4s"
-
-
-def init_name(index: int) -> str:
-    return f"init_{index}.mp4"
-
-
-def media_key(
-    stream_id: uuid.UUID | str | None, rendition: str, session_id: uuid.UUID | str, name: str
-) -> str:
-    return f"{rendition_prefix(stream_id, rendition)}/{session_id}/{name}"
-
-
-def media_playlist_key(stream_id: uuid.UUID | str, rendition: str) -> str:
-    return f"{rendition_prefix(stream_id, rendition)}/index.m3u8"
-
-
-def master_playlist_key(stream_id: uuid.UUID | str) -> str:
-    return f"hls/{stream_id}/master.m3u8"
+from media.ladder import SOURCE
+from packager.keys import rendition_prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,11 +153,6 @@ def render_master(renditions: list[Rendition]) -> str:
     )
 
 
-def recording_path(session_id: uuid.UUID | str) -> str:
-    """URL path of one session's own recording, playable for as long as the session is kept."""
-    return f"/hls/sessions/{session_id}/master.m3u8"
-
-
 def render_recording(
     db: Session, session: LiveSession, rendition: Rendition, policy: PlaylistPolicy
 ) -> str:
@@ -209,8 +175,3 @@ def render_recording(
             media_sequence=rows[0].sequence if rows else 0,
         )
     )
-
-
-def stream_prefix(stream_id: uuid.UUID | str) -> str:
-    """Every object of a stream lives under this prefix."""
-    return f"hls/{stream_id}/"

@@ -6,13 +6,22 @@ from celery import Celery
 
 from core.settings import get_settings
 
+# Every module that defines tasks: a worker registers exactly these, so a task cannot
+# exist only because some other module happened to import its module.
+TASK_MODULES = [
+    "packager.tasks.ladder",
+    "packager.tasks.upload",
+    "packager.tasks.upload_chunks",
+    "packager.tasks.housekeeping",
+]
+
 
 def make_celery(redis_url: str | None) -> Celery:
     app = Celery(
         "nebula",
         broker=redis_url,
         backend=redis_url,
-        include=["packager.tasks", "packager.upload_job", "packager.housekeeping"],
+        include=TASK_MODULES,
     )
     app.conf.update(
         task_acks_late=True,

@@ -14,9 +14,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from core.models import LiveSession, Rendition, Segment
-from packager import catalog
-from packager.catalog import SOURCE
-from packager.ladder import DEFAULT_LADDER, Rung, parse_ladder, rungs_for_source
+from media.ladder import DEFAULT_LADDER, SOURCE, Rung, parse_ladder, rungs_for_source
+from packager.keys import media_key, segment_name
 
 READY, FAILED = "ready", "failed"
 
@@ -46,7 +45,7 @@ class SourceSegment:
         return int(self.init_name.removeprefix("init_").removesuffix(".mp4"))
 
     def rung_key(self, rung: Rung, name: str) -> str:
-        return catalog.media_key(self.stream_id, rung.name, self.session_id, name)
+        return media_key(self.stream_id, rung.name, self.session_id, name)
 
 
 def load_source_segment(db: Session, session_id: uuid.UUID, sequence: int) -> SourceSegment | None:
@@ -128,7 +127,7 @@ def record_rung_segment(db: Session, source: SourceSegment, outcome: RungOutcome
         "duration": source.duration,
         "program_date_time": source.program_date_time,
         "discontinuity": source.discontinuity,
-        "object_key": source.rung_key(rung, catalog.segment_name(source.sequence)),
+        "object_key": source.rung_key(rung, segment_name(source.sequence)),
         "init_key": init_key,
         "size_bytes": outcome.size_bytes,
         "status": outcome.status,

@@ -14,6 +14,7 @@ from core.settings import Settings
 from core.storage import ObjectStore
 from packager import catalog
 from packager.catalog import PlaylistPolicy
+from packager.keys import master_playlist_key, media_playlist_key, segment_name
 
 # Ingest and every worker write a stream's playlists; one at a time, so an older rendering
 # never lands after a newer one.
@@ -40,13 +41,11 @@ def write_playlists(
                 return
             renditions = list(session.renditions)
             texts = {
-                catalog.media_playlist_key(stream_id, r.name): catalog.render_media(
-                    db, session, r, policy
-                )
+                media_playlist_key(stream_id, r.name): catalog.render_media(db, session, r, policy)
                 for r in renditions
             }
             if master and renditions:
-                texts[catalog.master_playlist_key(stream_id)] = catalog.render_master(renditions)
+                texts[master_playlist_key(stream_id)] = catalog.render_master(renditions)
         for key, text in texts.items():
             store.put_bytes(key, text.encode(), "application/vnd.apple.mpegurl")
     publish_event(redis, EventType.PLAYLIST, str(stream_id), {"uris": sorted(texts)})
@@ -72,7 +71,7 @@ def announce_segment(
             "rendition": rendition,
             "sequence": sequence,
             "duration": round(duration, 3),
-            "uri": f"{rendition}/{catalog.segment_name(sequence)}",
+            "uri": f"{rendition}/{segment_name(sequence)}",
             "program_date_time": program_date_time.isoformat() if program_date_time else None,
             **extra,
         },

@@ -29,23 +29,18 @@ from core.events import EventType, encode_upload_event, publish_upload_event
 from core.models import LiveSession, Rendition, Segment, Upload
 from core.settings import Settings
 from core.webhooks import WebhookEvent, enqueue_webhook
+from media.ladder import SOURCE
 from packager import catalog
-from packager.catalog import SOURCE
+from packager.keys import recording_path
 from packager.ladder_rows import session_rungs
 
 log = logging.getLogger(__name__)
 
-UPLOAD_TASK = "nebula.process_upload"
-UPLOAD_CHUNK_TASK = "nebula.package_upload_chunk"
 PROCESSING, READY, FAILED = "processing", "ready", "failed"
 # Where the session's media_info keeps what the API's probe read from the file.
 PROBE_INFO_KEY = "upload"
 # Until the last rendition is complete, progress stops short of 1: 1 means ready.
 PROGRESS_BEFORE_READY = 0.99
-
-
-def enqueue_upload(celery: Celery, upload_id: uuid.UUID) -> None:
-    celery.send_task(UPLOAD_TASK, args=[str(upload_id)])
 
 
 def upload_prefix(upload_id: uuid.UUID | str) -> str:
@@ -105,7 +100,7 @@ def chunk_done(database_url: str, upload_id: uuid.UUID, index: int) -> bool | No
 def playback_url(settings: Settings, upload: Upload) -> str | None:
     if upload.session_id is None:
         return None
-    return f"{settings.public_http_url}{catalog.recording_path(upload.session_id)}"
+    return f"{settings.public_http_url}{recording_path(upload.session_id)}"
 
 
 def status_payload(upload: Upload, settings: Settings) -> dict[str, Any]:

@@ -6,9 +6,9 @@ import json
 import subprocess
 from pathlib import Path
 
-from ingest.flv import FlvDemuxer, FlvTagType, iter_flv_tags
-from packager.live import LivePackager, PackagedSegment
-from packager.media import AccessUnit
+from media.demux.flv import FlvDemuxer, FlvTagType, iter_flv_tags
+from media.hls.segment_packager import PackagedSegment, SegmentPackager
+from media.types import AccessUnit
 
 
 def make_source(
@@ -100,9 +100,9 @@ def media_duration(path: Path) -> float:
     return float(probe(str(path))["format"]["duration"])
 
 
-def package_flv(path: Path, packager: LivePackager | None = None) -> list[PackagedSegment]:
+def package_flv(path: Path, packager: SegmentPackager | None = None) -> list[PackagedSegment]:
     """Run an FLV file through the ingest path's demuxer and packager: the source segments."""
-    packager = packager or LivePackager(2.0)
+    packager = packager or SegmentPackager(2.0)
     demuxer = FlvDemuxer()
     segments: list[PackagedSegment] = []
     for tag in iter_flv_tags(path.read_bytes()):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import psycopg
 
-from core import embedded
 from core.settings import Settings
+from nebula_live import embedded
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -127,7 +127,7 @@ def nebula_process(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", command, *extra],
+            [sys.executable, "-m", "nebula_live.cli", command, *extra],
             env=dict(env),
             cwd=REPO_ROOT,
             stdout=log,

@@ -14,6 +14,7 @@ from core.models import LiveSession
 from core.storage import ObjectStore
 from packager import catalog
 from packager.catalog import PlaylistPolicy
+from packager.keys import media_key
 
 router = APIRouter(prefix="/hls", tags=["playback"])
 
@@ -112,7 +113,7 @@ async def _media(
 ) -> Response:
     if not MEDIA_NAME.match(name) or not RENDITION_NAME.match(rendition):
         raise _not_found(f"no media object {name!r}")
-    key = catalog.media_key(stream_id, rendition, session_id, name)
+    key = media_key(stream_id, rendition, session_id, name)
     try:
         data = await run_in_threadpool(store.get_bytes, key)
     except KeyError:

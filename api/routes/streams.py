@@ -14,7 +14,7 @@ from api.schemas import DisconnectOut, StreamCreate, StreamOut, StreamPage, Stre
 from core.events import ControlAction, publish_control
 from core.models import Stream
 from core.stream_keys import hash_stream_key, new_stream_key
-from packager.catalog import stream_prefix
+from packager.keys import stream_prefix
 
 router = APIRouter(prefix="/api/v1/streams", tags=["streams"], dependencies=[Authorized])
 

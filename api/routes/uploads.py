@@ -19,8 +19,9 @@ from core.db import session_scope
 from core.models import LiveSession, Upload
 from core.settings import Settings
 from core.storage import ObjectStore
-from packager.upload_probe import NotMedia, ProbedMedia, UnusableMedia, probe_upload
-from packager.uploads import PROBE_INFO_KEY, PROCESSING, enqueue_upload, upload_object_key
+from packager.enqueue import enqueue_upload
+from packager.transcoding.upload_probe import NotMedia, ProbedMedia, UnusableMedia, probe_upload
+from packager.uploads import PROBE_INFO_KEY, PROCESSING, upload_object_key
 
 router = APIRouter(prefix="/api/v1/uploads", tags=["uploads"], dependencies=[Authorized])
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.processes import process_tree
+from nebula_live.processes import process_tree
 from tests.e2e.conftest import free_udp_port
 from tests.media import probe
 from tests.services import REPO_ROOT, free_port, free_port_block, wait_for, world_readable_tmpdir
@@ -45,7 +45,7 @@ def up_env() -> dict[str, str]:
 def running_up(env: dict[str, str], log: Path, *flags: str) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "up", *flags],
+            [sys.executable, "-m", "nebula_live.cli", "up", *flags],
             env=env,
             cwd=REPO_ROOT,
             stdout=out,

@@ -18,8 +18,8 @@ import psutil
 import pytest
 from websockets.sync.client import connect
 
-from core.processes import resident_bytes
 from core.webhooks import verify_signature
+from nebula_live.processes import resident_bytes
 from tests.conftest import WEBHOOK_SECRET
 from tests.e2e.conftest import LiveStack
 from tests.media import decode, make_media_file, probe
@@ -212,7 +212,7 @@ def test_a_file_without_audio_becomes_a_video_only_ladder(
 
 def _cli(stack: LiveStack, path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", "upload", str(path), "--api", stack.api_url]
+        [sys.executable, "-m", "nebula_live.cli", "upload", str(path), "--api", stack.api_url]
         + ["--token", stack.settings.api_token or ""],
         env=settings_env(stack.settings),
         cwd=REPO_ROOT,

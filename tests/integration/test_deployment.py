@@ -38,7 +38,7 @@ def test_every_compose_subcommand_is_a_real_nebula_live_command() -> None:
     assert 'ENTRYPOINT ["nebula-live"]' in dockerfile
     for subcommand in APP_SERVICES.values():
         result = subprocess.run(
-            [sys.executable, "-m", "core.cli", subcommand, "--help"],
+            [sys.executable, "-m", "nebula_live.cli", subcommand, "--help"],
             capture_output=True,
             text=True,
             cwd=REPO_ROOT,
@@ -51,7 +51,7 @@ def test_every_compose_subcommand_is_a_real_nebula_live_command() -> None:
 def test_migrate_prepares_the_schema_and_the_bucket(settings: Settings) -> None:
     own = settings.model_copy(update={"s3_bucket": "migrate-made-this"})
     result = subprocess.run(
-        [sys.executable, "-m", "core.cli", "migrate"],
+        [sys.executable, "-m", "nebula_live.cli", "migrate"],
         env=settings_env(own),
         capture_output=True,
         text=True,

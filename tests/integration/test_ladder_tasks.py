@@ -17,13 +17,20 @@ from core.models import LiveSession, Rendition, Segment, Stream
 from core.settings import Settings
 from core.storage import ObjectStore
 from ingest import sessions
-from packager import catalog
-from packager.catalog import SOURCE, PlaylistPolicy
+from media.hls.segment_packager import PackagedSegment
+from media.ladder import SOURCE, Rung
+from packager import catalog, source_writer
+from packager.catalog import PlaylistPolicy
 from packager.celery_app import make_celery
-from packager.ladder import Rung
+from packager.enqueue import TRANSCODE_TASK, enqueue_ladder
+from packager.keys import (
+    init_name,
+    master_playlist_key,
+    media_key,
+    media_playlist_key,
+    segment_name,
+)
 from packager.ladder_rows import RungOutcome, load_source_segment, record_rung_segment
-from packager.live import PackagedSegment
-from packager.tasks import TRANSCODE_TASK, enqueue_ladder
 from tests.media import make_source, package_flv
 from tests.services import wait_for
 
@@ -69,7 +76,7 @@ def store_session(
         db.flush()
         stream_id, session_id = stream.id, session.id
     video = segments[0].init.video
-    rendition_id = sessions.ensure_source_rendition(
+    rendition_id = source_writer.ensure_source_rendition(
         url,
         session_id,
         codecs=segments[0].init.codecs,
@@ -78,18 +85,16 @@ def store_session(
         frame_rate=30.0,
         media_info={},
     )
-    init_key = catalog.media_key(stream_id, SOURCE, session_id, catalog.init_name(0))
+    init_key = media_key(stream_id, SOURCE, session_id, init_name(0))
     store.put_bytes(init_key, segments[0].init.data, "video/mp4")
     for segment in segments:
-        key = catalog.media_key(
-            stream_id, SOURCE, session_id, catalog.segment_name(segment.sequence)
-        )
+        key = media_key(stream_id, SOURCE, session_id, segment_name(segment.sequence))
         data = os.urandom(len(segment.data)) if segment.sequence in corrupt else segment.data
         store.put_bytes(key, data, "video/iso.segment")
-        sessions.record_segment(
+        source_writer.record_segment(
             url,
             session_id,
-            sessions.SegmentRecord(
+            source_writer.SegmentRecord(
                 rendition_id=rendition_id,
                 sequence=segment.sequence,
                 duration=segment.duration,
@@ -165,16 +170,16 @@ def test_the_worker_makes_every_rung_of_the_session_ladder_and_mirrors_the_playl
         rung = renditions[name]
         assert 0 < rung.average_bandwidth <= rung.bandwidth
         assert rung.frame_rate == 30.0
-        assert rung.init_key == catalog.media_key(stream_id, name, session_id, "init_0.mp4")
+        assert rung.init_key == media_key(stream_id, name, session_id, "init_0.mp4")
 
-    master = m3u8.loads(store.get_bytes(catalog.master_playlist_key(stream_id)).decode())
+    master = m3u8.loads(store.get_bytes(master_playlist_key(stream_id)).decode())
     assert [p.uri for p in master.playlists] == [
         "source/index.m3u8",
         "360p/index.m3u8",
         "240p/index.m3u8",
     ]
     assert master.playlists[2].stream_info.resolution == (428, 240)
-    mirrored = m3u8.loads(store.get_bytes(catalog.media_playlist_key(stream_id, "240p")).decode())
+    mirrored = m3u8.loads(store.get_bytes(media_playlist_key(stream_id, "240p")).decode())
     assert [s.uri for s in mirrored.segments][-1] == f"{session_id}/00000002.m4s"
 
     assert not playlist(settings, session_id, "240p").is_endlist
@@ -188,7 +193,7 @@ def test_running_a_segment_twice_overwrites_identical_objects_and_keeps_one_row(
     stream_id, session_id = store_session(settings, store, segments_480p[:1])
     enqueue_ladder(celery, session_id, 0)
     wait_for_rungs(settings, session_id, {"360p"}, 1)
-    key = catalog.media_key(stream_id, "360p", session_id, catalog.segment_name(0))
+    key = media_key(stream_id, "360p", session_id, segment_name(0))
     first = store.get_bytes(key)
     store.delete(key)
     celery.send_task(TRANSCODE_TASK, args=[str(session_id), 0]).get(timeout=60)

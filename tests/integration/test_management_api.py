@@ -20,8 +20,9 @@ from core.models import LiveSession, Rendition, Segment, Stream
 from core.settings import Settings
 from core.storage import ObjectStore
 from ingest import sessions
-from packager.catalog import SOURCE, init_name, media_key, segment_name
-from packager.housekeeping import expire_recordings
+from media.ladder import SOURCE
+from packager.keys import init_name, media_key, segment_name
+from packager.tasks.housekeeping import expire_recordings
 
 AUTH = {"Authorization": "Bearer test-token"}
 

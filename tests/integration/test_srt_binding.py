@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.mpegts import TsDemuxer
 from ingest.srt import libsrt
 from ingest.srt.libsrt import EpollFlag, RejectReason, SockOpt, SockStatus, SrtError
-from packager.media import AccessUnit
+from media.demux.mpegts import TsDemuxer
+from media.types import AccessUnit
 from tests.e2e.conftest import free_udp_port
 from tests.media import make_ts_source, publish_ts
 

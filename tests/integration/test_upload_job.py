@@ -26,17 +26,16 @@ from core.events import upload_channel
 from core.models import LiveSession, Rendition, Segment, Upload
 from core.settings import Settings
 from core.storage import ObjectStore
-from packager import catalog, ladder_rows
-from packager.catalog import SOURCE
+from media.ladder import SOURCE
+from packager import ladder_rows
 from packager.celery_app import make_celery
-from packager.housekeeping import expire_recordings
+from packager.enqueue import UPLOAD_CHUNK_TASK, UPLOAD_TASK, enqueue_upload
+from packager.keys import init_name, media_key, segment_name
 from packager.ladder_rows import RungOutcome
-from packager.upload_chunks import chunk_audio_key
+from packager.tasks.housekeeping import expire_recordings
+from packager.tasks.upload_chunks import chunk_audio_key
 from packager.uploads import (
-    UPLOAD_CHUNK_TASK,
-    UPLOAD_TASK,
     advance_upload,
-    enqueue_upload,
     expect_chunks,
     upload_object_key,
     upload_prefix,
@@ -162,10 +161,8 @@ def _source_rows(settings: Settings, session_id: uuid.UUID) -> None:
                     rendition_id=rendition.id,
                     sequence=sequence,
                     duration=2.0,
-                    object_key=catalog.media_key(
-                        None, SOURCE, session_id, catalog.segment_name(sequence)
-                    ),
-                    init_key=catalog.media_key(None, SOURCE, session_id, catalog.init_name(0)),
+                    object_key=media_key(None, SOURCE, session_id, segment_name(sequence)),
+                    init_key=media_key(None, SOURCE, session_id, init_name(0)),
                 )
             )
 
@@ -228,11 +225,8 @@ def test_retention_deletes_an_old_upload_with_its_media(
     upload_id, session_id = _accepted(settings, store, b"unused")
     store.delete(upload_object_key(upload_id))  # the job deletes it once packaged
     _source_rows(settings, session_id)
-    keys = [catalog.media_key(None, SOURCE, session_id, catalog.init_name(0))]
-    keys += [
-        catalog.media_key(None, SOURCE, session_id, catalog.segment_name(n))
-        for n in range(SEGMENTS)
-    ]
+    keys = [media_key(None, SOURCE, session_id, init_name(0))]
+    keys += [media_key(None, SOURCE, session_id, segment_name(n)) for n in range(SEGMENTS)]
     for key in keys:
         store.put_bytes(key, b"media", "video/mp4")
     assert all(key.startswith(f"hls/uploads/source/{session_id}/") for key in keys)

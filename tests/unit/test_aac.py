@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from packager.aac import (
+from media.codecs.aac import (
     SAMPLE_RATES,
     AacError,
     audio_config_from_adts,

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.flv import (
+from media.codecs.h264 import parse_avcc, parse_sps, split_avcc
+from media.demux.flv import (
     DemuxError,
     FlvDemuxer,
     FlvTag,
@@ -19,8 +20,7 @@ from ingest.flv import (
     UnsupportedCodecError,
     iter_flv_tags,
 )
-from packager.h264 import parse_avcc, parse_sps, split_avcc
-from packager.media import AccessUnit, AudioConfig, TrackKind, VideoCodec, VideoConfig
+from media.types import AccessUnit, AudioConfig, TrackKind, VideoCodec, VideoConfig
 
 PROFILE_IDC = {"Constrained Baseline": 66, "Main": 77, "High": 100}
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from packager.fmp4 import (
+from media.mp4.fmp4 import (
     AAC_FRAME_SAMPLES,
     AUDIO_TRACK_ID,
     SAMPLE_FLAGS_NON_SYNC,
@@ -27,7 +27,7 @@ from packager.fmp4 import (
     init_segment,
     media_segment,
 )
-from packager.media import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind, VideoCodec, VideoConfig
+from media.types import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind, VideoCodec, VideoConfig
 
 SEGMENT_SECONDS = 2
 needs_ffmpeg = pytest.mark.skipif(

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from packager.h264 import (
+from media.codecs.h264 import (
     BitReader,
     H264Error,
     NalType,
@@ -28,7 +28,7 @@ from packager.h264 import (
     unescape_rbsp,
     video_config_from_avcc,
 )
-from packager.media import VideoCodec
+from media.types import VideoCodec
 
 PROFILE_IDC = {
     "Constrained Baseline": 66,

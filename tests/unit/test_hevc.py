@@ -19,9 +19,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from ingest.media_info import describe_source
-from packager.h264 import join_avcc, split_annexb, split_avcc
-from packager.hevc import (
+from media.codecs.h264 import join_avcc, split_annexb, split_avcc
+from media.codecs.hevc import (
     PARAMETER_SET_TYPES,
     HevcError,
     NalType,
@@ -33,11 +32,12 @@ from packager.hevc import (
     skipped_leading_pictures,
     video_config_from_hvcc,
 )
-from packager.ladder import Rung, rungs_for_source
-from packager.live import LivePackager, PackagedSegment
-from packager.media import CLOCK_HZ, AccessUnit, TrackKind, VideoCodec, VideoConfig
-from packager.transcode import EncoderOptions, transcode_segment
-from tests.unit.test_live_packager import decodes_cleanly
+from media.hls.segment_packager import PackagedSegment, SegmentPackager
+from media.ladder import Rung, rungs_for_source
+from media.source_info import describe_source
+from media.types import CLOCK_HZ, AccessUnit, TrackKind, VideoCodec, VideoConfig
+from packager.transcoding.transcode import EncoderOptions, transcode_segment
+from tests.unit.test_segment_packager import decodes_cleanly
 
 # ffprobe's profile names for general_profile_idc (H.265 A.3).
 PROFILE_IDC = {"Main": 1, "Main 10": 2, "Rext": 4}
@@ -160,7 +160,7 @@ def _hvc1_units(clip: Clip) -> tuple[VideoConfig, list[AccessUnit]]:
 
 
 def _package(config: VideoConfig, units: list[AccessUnit], target: float) -> list[PackagedSegment]:
-    packager = LivePackager(target)
+    packager = SegmentPackager(target)
     segments = packager.configure(config)
     for unit in units:
         segments += packager.push(unit)
@@ -434,7 +434,7 @@ def test_new_parameter_sets_mid_stream_start_a_new_init_that_decodes(
     second_config, second_units = _hvc1_units(
         _encode(tmp_path, "640x360", 30, "yuv420p10le", frames=30)
     )
-    packager = LivePackager(1.0)
+    packager = SegmentPackager(1.0)
     segments = packager.configure(first_config)
     for unit in first_units:
         segments += packager.push(unit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from packager.ladder import DEFAULT_LADDER, Rung, parse_ladder, rungs_for_source
+from media.ladder import DEFAULT_LADDER, Rung, parse_ladder, rungs_for_source
 
 
 def _sizes(rungs: list[Rung]) -> list[tuple[str, int, int]]:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.mpegts import (
+from media.demux.mpegts import (
     PACKET_SIZE,
     RESTART_GAP_TICKS,
     TIMESTAMP_MODULUS,
@@ -20,7 +20,7 @@ from ingest.mpegts import (
     TsDemuxer,
     mpeg_crc32,
 )
-from packager.media import AccessUnit, AudioConfig, TrackKind, VideoCodec, VideoConfig
+from media.types import AccessUnit, AudioConfig, TrackKind, VideoCodec, VideoConfig
 from tests.media import make_ts_source
 
 Item = AccessUnit | VideoConfig | AudioConfig

@@ -13,7 +13,7 @@ from pathlib import Path
 import m3u8
 import pytest
 
-from packager.playlist import (
+from media.hls.playlist import (
     MediaPlaylist,
     PartEntry,
     PreloadHint,

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from packager.media import CLOCK_HZ, AccessUnit, TrackKind
-from packager.segmenter import (
+from media.hls.segmenter import (
     GopStats,
     PartClosed,
     SegmentClosed,
@@ -17,6 +16,7 @@ from packager.segmenter import (
     SegmenterError,
     SegmenterEvent,
 )
+from media.types import CLOCK_HZ, AccessUnit, TrackKind
 
 V, A = TrackKind.VIDEO, TrackKind.AUDIO
 TWO_SECONDS = 2 * CLOCK_HZ

@@ -9,10 +9,15 @@ from pathlib import Path
 import av
 import pytest
 
-from packager.h264 import is_idr
-from packager.ladder import Rung, rungs_for_source
-from packager.live import PackagedSegment
-from packager.transcode import EncoderOptions, RungSegment, TranscodeError, transcode_segment
+from media.codecs.h264 import is_idr
+from media.hls.segment_packager import PackagedSegment
+from media.ladder import Rung, rungs_for_source
+from packager.transcoding.transcode import (
+    EncoderOptions,
+    RungSegment,
+    TranscodeError,
+    transcode_segment,
+)
 from tests.media import make_source, package_flv, probe
 
 OPTIONS = EncoderOptions()

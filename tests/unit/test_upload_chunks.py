@@ -15,10 +15,9 @@ from pathlib import Path
 import av
 import pytest
 
-from packager.live import LivePackager, PackagedSegment
-from packager.media import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind
-from packager.transcode import EncoderOptions
-from packager.upload_chunks import (
+from media.hls.segment_packager import PackagedSegment, SegmentPackager
+from media.types import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind
+from packager.tasks.upload_chunks import (
     AUDIO_MARGIN_TICKS,
     ChunkPlan,
     chunk_audio,
@@ -28,7 +27,8 @@ from packager.upload_chunks import (
     plan_chunks,
     snap_audio,
 )
-from packager.upload_source import AAC_FRAME_SAMPLES, SourceOptions, UploadSource
+from packager.transcoding.transcode import EncoderOptions
+from packager.transcoding.upload_source import AAC_FRAME_SAMPLES, SourceOptions, UploadSource
 from tests.media import make_media_file
 
 SEGMENT_SECONDS = 1.0
@@ -100,7 +100,7 @@ def upload_file(request, tmp_path_factory) -> Path:
 
 
 def _single_pass(path: Path) -> list[PackagedSegment]:
-    packager = LivePackager(SEGMENT_SECONDS)
+    packager = SegmentPackager(SEGMENT_SECONDS)
     with av.open(str(path)) as container:
         source = UploadSource(container, OPTIONS)
         for config in source.configs:

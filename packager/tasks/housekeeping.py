@@ -1,0 +1,84 @@
+"""Background duties that are not media: webhook delivery and the recording retention sweep."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from celery import Task
+from sqlalchemy import delete, select
+
+from core.db import session_scope
+from core.models import LiveSession, Upload
+from core.settings import get_settings
+from core.storage import ObjectStore
+from core.webhooks import DELIVER_TASK, post_webhook
+from packager.celery_app import celery_app
+from packager.keys import media_key
+
+log = logging.getLogger(__name__)
+
+EXPIRE_TASK = "nebula.expire_recordings"
+# Each sweep deletes at most this many sessions, so one run stays short; the next continues.
+EXPIRE_BATCH = 200
+MAX_RETRY_DELAY_SECONDS = 600
+
+
+class WebhookRejected(Exception):
+    """The receiver answered with a status other than 2xx."""
+
+
+@celery_app.task(name=DELIVER_TASK, bind=True, acks_late=True, max_retries=None)
+def deliver_webhook(self: Task, body: str) -> int:
+    """POST one event; retried with exponential backoff (1 s, 2 s, 4 s ...) until it lands."""
+    settings = get_settings()
+    if not settings.webhook_url:
+        return 0
+    try:
+        status = post_webhook(settings.webhook_url, settings.webhook_secret, body)
+        if not 200 <= status < 300:
+            raise WebhookRejected(f"{settings.webhook_url} answered {status}")
+    except Exception as exc:
+        attempt = self.request.retries + 1
+        if attempt >= settings.webhook_max_attempts:
+            log.error("webhook given up after %d attempts: %s", attempt, exc)
+            raise
+        delay = min(2**self.request.retries, MAX_RETRY_DELAY_SECONDS)
+        raise self.retry(exc=exc, countdown=delay) from exc
+    return status
+
+
+def expire_recordings(database_url: str, store: ObjectStore, older_than: timedelta) -> int:
+    """Delete sessions that ended before `now - older_than`: objects first, then rows.
+
+    Objects first, so a failure leaves rows pointing at nothing rather than orphaned objects
+    nobody can find; the next sweep finishes the job. Returns how many sessions went."""
+    cutoff = datetime.now(UTC) - older_than
+    with session_scope(database_url) as db:
+        expired = db.scalars(
+            select(LiveSession)
+            .where(LiveSession.status != "live", LiveSession.ended_at < cutoff)
+            .order_by(LiveSession.ended_at)
+            .limit(EXPIRE_BATCH)
+            .with_for_update(skip_locked=True)
+        ).all()
+        # An uploaded file's recording is all its upload made (before the sessions go: their
+        # deletion would set the uploads' session_id to null).
+        db.execute(delete(Upload).where(Upload.session_id.in_([s.id for s in expired])))
+        for session in expired:
+            for rendition in session.renditions:
+                store.delete_prefix(media_key(session.stream_id, rendition.name, session.id, ""))
+            db.delete(session)
+    if expired:
+        log.info("retention: deleted %d sessions ended before %s", len(expired), cutoff)
+    return len(expired)
+
+
+@celery_app.task(name=EXPIRE_TASK, acks_late=True)
+def expire_recordings_task() -> int:
+    """Beat entry point: a no-op unless NEBULA_RECORDING_RETENTION is set."""
+    settings = get_settings()
+    retention = settings.recording_retention_delta
+    if retention is None:
+        return 0
+    return expire_recordings(settings.database_url, ObjectStore.from_settings(settings), retention)

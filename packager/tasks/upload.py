@@ -1,0 +1,213 @@
+"""The upload job: the stored file becomes the source rendition of its session, segment by
+segment; each segment queues the ladder task as a live segment does, so every worker shares
+the rungs of a long file while the source is still being packaged.
+
+An H.264/AAC file is remuxed here, start to end (that is quick). A file whose video must be
+encoded is split instead: this job plans chunks of the timeline and queues one task per
+chunk (`packager.tasks.upload_chunks`), so every worker shares the encode too.
+
+The file is read from the bucket through ranged GETs (no local copy) and deleted once the
+source rendition is complete, or the upload has failed: the segments are the media from
+then on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+
+import av
+from celery import Task
+from redis.exceptions import LockError
+from redis.lock import Lock
+from sqlalchemy import delete
+
+from core.db import session_scope
+from core.models import LiveSession, Rendition, Upload
+from core.settings import Settings, get_settings
+from core.storage import ObjectStore
+from media.hls.segment_packager import InitSegment, PackagedSegment, SegmentPackager
+from media.mp4.fmp4 import init_segment
+from media.types import CLOCK_HZ, AudioConfig, VideoConfig
+from packager.celery_app import celery_app
+from packager.enqueue import UPLOAD_TASK
+from packager.tasks.ladder import TRANSIENT_ERRORS, retry_with_backoff, worker_services
+from packager.tasks.upload_chunks import (
+    UPLOAD_CHUNK_SECONDS,
+    UPLOAD_RETRIES,
+    UploadJob,
+    chunk_audio,
+    chunk_audio_key,
+    encode_audio_units,
+    enqueue_chunks,
+    give_up,
+    plan_chunks,
+    snap_audio,
+)
+from packager.transcoding.transcode import EncoderOptions
+from packager.transcoding.upload_probe import END_TOLERANCE_SECONDS
+from packager.transcoding.upload_source import SourceOptions, UploadSource, UploadSourceError
+from packager.uploads import PROCESSING, advance_upload, expect_chunks
+
+log = logging.getLogger(__name__)
+
+# Held while a job runs, renewed at every segment: far longer than one segment takes.
+JOB_LOCK_SECONDS = 120
+
+
+# Why an upload fails when its media is not what it should be.
+NO_VIDEO = "the file has no video frame to start a segment"
+
+
+@celery_app.task(
+    name=UPLOAD_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=UPLOAD_RETRIES,
+)
+def process_upload(self: Task, upload_id: str, chunk_seconds: float = UPLOAD_CHUNK_SECONDS) -> str:
+    """Package one upload's source rendition, or plan it in chunks of about `chunk_seconds`
+    when its video must be encoded. Safe to run again (a redelivery after a lost worker, a
+    retry after a storage fault): it starts the source over from scratch.
+
+    A job longer than the broker's visibility timeout is delivered a second time while it
+    still runs; the job lock turns that copy away (the running one keeps its message, so if
+    its worker dies the broker delivers it again, and by then the lock has expired)."""
+    settings = get_settings()
+    store, redis = worker_services()
+    lock = redis.lock(f"nebula:upload-job:{upload_id}", timeout=JOB_LOCK_SECONDS)
+    if not lock.acquire(blocking=False):
+        return "running elsewhere"
+    try:
+        return _run(self, settings, store, lock, uuid.UUID(upload_id), chunk_seconds)
+    finally:
+        with contextlib.suppress(LockError):
+            lock.release()
+
+
+def _run(
+    self: Task,
+    settings: Settings,
+    store: ObjectStore,
+    lock: Lock,
+    upload_id: uuid.UUID,
+    chunk_seconds: float,
+) -> str:
+    job = _start(settings.database_url, upload_id)
+    if job is None:
+        return "gone"
+    options = SourceOptions(
+        settings.segment_seconds,
+        EncoderOptions(settings.transcode_preset, settings.transcode_threads),
+    )
+    try:
+        with store.open_reader(job.object_key) as file, av.open(file, mode="r") as container:
+            source = UploadSource(container, options)
+            log.info("upload %s: %s", job.upload_id, source.handling)
+            if source.video_encoded:
+                return _split(settings, store, job, source, chunk_seconds, lock.reacquire)
+            segments, seconds = _remux(settings, store, job, source, lock.reacquire)
+    except TRANSIENT_ERRORS as exc:
+        retry_with_backoff(self, exc)
+        return give_up(settings, store, job, f"storage or database unavailable: {exc}")
+    except (UploadSourceError, av.FFmpegError) as exc:
+        return give_up(settings, store, job, f"the file cannot be processed: {exc}")
+    if segments == 0:
+        return give_up(settings, store, job, NO_VIDEO)
+    if reason := _shortfall(job, seconds):
+        return give_up(settings, store, job, reason)
+    store.delete(job.object_key)
+    _, redis = worker_services()
+    advance_upload(settings, redis, celery_app, job.session_id, source_segments=segments)
+    return "packaged"
+
+
+def _start(database_url: str, upload_id: uuid.UUID) -> UploadJob | None:
+    """The upload still to process, its session's media rows cleared from any earlier run."""
+    with session_scope(database_url) as db:
+        upload = db.get(Upload, upload_id)
+        if upload is None or upload.status != PROCESSING or upload.session_id is None:
+            return None
+        # A run before this one died part-way: start over (the object keys are the same).
+        db.execute(delete(Rendition).where(Rendition.session_id == upload.session_id))
+        upload.source_segments = upload.chunk_count = upload.chunks = None
+        return UploadJob.from_rows(upload, db.get(LiveSession, upload.session_id))
+
+
+def _shortfall(job: UploadJob, seconds: float) -> str | None:
+    """Why media that stops well before the duration the file declares is refused."""
+    if job.declared_seconds and seconds < job.declared_seconds - END_TOLERANCE_SECONDS:
+        return (
+            f"the media stops at {seconds:.1f} s of the {job.declared_seconds:.1f} s the file "
+            "declares: it is damaged"
+        )
+    return None
+
+
+def _remux(
+    settings: Settings,
+    store: ObjectStore,
+    job: UploadJob,
+    source: UploadSource,
+    keep_lock: Callable[[], object],
+) -> tuple[int, float]:
+    """Demux (and encode the audio if it is not AAC) into the packager; store each segment.
+    Returns how many segments, and how many seconds, the source rendition got."""
+    _, redis = worker_services()
+    writer = job.source_writer(settings, store)
+    packager = SegmentPackager(settings.segment_seconds)
+    stored, seconds = 0, 0.0
+
+    def store_segment(segment: PackagedSegment) -> None:
+        nonlocal stored, seconds
+        writer.write(segment, packager, metadata=job.metadata, bytes_ingested=job.size_bytes)
+        stored, seconds = stored + 1, seconds + segment.duration
+        keep_lock()
+        advance_upload(settings, redis, celery_app, job.session_id)
+
+    for config in source.configs:
+        packager.configure(config)  # before any unit: closes nothing
+    for unit in source.access_units():
+        for segment in packager.push(unit):
+            store_segment(segment)
+    for segment in packager.flush():
+        store_segment(segment)
+    return stored, seconds
+
+
+def _split(
+    settings: Settings,
+    store: ObjectStore,
+    job: UploadJob,
+    source: UploadSource,
+    chunk_seconds: float,
+    keep_lock: Callable[[], object],
+) -> str:
+    """Plan the chunks, store their audio, make the source rendition's row (so the chunks do
+    not race to create it), and queue them."""
+    scan = source.scan(keep_lock)
+    if scan.video_start is None or scan.video_end is None:
+        return give_up(settings, store, job, NO_VIDEO)
+    last_frame = 1 / job.frame_rate if job.frame_rate else 0.0
+    seconds = (scan.video_end - scan.video_start) / CLOCK_HZ + last_frame
+    if reason := _shortfall(job, seconds):
+        return give_up(settings, store, job, reason)
+    plan = plan_chunks(scan.video_start, scan.video_end, settings.segment_seconds, chunk_seconds)
+    video = next(c for c in source.configs if isinstance(c, VideoConfig))
+    audio = next((c for c in source.configs if isinstance(c, AudioConfig)), None)
+    if audio is not None:
+        units = snap_audio(scan.audio, audio.sample_rate)
+        for index in range(plan.count):
+            store.put_bytes(
+                chunk_audio_key(job.upload_id, index),
+                encode_audio_units(chunk_audio(units, plan, index)),
+                "application/octet-stream",
+            )
+    init = InitSegment(0, init_segment(video, audio), video, audio)
+    job.source_writer(settings, store).ensure_rendition(init, job.metadata)
+    expect_chunks(settings.database_url, job.upload_id, plan.count)
+    enqueue_chunks(job.upload_id, plan)
+    return f"split into {plan.count} chunks"

@@ -1,0 +1,341 @@
+"""A transcoded upload's source rendition, encoded in chunks that separate workers share.
+
+Encoding the full-resolution video is what takes time in an upload whose video is not
+H.264, so the upload job (`packager.tasks.upload`) becomes a planner: it reads the file once
+without decoding video (its extent, and all of its audio, copied or encoded to AAC in one
+pass so the audio has no seams), stores each chunk's audio as one object, and queues one
+task per chunk.
+
+A chunk is a whole number of segments on the segment grid of the source's video clock:
+chunk `i` encodes the frames whose presentation times are in [origin + i * length,
+origin + (i + 1) * length), with the keyframes forced where the single job forces them
+(x264 with the same settings gives the same SPS/PPS, so every chunk shares init 0), and
+packages them with a `SegmentPackager` that starts at the chunk's first segment number and
+timeline position; the next chunk's first frame closes its last segment, so durations tile
+the timeline exactly. The audio units sit on one 1024-sample grid for the whole file, the
+grid the packager puts every segment's audio on, so a chunk's audio continues its
+neighbour's sample for sample.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+import logging
+import os
+import socket
+import struct
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import av
+from celery import Task
+from sqlalchemy import delete, select
+
+from core.db import session_scope
+from core.models import LiveSession, Rendition, Segment, Upload
+from core.settings import Settings, get_settings
+from core.storage import ObjectStore
+from media.hls.segment_packager import PackagedSegment, SegmentPackager
+from media.ladder import SOURCE
+from media.types import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind
+from packager.celery_app import celery_app
+from packager.enqueue import UPLOAD_CHUNK_TASK
+from packager.source_writer import SourceWriter
+from packager.tasks.ladder import TRANSIENT_ERRORS, retry_with_backoff, worker_services
+from packager.transcoding.transcode import EncoderOptions
+from packager.transcoding.upload_source import (
+    AAC_FRAME_SAMPLES,
+    SourceOptions,
+    UploadSource,
+    UploadSourceError,
+)
+from packager.uploads import (
+    PROBE_INFO_KEY,
+    ChunkReport,
+    advance_upload,
+    chunk_done,
+    fail_upload,
+    record_chunk,
+    upload_prefix,
+)
+
+log = logging.getLogger(__name__)
+
+# Long enough that a chunk's seek and encoder start-up are small beside its work; short
+# enough that a few minutes of video keep every worker busy.
+UPLOAD_CHUNK_SECONDS = 20.0
+UPLOAD_RETRIES = 3
+# A chunk's audio object reaches this far past both of its ends (more than any video frame
+# lasts): the packager drops what falls before the chunk's first keyframe, and the chunk
+# stops at the next chunk's first frame, so no unit near a seam is missed or doubled.
+AUDIO_MARGIN_TICKS = CLOCK_HZ
+_UNIT_HEADER = struct.Struct(">qI")  # dts in 90 kHz ticks, payload length
+
+
+@dataclass(frozen=True, slots=True)
+class UploadJob:
+    """What the planner and its chunks need to know of an upload, from its rows."""
+
+    upload_id: uuid.UUID
+    session_id: uuid.UUID
+    object_key: str
+    size_bytes: int
+    frame_rate: float | None
+    declared_seconds: float | None
+    started_at: datetime
+
+    @classmethod
+    def from_rows(cls, upload: Upload, session: LiveSession) -> UploadJob:
+        probed = (session.media_info or {}).get(PROBE_INFO_KEY) or {}
+        return cls(
+            upload.id,
+            session.id,
+            upload.object_key,
+            upload.size_bytes,
+            (probed.get("video") or {}).get("frame_rate"),
+            upload.duration_seconds,
+            session.started_at,
+        )
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The SPS may not say the frame rate; the container did."""
+        return {"framerate": self.frame_rate} if self.frame_rate else {}
+
+    def source_writer(self, settings: Settings, store: ObjectStore) -> SourceWriter:
+        _, redis = worker_services()
+        writer = SourceWriter(
+            settings,
+            store,
+            redis,
+            celery_app,
+            stream_id=None,
+            session_id=self.session_id,
+            timeline_start=0,
+            transcode=True,
+        )
+        # Every chunk's writer dates its segments from the same origin.
+        writer.wall_clock_origin = self.started_at
+        return writer
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkPlan:
+    """Chunks of `chunk_ticks` from `origin` (the first video presentation time, source
+    clock), `segments` segments each; the last one runs to the end of the file."""
+
+    origin: int
+    chunk_ticks: int
+    segments: int
+    count: int
+
+    def start(self, index: int) -> int:
+        return self.origin + index * self.chunk_ticks
+
+    def end(self, index: int) -> int | None:
+        return None if index == self.count - 1 else self.start(index + 1)
+
+    def first_sequence(self, index: int) -> int:
+        return index * self.segments
+
+
+def plan_chunks(
+    video_start: int, video_end: int, segment_seconds: float, chunk_seconds: float
+) -> ChunkPlan:
+    """As many chunks as the video's extent needs, each a whole number (>= 1) of segments."""
+    segment_ticks = round(segment_seconds * CLOCK_HZ)  # the keyframe period of the encoder
+    segments = max(1, round(chunk_seconds / segment_seconds))
+    chunk_ticks = segments * segment_ticks
+    return ChunkPlan(
+        video_start, chunk_ticks, segments, (video_end - video_start) // chunk_ticks + 1
+    )
+
+
+def snap_audio(units: list[AccessUnit], sample_rate: int) -> list[AccessUnit]:
+    """The units with their times on the 1024-sample grid of the first one (each on its
+    nearest grid frame; a hole of whole frames stays a hole). The packager anchors a
+    segment's audio on its first unit, so units already on one grid give every chunk the
+    same grid: no gap or overlap where one chunk's audio meets the next one's."""
+    if not units:
+        return []
+    origin = round(units[0].dts * sample_rate / CLOCK_HZ)
+    frame_ticks = AAC_FRAME_SAMPLES * CLOCK_HZ / sample_rate
+    snapped = []
+    for unit in units:
+        frame = round((unit.dts - units[0].dts) / frame_ticks)
+        ticks = round((origin + frame * AAC_FRAME_SAMPLES) * CLOCK_HZ / sample_rate)
+        snapped.append(AccessUnit(unit.kind, ticks, ticks, True, unit.data))
+    return snapped
+
+
+def chunk_audio(units: list[AccessUnit], plan: ChunkPlan, index: int) -> list[AccessUnit]:
+    """The (sorted) units one chunk may need: its range and a margin past both ends."""
+    times = [unit.dts for unit in units]
+    end = plan.end(index)
+    low = 0 if index == 0 else bisect.bisect_left(times, plan.start(index) - AUDIO_MARGIN_TICKS)
+    high = len(units) if end is None else bisect.bisect_left(times, end + AUDIO_MARGIN_TICKS)
+    return units[low:high]
+
+
+def encode_audio_units(units: list[AccessUnit]) -> bytes:
+    return b"".join(_UNIT_HEADER.pack(unit.dts, len(unit.data)) + unit.data for unit in units)
+
+
+def decode_audio_units(data: bytes) -> list[AccessUnit]:
+    units, offset = [], 0
+    while offset < len(data):
+        dts, size = _UNIT_HEADER.unpack_from(data, offset)
+        offset += _UNIT_HEADER.size
+        units.append(AccessUnit(TrackKind.AUDIO, dts, dts, True, data[offset : offset + size]))
+        offset += size
+    return units
+
+
+def chunk_audio_key(upload_id: uuid.UUID, index: int) -> str:
+    return f"{upload_prefix(upload_id)}audio/{index:05d}"
+
+
+def enqueue_chunks(upload_id: uuid.UUID, plan: ChunkPlan) -> None:
+    """Only the upload's id and the plan's numbers go through the broker."""
+    numbers = [plan.origin, plan.chunk_ticks, plan.segments, plan.count]
+    for index in range(plan.count):
+        celery_app.send_task(UPLOAD_CHUNK_TASK, args=[str(upload_id), index, numbers])
+
+
+def give_up(settings: Settings, store: ObjectStore, job: UploadJob, reason: str) -> str:
+    """Delete what the upload kept (its file, its chunks' audio) first, so whoever hears of
+    the failure finds the end state."""
+    try:
+        store.delete_prefix(upload_prefix(job.upload_id))
+    except Exception:  # noqa: BLE001 - the failure must be recorded; a leftover is harmless
+        log.exception("objects of upload %s not deleted", job.upload_id)
+    _, redis = worker_services()
+    fail_upload(settings, redis, celery_app, job.upload_id, reason)
+    return "failed"
+
+
+@celery_app.task(
+    name=UPLOAD_CHUNK_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=UPLOAD_RETRIES,
+)
+def package_upload_chunk(
+    self: Task, upload_id: str, index: int, numbers: list[int]
+) -> dict[str, Any] | str:
+    """Encode and package one chunk of an upload's source. Safe to run again: a redelivery
+    redoes this chunk only (same object keys, its own rows replaced), and a chunk already
+    recorded as packaged is not redone. Storage and database faults are retried like the
+    ladder task's; a chunk that cannot be processed fails the upload with the reason."""
+    settings = get_settings()
+    store, _ = worker_services()
+    done = chunk_done(settings.database_url, uuid.UUID(upload_id), index)
+    if done is None:
+        return "gone"
+    if done:
+        return "done already"
+    job = _load_job(settings.database_url, uuid.UUID(upload_id))
+    plan = ChunkPlan(*numbers)
+    try:
+        report = _package_chunk(settings, store, job, plan, index)
+    except TRANSIENT_ERRORS as exc:
+        retry_with_backoff(self, exc)
+        return give_up(settings, store, job, f"storage or database unavailable: {exc}")
+    except (UploadSourceError, av.FFmpegError) as exc:
+        return give_up(settings, store, job, f"chunk {index} cannot be processed: {exc}")
+    except KeyError as exc:  # deleted under it: the upload failed (or was redone) meanwhile
+        return give_up(settings, store, job, f"chunk {index} lost its stored input: {exc}")
+    if record_chunk(settings.database_url, job.upload_id, report):
+        store.delete_prefix(upload_prefix(job.upload_id))  # the segments are the media now
+    _, redis = worker_services()
+    advance_upload(settings, redis, celery_app, job.session_id)
+    return {"chunk": index, "segments": report.segments, "worker": report.worker}
+
+
+def _load_job(database_url: str, upload_id: uuid.UUID) -> UploadJob:
+    with session_scope(database_url) as db:
+        upload = db.get(Upload, upload_id)
+        return UploadJob.from_rows(upload, db.get(LiveSession, upload.session_id))
+
+
+def _forget_rows(database_url: str, job: UploadJob, plan: ChunkPlan, index: int) -> None:
+    """A redelivered chunk starts its own source segments over (its rungs are upserted)."""
+    first, end = plan.first_sequence(index), plan.end(index)
+    with session_scope(database_url) as db:
+        rendition = select(Rendition.id).where(
+            Rendition.session_id == job.session_id, Rendition.name == SOURCE
+        )
+        rows = delete(Segment).where(
+            Segment.rendition_id.in_(rendition.scalar_subquery()), Segment.sequence >= first
+        )
+        if end is not None:
+            rows = rows.where(Segment.sequence < first + plan.segments)
+        db.execute(rows)
+
+
+def _package_chunk(
+    settings: Settings, store: ObjectStore, job: UploadJob, plan: ChunkPlan, index: int
+) -> ChunkReport:
+    _forget_rows(settings.database_url, job, plan, index)
+    _, redis = worker_services()
+    writer = job.source_writer(settings, store)
+    options = SourceOptions(
+        settings.segment_seconds,
+        EncoderOptions(settings.transcode_preset, settings.transcode_threads),
+    )
+    stored = 0
+    with store.open_reader(job.object_key) as file, av.open(file, mode="r") as container:
+        source = UploadSource(container, options)
+        has_audio = any(isinstance(config, AudioConfig) for config in source.configs)
+        audio = (
+            decode_audio_units(store.get_bytes(chunk_audio_key(job.upload_id, index)))
+            if has_audio
+            else []
+        )
+        packaged = chunk_segments(source, audio, plan, index, settings.segment_seconds)
+        for segment, packager in packaged:
+            writer.write(segment, packager, metadata=job.metadata, bytes_ingested=job.size_bytes)
+            stored += 1
+            advance_upload(settings, redis, celery_app, job.session_id)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    log.info(
+        "upload %s: chunk %s packaged into %s segments by %s", job.upload_id, index, stored, worker
+    )
+    return ChunkReport(index, stored, worker)
+
+
+def chunk_segments(
+    source: UploadSource,
+    audio: list[AccessUnit],
+    plan: ChunkPlan,
+    index: int,
+    segment_seconds: float,
+) -> Iterator[tuple[PackagedSegment, SegmentPackager]]:
+    """One chunk's segments (with the packager, whose meters the writer records), numbered
+    and timed where they sit in the whole file's source rendition."""
+    video = source.video_units(plan.start(index), plan.end(index), seek=index > 0)
+    first = next(video, None)
+    if first is None or not first.data:
+        return
+    packager = SegmentPackager(
+        segment_seconds,
+        first_sequence=plan.first_sequence(index),
+        timeline_start=first.dts - plan.origin,
+    )
+    for config in source.configs:
+        packager.configure(config)  # before any unit: closes nothing
+    # Video first at equal times, as the single job interleaves them.
+    units = heapq.merge(itertools.chain([first], video), audio, key=lambda unit: unit.dts)
+    for unit in units:
+        for segment in packager.push(unit):
+            yield segment, packager
+        if unit.kind is TrackKind.VIDEO and not unit.data:
+            return  # the next chunk's first frame: it closed our last segment, opens its own
+    for segment in packager.flush():
+        yield segment, packager

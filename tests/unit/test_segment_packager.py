@@ -1,0 +1,112 @@
+"""The live packager turns a real encoder's FLV into CMAF segments that ffmpeg decodes."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from media.hls.segment_packager import PackagedSegment, SegmentPackager
+from media.types import CLOCK_HZ
+from tests.media import make_source, package_flv
+
+
+@pytest.fixture(scope="module")
+def small_source(tmp_path_factory) -> Path:
+    return make_source(
+        tmp_path_factory.mktemp("live") / "small.flv", seconds=7, size="320x240", gop=30
+    )
+
+
+@pytest.fixture(scope="module")
+def silent_source(tmp_path_factory) -> Path:
+    return make_source(
+        tmp_path_factory.mktemp("live") / "silent.flv",
+        seconds=5,
+        size="320x240",
+        gop=30,
+        audio=False,
+    )
+
+
+def decodes_cleanly(tmp_path: Path, segments: list[PackagedSegment]) -> str:
+    playlist = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-TARGETDURATION:3"]
+    current_init = None
+    for segment in segments:
+        if segment.discontinuity:
+            playlist.append("#EXT-X-DISCONTINUITY")
+        if segment.init.index != current_init:
+            current_init = segment.init.index
+            (tmp_path / f"init_{current_init}.mp4").write_bytes(segment.init.data)
+            playlist.append(f'#EXT-X-MAP:URI="init_{current_init}.mp4"')
+        (tmp_path / f"{segment.sequence}.m4s").write_bytes(segment.data)
+        playlist += [f"#EXTINF:{segment.duration:.3f},", f"{segment.sequence}.m4s"]
+    playlist.append("#EXT-X-ENDLIST")
+    (tmp_path / "index.m3u8").write_text("\n".join(playlist) + "\n")
+    result = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(tmp_path / "index.m3u8"), "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.stderr.strip()
+
+
+def test_a_real_encoder_stream_is_cut_every_two_seconds_on_keyframes(
+    small_source: Path, tmp_path: Path
+) -> None:
+    segments = package_flv(small_source, SegmentPackager(2.0))
+    assert [s.sequence for s in segments] == [0, 1, 2, 3]
+    assert [round(s.duration, 3) for s in segments[:-1]] == [2.0, 2.0, 2.0]
+    # The last segment lasts until its last frame of either track ends: here the encoder's
+    # AAC runs a few frames past the last video frame.
+    assert 1.0 <= segments[-1].duration <= 1.0 + 5 * 1024 / 48000
+    assert segments[0].start_ticks == 0
+    video_codec, audio_codec = segments[0].init.codecs.split(",")
+    assert video_codec.startswith("avc1.6400")  # High profile; x264 picks the level
+    assert audio_codec == "mp4a.40.2"
+    assert all(b.start_ticks == a.end_ticks for a, b in zip(segments, segments[1:], strict=False))
+    assert not any(s.discontinuity for s in segments)
+    assert decodes_cleanly(tmp_path, segments) == ""
+
+
+def test_a_reconnected_publisher_continues_the_timeline_and_sequence_after_a_discontinuity(
+    small_source: Path, tmp_path: Path
+) -> None:
+    first = package_flv(small_source, SegmentPackager(2.0))
+    resumed = SegmentPackager(
+        2.0,
+        first_sequence=first[-1].sequence + 1,
+        timeline_start=first[-1].end_ticks,
+        init_index=first[-1].init.index + 1,
+        discontinuity=True,
+    )
+    second = package_flv(small_source, resumed)
+    assert second[0].sequence == 4
+    assert second[0].start_ticks == first[-1].end_ticks
+    assert second[0].start_ticks == sum(s.duration_ticks for s in first)
+    assert second[0].discontinuity and not any(s.discontinuity for s in second[1:])
+    assert second[0].init.index == 1
+    assert decodes_cleanly(tmp_path, first + second) == ""
+
+
+def test_a_source_without_audio_is_packaged_video_only(silent_source: Path, tmp_path: Path) -> None:
+    segments = package_flv(silent_source, SegmentPackager(2.0))
+    assert segments[0].init.audio is None
+    assert segments[0].init.codecs.startswith("avc1.6400")
+    assert "," not in segments[0].init.codecs
+    # The timeline runs to the end of the last frame shown; with B-frames the last frames
+    # are shown up to two frame intervals after they are decoded.
+    total = sum(s.duration_ticks for s in segments)
+    assert 5 * CLOCK_HZ <= total <= 5 * CLOCK_HZ + 2 * 3000 + 90
+    assert decodes_cleanly(tmp_path, segments) == ""
+
+
+def test_peak_and_average_bitrate_are_measured_over_closed_segments(small_source: Path) -> None:
+    packager = SegmentPackager(2.0)
+    segments = package_flv(small_source, packager)
+    total_bits = sum(len(s.data) * 8 for s in segments)
+    total_seconds = sum(s.duration for s in segments)
+    assert packager.bitrate.average == round(total_bits / total_seconds)
+    assert packager.bitrate.peak >= packager.bitrate.average
