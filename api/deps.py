@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hmac
+import uuid
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
 from sqlalchemy.orm import Session
 
 from core.db import session_factory
+from core.models import Stream
 from core.settings import Settings
 from core.storage import ObjectStore
 
@@ -40,6 +42,19 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 DbSession = Annotated[Session, Depends(get_db)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
+
+MAX_PAGE = 100
+PageLimit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+PageOffset = Annotated[int, Query(ge=0)]
+
+
+def get_stream_or_404(db: Session, stream_id: uuid.UUID, *, lock: bool = False) -> Stream:
+    """`lock` holds the row until commit, serialising with an ingest starting a publish."""
+    stream = db.get(Stream, stream_id, with_for_update=lock)
+    if stream is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"stream {stream_id} not found")
+    return stream
+
 
 _bearer = HTTPBearer(auto_error=False)
 

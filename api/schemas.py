@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -90,9 +90,11 @@ class Page(BaseModel):
     offset: int
     next_offset: int | None = Field(description="Offset of the next page; null on the last.")
 
-    @staticmethod
-    def next_of(total: int, limit: int, offset: int) -> int | None:
-        return offset + limit if offset + limit < total else None
+    @classmethod
+    def of(cls, items: list[Any], *, total: int, limit: int, offset: int) -> Self:
+        """One page of `total` rows, with the offset of the next page if there is one."""
+        next_offset = offset + limit if offset + limit < total else None
+        return cls(items=items, total=total, limit=limit, offset=offset, next_offset=next_offset)
 
 
 class StreamPage(Page):

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.rtmp_ingest_load import pids_of  # noqa: E402
 from bench.stack import running_stack  # noqa: E402
 from nebula_live.processes import resident_bytes  # noqa: E402
+from tests.media import make_media_file  # noqa: E402
 
 FFMPEG_LADDER = Path("/work/shared/bench/ffmpeg_ladder.sh")
 SOURCES = {
@@ -43,25 +44,8 @@ SOURCES = {
 def make_file(folder: Path, name: str, seconds: int) -> Path:
     path = folder / f"nebula-bench-{seconds}s-{name}"
     if not path.exists():
-        subprocess.run(
-            [
-                *[
-                    "ffmpeg",
-                    "-v",
-                    "error",
-                    "-y",
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    "testsrc2=size=1920x1080:rate=30",
-                ],
-                *["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t"],
-                str(seconds),
-                *SOURCES[name].split(),
-                str(path),
-            ],
-            check=True,
-            timeout=1200,
+        make_media_file(
+            path, *SOURCES[name].split(), seconds=seconds, size="1920x1080", timeout=1200
         )
     return path
 

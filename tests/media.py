@@ -45,6 +45,7 @@ def make_media_file(
     rate: int = 30,
     video: bool = True,
     audio: bool = True,
+    timeout: float = 300,
 ) -> Path:
     """A test pattern (and a tone) in whatever container and codecs `codec_args` ask of the
     ffmpeg CLI, e.g. `-c:v libvpx-vp9 -c:a libopus` into `x.mkv`."""
@@ -54,7 +55,7 @@ def make_media_file(
     if audio:
         cmd += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
     cmd += ["-t", str(seconds), *codec_args, str(path)]
-    subprocess.run(cmd, check=True, timeout=300)
+    subprocess.run(cmd, check=True, timeout=timeout)
     return path
 
 

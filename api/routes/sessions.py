@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from api.deps import Authorized, DbSession, SettingsDep
-from api.routes.streams import MAX_PAGE, get_stream_or_404
+from api.deps import Authorized, DbSession, PageLimit, PageOffset, SettingsDep, get_stream_or_404
 from api.schemas import SessionOut, SessionPage
 from core.models import LiveSession, Rendition, Segment
 
@@ -39,8 +37,8 @@ def list_sessions(
     stream_id: uuid.UUID,
     db: DbSession,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: PageLimit = 20,
+    offset: PageOffset = 0,
 ) -> SessionPage:
     get_stream_or_404(db, stream_id)
     total = db.scalar(
@@ -55,12 +53,11 @@ def list_sessions(
         .offset(offset)
     ).all()
     counts = _segment_counts(db, [s.id for s in sessions])
-    return SessionPage(
-        items=[SessionOut.build(s, counts[s.id], settings) for s in sessions],
+    return SessionPage.of(
+        [SessionOut.build(s, counts[s.id], settings) for s in sessions],
         total=total,
         limit=limit,
         offset=offset,
-        next_offset=SessionPage.next_of(total, limit, offset),
     )
 
 

@@ -9,7 +9,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import func, select
 
-from api.deps import Authorized, DbSession, RedisDep, SettingsDep, StoreDep
+from api.deps import (
+    Authorized,
+    DbSession,
+    PageLimit,
+    PageOffset,
+    RedisDep,
+    SettingsDep,
+    StoreDep,
+    get_stream_or_404,
+)
 from api.schemas import DisconnectOut, StreamCreate, StreamOut, StreamPage, StreamUpdate
 from core.events import ControlAction, publish_control
 from core.models import Stream
@@ -18,17 +27,8 @@ from packager.keys import stream_prefix
 
 router = APIRouter(prefix="/api/v1/streams", tags=["streams"], dependencies=[Authorized])
 
-MAX_PAGE = 100
 # `DELETE ?force=true` waits this long for the ingest to end the session it dropped.
 FORCE_DELETE_WAIT_SECONDS = 5.0
-
-
-def get_stream_or_404(db: DbSession, stream_id: uuid.UUID, *, lock: bool = False) -> Stream:
-    """`lock` holds the row until commit, serialising with an ingest starting a publish."""
-    stream = db.get(Stream, stream_id, with_for_update=lock)
-    if stream is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"stream {stream_id} not found")
-    return stream
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=StreamOut)
@@ -48,8 +48,8 @@ def create_stream(body: StreamCreate, db: DbSession, settings: SettingsDep) -> S
 def list_streams(
     db: DbSession,
     settings: SettingsDep,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: PageLimit = 20,
+    offset: PageOffset = 0,
     status_filter: Annotated[
         Literal["idle", "live", "disabled"] | None, Query(alias="status")
     ] = None,
@@ -61,12 +61,8 @@ def list_streams(
     streams = db.scalars(
         query.order_by(Stream.created_at.desc(), Stream.id).limit(limit).offset(offset)
     ).all()
-    return StreamPage(
-        items=[StreamOut.build(s, settings) for s in streams],
-        total=total,
-        limit=limit,
-        offset=offset,
-        next_offset=StreamPage.next_of(total, limit, offset),
+    return StreamPage.of(
+        [StreamOut.build(s, settings) for s in streams], total=total, limit=limit, offset=offset
     )
 
 

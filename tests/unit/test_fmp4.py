@@ -28,6 +28,7 @@ from media.mp4.fmp4 import (
     media_segment,
 )
 from media.types import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind, VideoCodec, VideoConfig
+from tests.media import make_source
 
 SEGMENT_SECONDS = 2
 needs_ffmpeg = pytest.mark.skipif(
@@ -202,50 +203,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Source:
         pytest.skip("ffmpeg not installed")
     path = tmp_path_factory.mktemp("source") / "src.flv"
     # FLV like RTMP delivers: millisecond timestamps, so audio dts jitter around the grid.
-    result = run(
-        "ffmpeg",
-        "-v",
-        "error",
-        "-y",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=1280x720:rate=30",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-t",
-        "6",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-profile:v",
-        "high",
-        "-bf",
-        "2",
-        "-g",
-        "60",
-        "-keyint_min",
-        "60",
-        "-sc_threshold",
-        "0",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-ac",
-        "2",
-        "-ar",
-        "48000",
-        "-b:a",
-        "128k",
-        "-f",
-        "flv",
-        path,
-    )
-    assert result.returncode == 0, result.stderr
+    make_source(path, seconds=6, size="1280x720", gop=60)
     return read_source(path)
 
 
