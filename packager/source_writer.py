@@ -21,7 +21,7 @@ from core.db import session_scope
 from core.models import LiveSession, Rendition, Segment
 from core.settings import Settings
 from core.storage import ObjectStore
-from media.hls.segment_packager import InitSegment, LivePackager, PackagedSegment
+from media.hls.segment_packager import InitSegment, PackagedSegment, SegmentPackager
 from media.ladder import SOURCE
 from media.source_info import describe_source, video_frame_rate
 from media.types import CLOCK_HZ
@@ -69,7 +69,7 @@ class SourceWriter:
     def write(
         self,
         segment: PackagedSegment,
-        packager: LivePackager,
+        packager: SegmentPackager,
         *,
         metadata: dict[str, Any],
         bytes_ingested: int,
