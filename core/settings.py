@@ -63,6 +63,33 @@ class Settings(BaseSettings):
     rtmp_max_message_bytes: int = Field(
         8 * 1024 * 1024, description="Largest RTMP message (one video frame) accepted."
     )
+    rtmp_max_chunk_bytes: int = Field(
+        65536, ge=128, description="Largest RTMP chunk size a client may set (Set Chunk Size)."
+    )
+    rtmp_max_chunk_streams: int = Field(
+        64, ge=1, description="RTMP chunk streams one client may open at once."
+    )
+    rtmp_max_pending_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1,
+        description="Bytes of partly received RTMP messages held for one client.",
+    )
+    rtmp_max_receive_buffer_bytes: int = Field(
+        1024 * 1024,
+        description="Unparsed bytes held for one RTMP client; must hold one largest chunk.",
+    )
+    rtmp_out_chunk_bytes: int = Field(
+        4096, ge=1, le=0x7FFFFFFF, description="Chunk size we send RTMP clients."
+    )
+    rtmp_window_ack_bytes: int = Field(
+        5_000_000, ge=1, description="Window Acknowledgement Size we announce to RTMP clients."
+    )
+    idle_timeout_seconds: float = Field(
+        30.0, gt=0, description="An RTMP or SRT client that sends nothing this long is dropped."
+    )
+    heartbeat_seconds: float = Field(
+        5.0, gt=0, description="How often the ingest marks the sessions it holds as alive."
+    )
     srt_latency_ms: int = Field(
         120,
         ge=20,
@@ -75,6 +102,18 @@ class Settings(BaseSettings):
         max_length=79,
         description="SRT encryption passphrase (10 to 79 characters). Set: publishers must "
         "send the same `passphrase`; unset: unencrypted.",
+    )
+    peer_idle_timeout_ms: int = Field(
+        5000,
+        ge=1000,
+        description="SRT silence after which libsrt breaks a link (SRTO_PEERIDLETIMEO); a "
+        "break within half of it after the last data is the publisher closing.",
+    )
+    key_check_timeout_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Longest an SRT handshake waits for the stream key check; every SRT "
+        "handshake on the port waits behind it.",
     )
 
     max_upload_bytes: int = Field(
@@ -101,6 +140,25 @@ class Settings(BaseSettings):
         ge=0,
         description="Retries of a ladder task on storage or database faults before its "
         "segment is recorded as failed (EXT-X-GAP in the rungs).",
+    )
+    upload_retries: int = Field(
+        3,
+        ge=0,
+        description="Retries of an upload job or chunk on storage or database faults before "
+        "the upload is failed.",
+    )
+    upload_chunk_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="Length of the chunks (one task each) an upload whose video is encoded is "
+        "split into: long enough that a chunk's seek and encoder start-up are small beside "
+        "its work, short enough that a few minutes of video keep every worker busy.",
+    )
+    store_attempts: int = Field(
+        4,
+        ge=1,
+        description="Tries of each source segment write (object or row) on storage or "
+        "database faults before the segment is given up.",
     )
 
     webhook_url: str | None = Field(

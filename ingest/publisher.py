@@ -24,7 +24,6 @@ from packager.mirror import write_playlists
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 5.0
 SWEEP_SECONDS = 1.0
 
 
@@ -108,7 +107,7 @@ class Publisher:
         while True:
             try:
                 if loop.time() >= next_heartbeat:
-                    next_heartbeat = loop.time() + HEARTBEAT_SECONDS
+                    next_heartbeat = loop.time() + self.settings.heartbeat_seconds
                     await asyncio.to_thread(
                         sessions.heartbeat, self.settings.database_url, list(self.active)
                     )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections import deque
 
+from core.settings import Settings
 from ingest.publication import Publication
 from ingest.publisher import Publisher
 from ingest.rtmp.connection import ServerConnection
@@ -25,8 +27,6 @@ log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024
 EXPLICIT_UNPUBLISH = {"FCUnpublish", "deleteStream", "closeStream"}
-# A client that sends nothing for this long (no handshake, no media) is dropped.
-IDLE_TIMEOUT_SECONDS = 30.0
 
 
 def stream_key_from_rtmp(app: str, stream_name: str) -> str:
@@ -35,9 +35,21 @@ def stream_key_from_rtmp(app: str, stream_name: str) -> str:
 
 
 class RtmpConnectionHandler:
-    def __init__(self, publisher: Publisher, max_message_bytes: int) -> None:
+    def __init__(self, publisher: Publisher, settings: Settings) -> None:
         self.publisher = publisher
-        self.max_message_bytes = max_message_bytes
+        # A client that sends nothing for this long (no handshake, no media) is dropped.
+        self.idle_timeout = settings.idle_timeout_seconds
+        self.new_connection = functools.partial(
+            ServerConnection,
+            max_chunk_size=settings.rtmp_max_chunk_bytes,
+            max_message_size=settings.rtmp_max_message_bytes,
+            max_chunk_streams=settings.rtmp_max_chunk_streams,
+            max_pending_bytes=settings.rtmp_max_pending_bytes,
+            max_receive_buffer=settings.rtmp_max_receive_buffer_bytes,
+            out_chunk_size=settings.rtmp_out_chunk_bytes,
+            window_ack_size=settings.rtmp_window_ack_bytes,
+        )
+        self.new_connection()  # limits that do not fit together fail here, at start
         self.connections: set[asyncio.Task[None]] = set()
         # The connection holding each stream's publisher here, for `disconnect`.
         self.publishing: dict[uuid.UUID, asyncio.Task[None]] = {}
@@ -64,16 +76,16 @@ class RtmpConnectionHandler:
         peer = writer.get_extra_info("peername")
         task = asyncio.current_task()
         self.connections.add(task)
-        conn = ServerConnection(max_message_size=self.max_message_bytes)
+        conn = self.new_connection()
         publication = None
         demuxer = FlvDemuxer()
         explicit_end = False
         try:
             while not conn.closed:
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_SIZE), IDLE_TIMEOUT_SECONDS)
+                    data = await asyncio.wait_for(reader.read(READ_SIZE), self.idle_timeout)
                 except TimeoutError:
-                    log.info("rtmp %s: idle for %.0f s, dropped", peer, IDLE_TIMEOUT_SECONDS)
+                    log.info("rtmp %s: idle for %.0f s, dropped", peer, self.idle_timeout)
                     break
                 try:
                     events = deque(conn.receive_data(data) if data else conn.receive_eof())

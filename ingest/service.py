@@ -40,7 +40,7 @@ async def run_ingest(settings: Settings) -> None:
     await asyncio.to_thread(store.ensure_bucket)
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
     publisher = Publisher(settings, store, redis)
-    handler = RtmpConnectionHandler(publisher, settings.rtmp_max_message_bytes)
+    handler = RtmpConnectionHandler(publisher, settings)
     server = await serve_rtmp(handler, settings.bind_host, settings.rtmp_port)
     log.info("RTMP listening on %s:%s", settings.bind_host, settings.rtmp_port)
     srt = SrtListener(publisher, settings)

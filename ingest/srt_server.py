@@ -16,7 +16,7 @@ flowing; a broken link (or a vanished encoder) breaks the socket only after the 
 timeout of silence. So a break within half that timeout of the last data is the publisher
 closing (an explicit end: the session ends now), and a break after longer silence is a lost
 link (the session stays open for the reconnect grace window). A connection that stays up but
-sends nothing for `IDLE_TIMEOUT_SECONDS` is dropped like an idle RTMP client.
+sends nothing for `NEBULA_IDLE_TIMEOUT_SECONDS` is dropped like an idle RTMP client.
 
 Receive statistics (lost, retransmitted, dropped packets) and the demuxer's dropped units are
 recorded on the session (media_info `ingest`) every `REPORT_SECONDS` and at the end (and at
@@ -40,7 +40,6 @@ from core.settings import Settings
 from ingest import sessions
 from ingest.publication import Publication
 from ingest.publisher import Publisher
-from ingest.rtmp_server import IDLE_TIMEOUT_SECONDS
 from ingest.srt import libsrt
 from ingest.srt.libsrt import EpollFlag, ReceiveStats, RejectReason, SockOpt, SrtError
 from ingest.srt.streamid import StreamIdError, stream_key_from_stream_id
@@ -52,17 +51,10 @@ log = logging.getLogger(__name__)
 BACKLOG = 64
 EPOLL_EVENTS = 64
 EPOLL_WAIT_MS = 200
-# Set on the listener (accepted sockets inherit it): silence after which libsrt breaks a link.
-PEER_IDLE_TIMEOUT_MS = 5000
-# A break within this much of the last data is the publisher closing (see the module doc).
-EXPLICIT_CLOSE_SECONDS = PEER_IDLE_TIMEOUT_MS / 1000 / 2
 TICK_SECONDS = 1.0
 REPORT_SECONDS = 10.0
 # Bytes held for a connection while `Publisher.begin` is deciding (a few seconds at most).
 MAX_PENDING_BYTES = 8 * 1024 * 1024
-# The listen callback runs on libsrt's receive thread, which every SRT connection on the
-# port shares: a slow database must not stall them all (they break after PEER_IDLE_TIMEOUT).
-KEY_CHECK_TIMEOUT_SECONDS = 1.0
 
 
 @dataclass(eq=False)
@@ -127,7 +119,7 @@ class SrtListener:
         try:
             libsrt.set_flag(sock, SockOpt.RCVSYN, False)
             libsrt.set_flag(sock, SockOpt.RCVLATENCY, self.settings.srt_latency_ms)
-            libsrt.set_flag(sock, SockOpt.PEERIDLETIMEO, PEER_IDLE_TIMEOUT_MS)
+            libsrt.set_flag(sock, SockOpt.PEERIDLETIMEO, self.settings.peer_idle_timeout_ms)
             if self.settings.srt_passphrase:
                 libsrt.set_flag(sock, SockOpt.PASSPHRASE, self.settings.srt_passphrase)
             self._callback = libsrt.set_listen_callback(sock, self._authorise)
@@ -151,7 +143,7 @@ class SrtListener:
             key = stream_key_from_stream_id(stream_id)
             self._key_checks.submit(
                 sessions.check_publish_key, self.settings.database_url, key
-            ).result(KEY_CHECK_TIMEOUT_SECONDS)
+            ).result(self.settings.key_check_timeout_seconds)
             return 0
         except StreamIdError as exc:
             reason, why = exc.reason, str(exc)
@@ -263,7 +255,7 @@ class SrtListener:
         conn = self.connections.get(sock)
         if conn is not None:
             silence = asyncio.get_running_loop().time() - conn.last_data
-            conn.end(explicit=silence < EXPLICIT_CLOSE_SECONDS)
+            conn.end(explicit=silence < self.settings.peer_idle_timeout_ms / 1000 / 2)
 
     async def _serve(self, conn: SrtPublisherConnection) -> None:
         publication = None
@@ -311,8 +303,9 @@ class SrtListener:
             for conn in list(self.connections.values()):
                 with contextlib.suppress(SrtError):  # broken: the epoll thread reports it
                     conn.stats = libsrt.receive_stats(conn.sock)
-                if now - conn.last_data > IDLE_TIMEOUT_SECONDS:
-                    log.info("srt %s: idle for %.0f s, dropped", conn.peer, IDLE_TIMEOUT_SECONDS)
+                idle_timeout = self.settings.idle_timeout_seconds
+                if now - conn.last_data > idle_timeout:
+                    log.info("srt %s: idle for %.0f s, dropped", conn.peer, idle_timeout)
                     conn.end(explicit=False)
             due = now >= next_report
             if due:

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import psycopg
 
+from core.retry import PollTimeout, poll
 from nebula_live.processes import ManagedProcess
 
 POSTGRES_SYSTEM_USER = "nebula"
@@ -74,25 +74,20 @@ def wait_until(
     ready: Callable[[], bool], process: ManagedProcess, timeout: float = READY_TIMEOUT_SECONDS
 ) -> None:
     """Poll `ready` until it holds; fail fast, with the log tail, if the process dies first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        code = process.exit_code()
-        if code is not None:
-            raise EmbeddedServiceError(
-                f"{process.name} exited with code {code} while starting; "
-                f"last lines of {process.log_path}:\n{process.log_tail()}"
-            )
-        try:
-            if ready():
-                return
-        except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
-            pass
-        time.sleep(0.2)
-    process.stop()
-    raise EmbeddedServiceError(
-        f"{process.name} was not ready after {timeout:.0f} s; "
-        f"last lines of {process.log_path}:\n{process.log_tail()}"
-    )
+    try:
+        poll(lambda: process.exit_code() is not None or ready(), timeout=timeout)
+    except PollTimeout:
+        process.stop()
+        raise EmbeddedServiceError(
+            f"{process.name} was not ready after {timeout:.0f} s; "
+            f"last lines of {process.log_path}:\n{process.log_tail()}"
+        ) from None
+    code = process.exit_code()
+    if code is not None:
+        raise EmbeddedServiceError(
+            f"{process.name} exited with code {code} while starting; "
+            f"last lines of {process.log_path}:\n{process.log_tail()}"
+        )
 
 
 def _require_free(name: str, port: int) -> None:

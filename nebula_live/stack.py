@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.retry import retry
 from core.settings import Settings
 from core.storage import ObjectStore
 from nebula_live import embedded
@@ -147,15 +148,8 @@ class Stack:
         upgrade(settings.database_url)
         self.say("  ✔ database schema up to date")
         store = ObjectStore.from_settings(settings)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                store.ensure_bucket()
-                break
-            except Exception:  # noqa: BLE001 - a just-started store may need a moment
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        # A just-started store may need a moment.
+        retry(store.ensure_bucket, timeout=30, base_delay=0.5, max_delay=0.5)
 
     def failed_process(self) -> ManagedProcess | None:
         return next((p for p in self.processes if p.exit_code() is not None), None)

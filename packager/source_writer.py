@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import Celery
 from redis import Redis
@@ -19,6 +20,7 @@ from sqlalchemy import func, select, update
 
 from core.db import session_scope
 from core.models import LiveSession, Rendition, Segment
+from core.retry import retry
 from core.settings import Settings
 from core.storage import ObjectStore
 from media.hls.segment_packager import InitSegment, PackagedSegment, SegmentPackager
@@ -31,7 +33,11 @@ from packager.mirror import announce_segment
 
 log = logging.getLogger(__name__)
 
-STORE_ATTEMPTS = 4
+T = TypeVar("T")
+
+# Between tries of a write: 0.2 s, doubling, at most 2 s (a live segment cannot wait long).
+STORE_RETRY_DELAY_SECONDS = 0.2
+STORE_RETRY_MAX_DELAY_SECONDS = 2.0
 
 
 class SourceWriter:
@@ -78,14 +84,14 @@ class SourceWriter:
         started = time.perf_counter()
         init_key = self._store_init(segment.init)
         key = media_key(self.stream_id, SOURCE, self.session_id, segment_name(segment.sequence))
-        _retry(lambda: self.store.put_bytes(key, segment.data, "video/iso.segment"))
+        self._retry(lambda: self.store.put_bytes(key, segment.data, "video/iso.segment"))
         first = self._rendition_id is None
         if first:
             self._rendition_id = self.ensure_rendition(segment.init, metadata)
         offset = segment.start_ticks - self.timeline_start
         program_date_time = self.wall_clock_origin + timedelta(seconds=offset / CLOCK_HZ)
         gop = packager.segmenter.gop if packager.segmenter else None
-        _retry(
+        self._retry(
             lambda: record_segment(
                 self.settings.database_url,
                 self.session_id,
@@ -135,9 +141,19 @@ class SourceWriter:
     def _store_init(self, init: InitSegment) -> str:
         key = media_key(self.stream_id, SOURCE, self.session_id, init_name(init.index))
         if init.index not in self._stored_inits:
-            _retry(lambda: self.store.put_bytes(key, init.data, "video/mp4"))
+            self._retry(lambda: self.store.put_bytes(key, init.data, "video/mp4"))
             self._stored_inits.add(init.index)
         return key
+
+    def _retry(self, write: Callable[[], T]) -> T:
+        """Storage and database hiccups are retried with backoff before a segment is given
+        up; anything else (a bug) is raised at once."""
+        return retry(
+            write,
+            attempts=self.settings.store_attempts,
+            base_delay=STORE_RETRY_DELAY_SECONDS,
+            max_delay=STORE_RETRY_MAX_DELAY_SECONDS,
+        )
 
     def ensure_rendition(self, init: InitSegment, metadata: dict[str, Any]) -> int:
         """The session's source rendition row (made, or updated): before the first segment,
@@ -152,18 +168,6 @@ class SourceWriter:
             frame_rate=video_frame_rate(video, metadata) if video else None,
             media_info=describe_source(video, init.audio, metadata),
         )
-
-
-def _retry(action: Any) -> Any:
-    """Storage and database hiccups are retried with backoff before a segment is given up."""
-    for attempt in range(STORE_ATTEMPTS):
-        try:
-            return action()
-        except Exception:
-            if attempt == STORE_ATTEMPTS - 1:
-                raise
-            time.sleep(0.2 * 2**attempt)
-    return None
 
 
 def ensure_source_rendition(

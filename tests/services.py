@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 
+from core.retry import PollTimeout, poll
 from core.settings import Settings
 from nebula_live import embedded
 
@@ -99,16 +99,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception as exc:  # noqa: BLE001 - keep polling, report the last reason
-            last = exc
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} not ready after {timeout} s (last error: {last})")
+    try:
+        poll(check, timeout=timeout)
+    except PollTimeout as exc:
+        raise TimeoutError(f"{what} {exc}") from None
 
 
 def http_status(url: str) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 
-from celery import Task
+import httpx
 from sqlalchemy import delete, select
 
 from core.db import session_scope
@@ -15,36 +16,45 @@ from core.storage import ObjectStore
 from core.webhooks import DELIVER_TASK, post_webhook
 from packager.celery_app import celery_app
 from packager.keys import media_key
+from packager.tasks.base import MediaTask
 
 log = logging.getLogger(__name__)
 
 EXPIRE_TASK = "nebula.expire_recordings"
 # Each sweep deletes at most this many sessions, so one run stays short; the next continues.
 EXPIRE_BATCH = 200
-MAX_RETRY_DELAY_SECONDS = 600
 
 
 class WebhookRejected(Exception):
     """The receiver answered with a status other than 2xx."""
 
 
-@celery_app.task(name=DELIVER_TASK, bind=True, acks_late=True, max_retries=None)
-def deliver_webhook(self: Task, body: str) -> int:
-    """POST one event; retried with exponential backoff (1 s, 2 s, 4 s ...) until it lands."""
+class WebhookDelivery(MediaTask):
+    """A receiver that is down or refusing is tried again, with waits up to ten minutes
+    apart, until `NEBULA_WEBHOOK_MAX_ATTEMPTS` deliveries have failed."""
+
+    autoretry_for = (httpx.HTTPError, WebhookRejected)
+    retry_backoff_max = 600
+
+    @property
+    def max_retries(self) -> int:
+        return get_settings().webhook_max_attempts - 1
+
+    def on_retries_exhausted(self, exc: Exception, *args: Any, **kwargs: Any) -> NoReturn:
+        log.error("webhook given up after %d attempts: %s", self.request.retries + 1, exc)
+        raise exc
+
+
+@celery_app.task(base=WebhookDelivery, name=DELIVER_TASK)
+def deliver_webhook(body: str) -> int:
+    """POST one event; retried with exponential backoff (1 s, 2 s, 4 s ..., jittered) until
+    it lands."""
     settings = get_settings()
     if not settings.webhook_url:
         return 0
-    try:
-        status = post_webhook(settings.webhook_url, settings.webhook_secret, body)
-        if not 200 <= status < 300:
-            raise WebhookRejected(f"{settings.webhook_url} answered {status}")
-    except Exception as exc:
-        attempt = self.request.retries + 1
-        if attempt >= settings.webhook_max_attempts:
-            log.error("webhook given up after %d attempts: %s", attempt, exc)
-            raise
-        delay = min(2**self.request.retries, MAX_RETRY_DELAY_SECONDS)
-        raise self.retry(exc=exc, countdown=delay) from exc
+    status = post_webhook(settings.webhook_url, settings.webhook_secret, body)
+    if not 200 <= status < 300:
+        raise WebhookRejected(f"{settings.webhook_url} answered {status}")
     return status
 
 
@@ -74,7 +84,7 @@ def expire_recordings(database_url: str, store: ObjectStore, older_than: timedel
     return len(expired)
 
 
-@celery_app.task(name=EXPIRE_TASK, acks_late=True)
+@celery_app.task(base=MediaTask, name=EXPIRE_TASK)
 def expire_recordings_task() -> int:
     """Beat entry point: a no-op unless NEBULA_RECORDING_RETENTION is set."""
     settings = get_settings()

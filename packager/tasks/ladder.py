@@ -6,74 +6,54 @@ import logging
 import os
 import socket
 import uuid
-from functools import cache
 from typing import Any
-
-from celery import Task
-from redis import Redis, RedisError
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.db import session_scope
 from core.settings import get_settings
-from core.storage import ObjectStore, StorageError
 from packager import ladder_rows
 from packager.celery_app import celery_app
 from packager.enqueue import TRANSCODE_TASK
 from packager.keys import segment_name
 from packager.ladder_rows import RungOutcome, SourceSegment
 from packager.mirror import announce_segment, write_playlists
+from packager.tasks.base import MediaTask, worker_services
 from packager.transcoding.transcode import EncoderOptions, TranscodeError, transcode_segment
 from packager.uploads import advance_upload
 
 log = logging.getLogger(__name__)
 
-# Faults of the services around us: worth retrying, unlike a segment that does not decode.
-TRANSIENT_ERRORS = (StorageError, OperationalError, InterfaceError, RedisError)
-MAX_RETRY_DELAY_SECONDS = 30
 
-
-@celery_app.task(name="nebula.ping")
+@celery_app.task(base=MediaTask, name="nebula.ping")
 def ping() -> dict[str, object]:
     """Answer who ran it: proves a worker consumes from the broker end to end."""
     return {"pong": True, "host": socket.gethostname(), "pid": os.getpid()}
 
 
-def retry_with_backoff(task: Task, exc: Exception) -> None:
-    """Retry the task with exponential backoff while it has retries left (raises Celery's
-    Retry); returns once they are spent, for the caller to give up its way."""
-    if task.request.retries < task.max_retries:
-        delay = min(2**task.request.retries, MAX_RETRY_DELAY_SECONDS)
-        raise task.retry(exc=exc, countdown=delay) from exc
+class LadderTask(MediaTask):
+    """Retried `NEBULA_TRANSCODE_RETRIES` times; then the rungs record the segment as
+    failed (EXT-X-GAP) so their playlists move on."""
 
+    @property
+    def max_retries(self) -> int:
+        return get_settings().transcode_retries
 
-@cache
-def worker_services() -> tuple[ObjectStore, Redis]:
-    settings = get_settings()
-    return ObjectStore.from_settings(settings), Redis.from_url(settings.redis_url)
-
-
-@celery_app.task(
-    name=TRANSCODE_TASK,
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    max_retries=get_settings().transcode_retries,
-)
-def transcode_ladder_segment(self: Task, session_id: str, sequence: int) -> dict[str, Any]:
-    """Every rung of one source segment. Safe to run twice: same keys, upserted rows.
-
-    Storage and database faults are retried with exponential backoff; once retries run out,
-    or at once for a source that does not decode, the rungs record the segment as failed
-    (EXT-X-GAP) so their playlists move on.
-    """
-    try:
-        return _ladder_segment(uuid.UUID(session_id), sequence)
-    except TRANSIENT_ERRORS as exc:
-        retry_with_backoff(self, exc)
+    def on_retries_exhausted(
+        self, exc: Exception, session_id: str, sequence: int
+    ) -> dict[str, Any]:
         log.error("segment %s of session %s given up: %s", sequence, session_id, exc)
         with session_scope(get_settings().database_url) as db:
             source = ladder_rows.load_source_segment(db, uuid.UUID(session_id), sequence)
         return _record(source, [RungOutcome(rung) for rung in source.rungs]) if source else {}
+
+
+@celery_app.task(base=LadderTask, name=TRANSCODE_TASK)
+def transcode_ladder_segment(session_id: str, sequence: int) -> dict[str, Any]:
+    """Every rung of one source segment. Safe to run twice: same keys, upserted rows.
+
+    Storage and database faults are retried (`LadderTask`); a source that does not decode
+    is recorded as failed in every rung at once (EXT-X-GAP), so their playlists move on.
+    """
+    return _ladder_segment(uuid.UUID(session_id), sequence)
 
 
 def _ladder_segment(session_id: uuid.UUID, sequence: int) -> dict[str, Any]:

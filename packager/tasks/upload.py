@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Callable
 
 import av
-from celery import Task
 from redis.exceptions import LockError
 from redis.lock import Lock
 from sqlalchemy import delete
@@ -33,11 +32,10 @@ from media.mp4.fmp4 import init_segment
 from media.types import CLOCK_HZ, AudioConfig, VideoConfig
 from packager.celery_app import celery_app
 from packager.enqueue import UPLOAD_TASK
-from packager.tasks.ladder import TRANSIENT_ERRORS, retry_with_backoff, worker_services
+from packager.tasks.base import worker_services
 from packager.tasks.upload_chunks import (
-    UPLOAD_CHUNK_SECONDS,
-    UPLOAD_RETRIES,
     UploadJob,
+    UploadTask,
     chunk_audio,
     chunk_audio_key,
     encode_audio_units,
@@ -61,35 +59,31 @@ JOB_LOCK_SECONDS = 120
 NO_VIDEO = "the file has no video frame to start a segment"
 
 
-@celery_app.task(
-    name=UPLOAD_TASK,
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    max_retries=UPLOAD_RETRIES,
-)
-def process_upload(self: Task, upload_id: str, chunk_seconds: float = UPLOAD_CHUNK_SECONDS) -> str:
+@celery_app.task(base=UploadTask, name=UPLOAD_TASK)
+def process_upload(upload_id: str, chunk_seconds: float | None = None) -> str:
     """Package one upload's source rendition, or plan it in chunks of about `chunk_seconds`
-    when its video must be encoded. Safe to run again (a redelivery after a lost worker, a
-    retry after a storage fault): it starts the source over from scratch.
+    (`NEBULA_UPLOAD_CHUNK_SECONDS` unless given) when its video must be encoded. Safe to run
+    again (a redelivery after a lost worker, a retry after a storage fault): it starts the
+    source over from scratch.
 
     A job longer than the broker's visibility timeout is delivered a second time while it
     still runs; the job lock turns that copy away (the running one keeps its message, so if
     its worker dies the broker delivers it again, and by then the lock has expired)."""
     settings = get_settings()
+    if chunk_seconds is None:
+        chunk_seconds = settings.upload_chunk_seconds
     store, redis = worker_services()
     lock = redis.lock(f"nebula:upload-job:{upload_id}", timeout=JOB_LOCK_SECONDS)
     if not lock.acquire(blocking=False):
         return "running elsewhere"
     try:
-        return _run(self, settings, store, lock, uuid.UUID(upload_id), chunk_seconds)
+        return _run(settings, store, lock, uuid.UUID(upload_id), chunk_seconds)
     finally:
         with contextlib.suppress(LockError):
             lock.release()
 
 
 def _run(
-    self: Task,
     settings: Settings,
     store: ObjectStore,
     lock: Lock,
@@ -110,9 +104,6 @@ def _run(
             if source.video_encoded:
                 return _split(settings, store, job, source, chunk_seconds, lock.reacquire)
             segments, seconds = _remux(settings, store, job, source, lock.reacquire)
-    except TRANSIENT_ERRORS as exc:
-        retry_with_backoff(self, exc)
-        return give_up(settings, store, job, f"storage or database unavailable: {exc}")
     except (UploadSourceError, av.FFmpegError) as exc:
         return give_up(settings, store, job, f"the file cannot be processed: {exc}")
     if segments == 0:

@@ -33,7 +33,6 @@ from datetime import datetime
 from typing import Any
 
 import av
-from celery import Task
 from sqlalchemy import delete, select
 
 from core.db import session_scope
@@ -46,7 +45,7 @@ from media.types import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind
 from packager.celery_app import celery_app
 from packager.enqueue import UPLOAD_CHUNK_TASK
 from packager.source_writer import SourceWriter
-from packager.tasks.ladder import TRANSIENT_ERRORS, retry_with_backoff, worker_services
+from packager.tasks.base import MediaTask, worker_services
 from packager.transcoding.transcode import EncoderOptions
 from packager.transcoding.upload_source import (
     AAC_FRAME_SAMPLES,
@@ -66,10 +65,6 @@ from packager.uploads import (
 
 log = logging.getLogger(__name__)
 
-# Long enough that a chunk's seek and encoder start-up are small beside its work; short
-# enough that a few minutes of video keep every worker busy.
-UPLOAD_CHUNK_SECONDS = 20.0
-UPLOAD_RETRIES = 3
 # A chunk's audio object reaches this far past both of its ends (more than any video frame
 # lasts): the packager drops what falls before the chunk's first keyframe, and the chunk
 # stops at the next chunk's first frame, so no unit near a seam is missed or doubled.
@@ -219,20 +214,31 @@ def give_up(settings: Settings, store: ObjectStore, job: UploadJob, reason: str)
     return "failed"
 
 
-@celery_app.task(
-    name=UPLOAD_CHUNK_TASK,
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    max_retries=UPLOAD_RETRIES,
-)
-def package_upload_chunk(
-    self: Task, upload_id: str, index: int, numbers: list[int]
-) -> dict[str, Any] | str:
+class UploadTask(MediaTask):
+    """An upload's job or one of its chunks: retried `NEBULA_UPLOAD_RETRIES` times, then
+    the upload fails with the reason."""
+
+    @property
+    def max_retries(self) -> int:
+        return get_settings().upload_retries
+
+    def on_retries_exhausted(
+        self, exc: Exception, upload_id: str, *args: Any, **kwargs: Any
+    ) -> str:
+        settings = get_settings()
+        job = _load_job(settings.database_url, uuid.UUID(upload_id))
+        if job is None:
+            return "gone"
+        store, _ = worker_services()
+        return give_up(settings, store, job, f"storage or database unavailable: {exc}")
+
+
+@celery_app.task(base=UploadTask, name=UPLOAD_CHUNK_TASK)
+def package_upload_chunk(upload_id: str, index: int, numbers: list[int]) -> dict[str, Any] | str:
     """Encode and package one chunk of an upload's source. Safe to run again: a redelivery
     redoes this chunk only (same object keys, its own rows replaced), and a chunk already
-    recorded as packaged is not redone. Storage and database faults are retried like the
-    ladder task's; a chunk that cannot be processed fails the upload with the reason."""
+    recorded as packaged is not redone. Storage and database faults are retried
+    (`UploadTask`); a chunk that cannot be processed fails the upload with the reason."""
     settings = get_settings()
     store, _ = worker_services()
     done = chunk_done(settings.database_url, uuid.UUID(upload_id), index)
@@ -241,12 +247,11 @@ def package_upload_chunk(
     if done:
         return "done already"
     job = _load_job(settings.database_url, uuid.UUID(upload_id))
+    if job is None:
+        return "gone"
     plan = ChunkPlan(*numbers)
     try:
         report = _package_chunk(settings, store, job, plan, index)
-    except TRANSIENT_ERRORS as exc:
-        retry_with_backoff(self, exc)
-        return give_up(settings, store, job, f"storage or database unavailable: {exc}")
     except (UploadSourceError, av.FFmpegError) as exc:
         return give_up(settings, store, job, f"chunk {index} cannot be processed: {exc}")
     except KeyError as exc:  # deleted under it: the upload failed (or was redone) meanwhile
@@ -258,10 +263,12 @@ def package_upload_chunk(
     return {"chunk": index, "segments": report.segments, "worker": report.worker}
 
 
-def _load_job(database_url: str, upload_id: uuid.UUID) -> UploadJob:
+def _load_job(database_url: str, upload_id: uuid.UUID) -> UploadJob | None:
+    """The upload's job, or None once the upload or its session is gone."""
     with session_scope(database_url) as db:
         upload = db.get(Upload, upload_id)
-        return UploadJob.from_rows(upload, db.get(LiveSession, upload.session_id))
+        session = db.get(LiveSession, upload.session_id) if upload and upload.session_id else None
+        return UploadJob.from_rows(upload, session) if session else None
 
 
 def _forget_rows(database_url: str, job: UploadJob, plan: ChunkPlan, index: int) -> None:
