@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from api.deps import DbSession, SettingsDep, StoreDep
 from core.models import LiveSession
-from core.storage import ObjectStore
+from core.storage import ObjectNotFoundError, ObjectStore
 from packager import catalog
 from packager.catalog import PlaylistPolicy
 from packager.keys import media_key
@@ -116,7 +116,7 @@ async def _media(
     key = media_key(stream_id, rendition, session_id, name)
     try:
         data = await run_in_threadpool(store.get_bytes, key)
-    except KeyError:
+    except ObjectNotFoundError:
         raise _not_found(f"no media object {name!r}") from None
     media_type = "video/iso.segment" if name.endswith(".m4s") else "video/mp4"
     return Response(data, media_type=media_type, headers={"Cache-Control": MEDIA_CACHE})

@@ -15,7 +15,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.db import session_scope
 from core.settings import get_settings
-from core.storage import ObjectStore, StorageError
+from core.storage import ObjectNotFoundError, ObjectStore, StorageError
 from packager import ladder_rows
 from packager.celery_app import celery_app
 from packager.enqueue import TRANSCODE_TASK
@@ -92,7 +92,7 @@ def _ladder_segment(session_id: uuid.UUID, sequence: int) -> dict[str, Any]:
             init_index=source.init_index,
             options=EncoderOptions(settings.transcode_preset, settings.transcode_threads),
         )
-    except (KeyError, TranscodeError) as exc:
+    except (ObjectNotFoundError, TranscodeError) as exc:
         log.warning("segment %s of session %s cannot be transcoded: %s", sequence, session_id, exc)
         return _record(source, [RungOutcome(rung) for rung in source.rungs])
     for output in outputs:

@@ -27,7 +27,7 @@ from sqlalchemy import delete
 from core.db import session_scope
 from core.models import LiveSession, Rendition, Upload
 from core.settings import Settings, get_settings
-from core.storage import ObjectStore
+from core.storage import ObjectNotFoundError, ObjectStore
 from media.hls.segment_packager import InitSegment, PackagedSegment, SegmentPackager
 from media.mp4.fmp4 import init_segment
 from media.types import CLOCK_HZ, AudioConfig, VideoConfig
@@ -110,6 +110,8 @@ def _run(
             if source.video_encoded:
                 return _split(settings, store, job, source, chunk_seconds, lock.reacquire)
             segments, seconds = _remux(settings, store, job, source, lock.reacquire)
+    except ObjectNotFoundError:
+        raise  # a StorageError, but not one that retrying can fix: the task fails with it
     except TRANSIENT_ERRORS as exc:
         retry_with_backoff(self, exc)
         return give_up(settings, store, job, f"storage or database unavailable: {exc}")
