@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from core.db import session_scope
 from core.events import EventType, encode_upload_event, publish_upload_event
-from core.models import LiveSession, Rendition, Segment, Upload
+from core.models import LiveSession, Rendition, Segment, SessionStatus, Upload, UploadStatus
 from core.settings import Settings
 from core.webhooks import WebhookEvent, enqueue_webhook
 from media.ladder import SOURCE
@@ -36,7 +36,6 @@ from packager.ladder_rows import session_rungs
 
 log = logging.getLogger(__name__)
 
-PROCESSING, READY, FAILED = "processing", "ready", "failed"
 # Where the session's media_info keeps what the API's probe read from the file.
 PROBE_INFO_KEY = "upload"
 # Until the last rendition is complete, progress stops short of 1: 1 means ready.
@@ -76,7 +75,7 @@ def record_chunk(database_url: str, upload_id: uuid.UUID, report: ChunkReport) -
     reports it with `advance_upload` like any other work."""
     with session_scope(database_url) as db:
         upload = db.get(Upload, upload_id, with_for_update=True)
-        if upload is None or upload.status != PROCESSING or upload.chunk_count is None:
+        if upload is None or upload.status != UploadStatus.PROCESSING or upload.chunk_count is None:
             return False
         done = dict(upload.chunks or {})
         complete_before = len(done) == upload.chunk_count
@@ -92,7 +91,7 @@ def chunk_done(database_url: str, upload_id: uuid.UUID, index: int) -> bool | No
     """Whether that chunk is packaged already; None when the upload is no longer processing."""
     with session_scope(database_url) as db:
         upload = db.get(Upload, upload_id)
-        if upload is None or upload.status != PROCESSING:
+        if upload is None or upload.status != UploadStatus.PROCESSING:
             return None
         return str(index) in (upload.chunks or {})
 
@@ -171,7 +170,7 @@ def advance_upload(
         upload = db.scalars(
             select(Upload).where(Upload.session_id == session_id).with_for_update()
         ).first()
-        if upload is None or upload.status != PROCESSING:
+        if upload is None or upload.status != UploadStatus.PROCESSING:
             return
         session = db.get(LiveSession, session_id)
         if source_segments is not None:
@@ -192,8 +191,8 @@ def advance_upload(
                 )
             return
         now = datetime.now(UTC)
-        upload.status, upload.progress, upload.finished_at = READY, 1.0, now
-        session.status, session.ended_at = "ended", now
+        upload.status, upload.progress, upload.finished_at = UploadStatus.READY, 1.0, now
+        session.status, session.ended_at = SessionStatus.ENDED, now
         db.flush()
         payload = status_payload(upload, settings)
         webhook = _webhook_data(upload, payload)
@@ -208,13 +207,13 @@ def fail_upload(
     made so far stays (the session's rows and objects) until the retention sweep."""
     with session_scope(settings.database_url) as db:
         upload = db.get(Upload, upload_id, with_for_update=True)
-        if upload is None or upload.status != PROCESSING:
+        if upload is None or upload.status != UploadStatus.PROCESSING:
             return
         now = datetime.now(UTC)
-        upload.status, upload.error, upload.finished_at = FAILED, reason, now
+        upload.status, upload.error, upload.finished_at = UploadStatus.FAILED, reason, now
         session = db.get(LiveSession, upload.session_id) if upload.session_id else None
         if session is not None:
-            session.status, session.ended_at, session.error = "failed", now, reason
+            session.status, session.ended_at, session.error = SessionStatus.FAILED, now, reason
         db.flush()
         payload = status_payload(upload, settings)
         webhook = _webhook_data(upload, payload)

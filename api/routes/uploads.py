@@ -16,12 +16,12 @@ from api.deps import Authorized, DbSession, SettingsDep, StoreDep
 from api.schemas import UploadOut
 from api.upload_body import FILE_FIELD, NAME_FIELD, Received, receive_file
 from core.db import session_scope
-from core.models import LiveSession, Upload
+from core.models import LiveSession, SessionStatus, Upload, UploadStatus
 from core.settings import Settings
 from core.storage import ObjectStore
 from packager.enqueue import enqueue_upload
 from packager.transcoding.upload_probe import NotMedia, ProbedMedia, UnusableMedia, probe_upload
-from packager.uploads import PROBE_INFO_KEY, PROCESSING, upload_object_key
+from packager.uploads import PROBE_INFO_KEY, upload_object_key
 
 router = APIRouter(prefix="/api/v1/uploads", tags=["uploads"], dependencies=[Authorized])
 
@@ -61,7 +61,7 @@ def _create_rows(
         session = LiveSession(
             stream_id=None,
             protocol="upload",
-            status="live",
+            status=SessionStatus.LIVE,
             media_info={PROBE_INFO_KEY: probed.describe()},
         )
         db.add(session)
@@ -70,7 +70,7 @@ def _create_rows(
             id=upload_id,
             name=(received.name or received.filename or "upload")[:200],
             filename=received.filename or "",
-            status=PROCESSING,
+            status=UploadStatus.PROCESSING,
             progress=0.0,
             object_key=key,
             size_bytes=received.size,

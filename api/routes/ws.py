@@ -22,7 +22,7 @@ from sqlalchemy import select
 from api.ws import EventHub, Subscriber
 from core.db import session_scope
 from core.events import EventType, encode_event, stream_channel, upload_channel
-from core.models import LiveSession, Stream
+from core.models import LiveSession, SessionStatus, Stream
 from packager.uploads import upload_status_message
 
 router = APIRouter(tags=["websockets"])
@@ -41,7 +41,7 @@ def current_status(database_url: str, stream_id: uuid.UUID) -> str | None:
             return None
         session_id = db.scalar(
             select(LiveSession.id)
-            .where(LiveSession.stream_id == stream_id, LiveSession.status == "live")
+            .where(LiveSession.stream_id == stream_id, LiveSession.status == SessionStatus.LIVE)
             .order_by(LiveSession.started_at.desc())
             .limit(1)
         )

@@ -9,7 +9,7 @@ from celery import Task
 from sqlalchemy import delete, select
 
 from core.db import session_scope
-from core.models import LiveSession, Upload
+from core.models import LiveSession, SessionStatus, Upload
 from core.settings import get_settings
 from core.storage import ObjectStore
 from core.webhooks import DELIVER_TASK, post_webhook
@@ -57,7 +57,7 @@ def expire_recordings(database_url: str, store: ObjectStore, older_than: timedel
     with session_scope(database_url) as db:
         expired = db.scalars(
             select(LiveSession)
-            .where(LiveSession.status != "live", LiveSession.ended_at < cutoff)
+            .where(LiveSession.status != SessionStatus.LIVE, LiveSession.ended_at < cutoff)
             .order_by(LiveSession.ended_at)
             .limit(EXPIRE_BATCH)
             .with_for_update(skip_locked=True)
