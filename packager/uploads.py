@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.db import session_scope
-from core.events import EventType, encode_upload_event, publish_upload_event
+from core.events import ProgressEvent, UploadStatusEvent, encode_event, publish_event
 from core.models import LiveSession, Rendition, Segment, SessionStatus, Upload, UploadStatus
 from core.settings import Settings
 from core.webhooks import WebhookEvent, enqueue_webhook
@@ -102,15 +102,16 @@ def playback_url(settings: Settings, upload: Upload) -> str | None:
     return f"{settings.public_http_url}{recording_path(upload.session_id)}"
 
 
-def status_payload(upload: Upload, settings: Settings) -> dict[str, Any]:
-    """What the `status` event and the websocket's first message carry."""
-    return {
-        "status": upload.status,
-        "progress": round(upload.progress, 4),
-        "error": upload.error,
-        "session_id": upload.session_id and str(upload.session_id),
-        "playback_url": playback_url(settings, upload),
-    }
+def status_event(upload: Upload, settings: Settings) -> UploadStatusEvent:
+    """The `status` event, which is also the websocket's first message."""
+    return UploadStatusEvent(
+        upload.id,
+        UploadStatus(upload.status),
+        upload.progress,
+        upload.error,
+        upload.session_id,
+        playback_url(settings, upload),
+    )
 
 
 def upload_status_message(
@@ -121,9 +122,7 @@ def upload_status_message(
         upload = db.get(Upload, upload_id)
         if upload is None:
             return None
-        return encode_upload_event(
-            EventType.STATUS, str(upload_id), status_payload(upload, settings)
-        )
+        return encode_event(status_event(upload, settings))
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,18 +185,16 @@ def advance_upload(
             if progress > upload.progress:
                 upload.progress = progress
                 # Still under the row lock: the next caller's event cannot overtake this one.
-                publish_upload_event(
-                    redis, EventType.PROGRESS, str(upload.id), {"progress": round(progress, 4)}
-                )
+                publish_event(redis, ProgressEvent(upload.id, progress))
             return
         now = datetime.now(UTC)
         upload.status, upload.progress, upload.finished_at = UploadStatus.READY, 1.0, now
         session.status, session.ended_at = SessionStatus.ENDED, now
         db.flush()
-        payload = status_payload(upload, settings)
-        webhook = _webhook_data(upload, payload)
+        event = status_event(upload, settings)
+        webhook = _webhook_data(upload, event)
     log.info("upload %s ready", webhook["upload_id"])
-    _announce(settings, redis, celery, WebhookEvent.UPLOAD_READY, webhook, payload)
+    _announce(settings, redis, celery, WebhookEvent.UPLOAD_READY, webhook, event)
 
 
 def fail_upload(
@@ -215,14 +212,14 @@ def fail_upload(
         if session is not None:
             session.status, session.ended_at, session.error = SessionStatus.FAILED, now, reason
         db.flush()
-        payload = status_payload(upload, settings)
-        webhook = _webhook_data(upload, payload)
+        event = status_event(upload, settings)
+        webhook = _webhook_data(upload, event)
     log.warning("upload %s failed: %s", upload_id, reason)
-    _announce(settings, redis, celery, WebhookEvent.UPLOAD_FAILED, webhook, payload)
+    _announce(settings, redis, celery, WebhookEvent.UPLOAD_FAILED, webhook, event)
 
 
-def _webhook_data(upload: Upload, payload: dict[str, Any]) -> dict[str, Any]:
-    return {"upload_id": str(upload.id), "name": upload.name, **payload}
+def _webhook_data(upload: Upload, event: UploadStatusEvent) -> dict[str, Any]:
+    return {"upload_id": str(upload.id), "name": upload.name, **event.state()}
 
 
 def _announce(
@@ -231,8 +228,8 @@ def _announce(
     celery: Celery,
     event: WebhookEvent,
     webhook: dict[str, Any],
-    payload: dict[str, Any],
+    status: UploadStatusEvent,
 ) -> None:
     """After the commit, so whoever hears it and asks the API sees the same state."""
-    publish_upload_event(redis, EventType.STATUS, webhook["upload_id"], payload)
+    publish_event(redis, status)
     enqueue_webhook(celery, settings, event, webhook)
