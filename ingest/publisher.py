@@ -46,7 +46,7 @@ class Publisher:
                 protocol,
                 self.settings.reconnect_grace_seconds,
             )
-        except sessions.PublishRefused as refused:
+        except sessions.PublishRefusedError as refused:
             return None, str(refused)
         publication = Publication(grant, self.settings, self.store, self.redis, self.celery)
         self.active[grant.session_id] = publication

@@ -24,8 +24,12 @@ from media.types import CLOCK_HZ
 HEARTBEAT_STALE_SECONDS = 15.0
 
 
-class PublishRefused(Exception):
+class PublishRefusedError(Exception):
     """The publish is refused; the message is what the publisher is told."""
+
+
+# The SRT listener still catches it by this name: renamed there with its pending fix.
+PublishRefused = PublishRefusedError
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +64,14 @@ def _publishable_stream(db: Session, stream_key: str, *, lock: bool) -> Stream:
     query = select(Stream).where(Stream.stream_key_hash == hash_stream_key(stream_key))
     stream = db.scalars(query.with_for_update() if lock else query).first()
     if stream is None or not key_matches(stream_key, stream.stream_key_hash):
-        raise PublishRefused("unknown stream key")
+        raise PublishRefusedError("unknown stream key")
     if stream.status == StreamStatus.DISABLED:
-        raise PublishRefused("stream is disabled")
+        raise PublishRefusedError("stream is disabled")
     return stream
 
 
 def check_publish_key(database_url: str, stream_key: str) -> None:
-    """Raise `PublishRefused` if no publish with this key can be accepted (unknown key,
+    """Raise `PublishRefusedError` if no publish with this key can be accepted (unknown key,
     disabled stream). For protocols that can refuse before accepting a connection (SRT's
     handshake); `open_publish` still decides, as the stream may change in between."""
     with session_scope(database_url) as db:
@@ -92,7 +96,7 @@ def open_publish(
                 seconds=HEARTBEAT_STALE_SECONDS
             )
             if session.disconnected_at is None and not stale:
-                raise PublishRefused("stream is already being published")
+                raise PublishRefusedError("stream is already being published")
             within_grace = session.disconnected_at and at - session.disconnected_at <= timedelta(
                 seconds=grace_seconds
             )

@@ -20,7 +20,12 @@ from core.models import LiveSession, SessionStatus, Upload, UploadStatus
 from core.settings import Settings
 from core.storage import ObjectStore
 from packager.enqueue import enqueue_upload
-from packager.transcoding.upload_probe import NotMedia, ProbedMedia, UnusableMedia, probe_upload
+from packager.transcoding.upload_probe import (
+    NotMediaError,
+    ProbedMedia,
+    UnusableMediaError,
+    probe_upload,
+)
 from packager.uploads import PROBE_INFO_KEY, upload_object_key
 
 router = APIRouter(prefix="/api/v1/uploads", tags=["uploads"], dependencies=[Authorized])
@@ -116,11 +121,11 @@ async def create_upload(request: Request, settings: SettingsDep, store: StoreDep
     received = await receive_file(request, store, key, limit)
     try:
         probed = await run_in_threadpool(_probe, store, key)
-    except (NotMedia, UnusableMedia) as exc:
+    except (NotMediaError, UnusableMediaError) as exc:
         await run_in_threadpool(store.delete, key)
         code = (
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
-            if isinstance(exc, NotMedia)
+            if isinstance(exc, NotMediaError)
             else status.HTTP_422_UNPROCESSABLE_CONTENT
         )
         raise HTTPException(code, str(exc)) from exc

@@ -24,7 +24,7 @@ EXPIRE_BATCH = 200
 MAX_RETRY_DELAY_SECONDS = 600
 
 
-class WebhookRejected(Exception):
+class WebhookRejectedError(Exception):
     """The receiver answered with a status other than 2xx."""
 
 
@@ -37,7 +37,7 @@ def deliver_webhook(self: Task, body: str) -> int:
     try:
         status = post_webhook(settings.webhook_url, settings.webhook_secret, body)
         if not 200 <= status < 300:
-            raise WebhookRejected(f"{settings.webhook_url} answered {status}")
+            raise WebhookRejectedError(f"{settings.webhook_url} answered {status}")
     except Exception as exc:
         attempt = self.request.retries + 1
         if attempt >= settings.webhook_max_attempts:
