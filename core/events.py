@@ -64,6 +64,12 @@ def _id(value: uuid.UUID | None) -> str | None:
     return None if value is None else str(value)
 
 
+def _with_set(message: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    """`message` and those of the optional fields that are set: an unset one is absent from
+    the JSON, not null."""
+    return message | {name: value for name, value in optional.items() if value is not None}
+
+
 @dataclass(frozen=True, slots=True)
 class StatusEvent:
     """The stream went live or idle; also the first message its websocket client gets.
@@ -79,20 +85,14 @@ class StatusEvent:
     session_id: uuid.UUID | None
     resumed: bool | None = None
 
-    @property
-    def channel(self) -> str:
-        return stream_channel(self.stream_id)
-
     def message(self) -> dict[str, Any]:
-        message: dict[str, Any] = {
+        message = {
             "type": EventType.STATUS,
             "stream_id": str(self.stream_id),
             "status": self.status,
             "session_id": _id(self.session_id),
         }
-        if self.resumed is not None:
-            message["resumed"] = self.resumed
-        return message
+        return _with_set(message, resumed=self.resumed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +116,8 @@ class SegmentEvent:
     program_date_time: datetime | None
     status: SegmentStatus | None = None
 
-    @property
-    def channel(self) -> str:
-        return stream_channel(self.stream_id)
-
     def message(self) -> dict[str, Any]:
-        message: dict[str, Any] = {
+        message = {
             "type": EventType.SEGMENT,
             "stream_id": str(self.stream_id),
             "session_id": str(self.session_id),
@@ -131,9 +127,7 @@ class SegmentEvent:
             "uri": self.uri,
             "program_date_time": self.program_date_time and self.program_date_time.isoformat(),
         }
-        if self.status is not None:
-            message["status"] = self.status
-        return message
+        return _with_set(message, status=self.status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +140,6 @@ class PlaylistEvent:
 
     stream_id: uuid.UUID
     uris: tuple[str, ...]
-
-    @property
-    def channel(self) -> str:
-        return stream_channel(self.stream_id)
 
     def message(self) -> dict[str, Any]:
         return {"type": EventType.PLAYLIST, "stream_id": str(self.stream_id), "uris": [*self.uris]}
@@ -173,10 +163,6 @@ class UploadStatusEvent:
     session_id: uuid.UUID | None
     playback_url: str | None
 
-    @property
-    def channel(self) -> str:
-        return upload_channel(self.upload_id)
-
     def state(self) -> dict[str, Any]:
         """The fields after `upload_id`, which the `upload.*` webhooks carry too."""
         return {
@@ -199,10 +185,6 @@ class ProgressEvent:
     upload_id: uuid.UUID
     progress: float
 
-    @property
-    def channel(self) -> str:
-        return upload_channel(self.upload_id)
-
     def message(self) -> dict[str, Any]:
         return {
             "type": EventType.PROGRESS,
@@ -219,9 +201,16 @@ def encode_event(event: Event) -> str:
     return json.dumps(event.message())
 
 
+def event_channel(event: Event) -> str:
+    """An upload's events go on the upload's channel, the others on their stream's."""
+    if isinstance(event, UploadStatusEvent | ProgressEvent):
+        return upload_channel(event.upload_id)
+    return stream_channel(event.stream_id)
+
+
 def publish_event(redis: Redis, event: Event) -> int:
     """Publish on the event's channel and return how many subscribers received it."""
-    return redis.publish(event.channel, encode_event(event))
+    return redis.publish(event_channel(event), encode_event(event))
 
 
 class ControlAction(StrEnum):

@@ -20,6 +20,7 @@ from core.events import (
     StatusEvent,
     UploadStatusEvent,
     encode_event,
+    event_channel,
 )
 from core.models import Base, SegmentStatus, StreamStatus, UploadStatus
 
@@ -126,7 +127,7 @@ def test_each_event_is_the_documented_json_on_its_channel(
 ) -> None:
     # Text equality, not only value equality: the key order and separators are the same too.
     assert encode_event(event) == json.dumps(expected)
-    assert event.channel == channel
+    assert event_channel(event) == channel
 
 
 def test_an_uploads_webhook_state_is_its_status_message_after_the_id() -> None:
