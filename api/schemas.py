@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from core.models import LiveSession, Stream, Upload
+from core.models import LiveSession, SessionStatus, Stream, StreamStatus, Upload, UploadStatus
 from core.settings import Settings
 from media.ladder import SOURCE, parse_ladder
 from packager.catalog import quality_order
@@ -60,7 +60,7 @@ class StreamOut(BaseModel):
     stream_key: str | None = Field(
         None, description="Only in the answers that issue a key (create, reset-key)."
     )
-    status: Literal["idle", "live", "disabled"]
+    status: StreamStatus
     ladder: list[dict[str, Any]] | None = Field(description="null: the default ladder.")
     rtmp_url: str
     srt_url: str
@@ -120,7 +120,7 @@ class RenditionOut(BaseModel):
 class SessionOut(BaseModel):
     id: uuid.UUID
     stream_id: uuid.UUID | None
-    status: Literal["live", "ended", "failed"]
+    status: SessionStatus
     protocol: str
     started_at: datetime
     ended_at: datetime | None
@@ -193,7 +193,7 @@ class UploadOut(BaseModel):
     id: uuid.UUID
     name: str
     filename: str
-    status: Literal["processing", "ready", "failed"]
+    status: UploadStatus
     progress: float = Field(description="0..1 over the whole job (source and rungs); 1 when ready.")
     error: str | None = Field(description="Why the upload failed; null otherwise.")
     playback_url: str | None = Field(

@@ -31,7 +31,7 @@ PIPE_CHUNKS = 16
 PIPE_WAIT_SECONDS = 0.01
 
 
-class UploadAborted(Exception):
+class UploadAbortedError(Exception):
     """The request stopped sending the file (too large, malformed, gone): abandon the S3 write."""
 
 
@@ -192,10 +192,10 @@ async def receive_file(request: Request, store: ObjectStore, key: str, limit: in
     except ClientDisconnect:
         failure = HTTPException(status.HTTP_400_BAD_REQUEST, "the client went away mid-upload")
     if writer is not None:
-        await pipe.send(UploadAborted() if failure else None, writer)
+        await pipe.send(UploadAbortedError() if failure else None, writer)
         try:
             await writer
-        except UploadAborted:
+        except UploadAbortedError:
             pass
         except StorageError as exc:
             failure = failure or HTTPException(

@@ -1,4 +1,12 @@
-"""Redis pub/sub events: one channel per stream and one per upload, JSON messages with a `type`.
+"""Redis pub/sub events, and with them the websocket contract: one channel per stream and one
+per upload, each message one JSON object with a `type`.
+
+`/ws/streams/{id}` sends a `StatusEvent` on connect, then forwards the stream's channel
+(`StatusEvent`, `SegmentEvent`, `PlaylistEvent`); `/ws/uploads/{id}` sends an
+`UploadStatusEvent` on connect, then forwards the upload's (`ProgressEvent`, and one last
+`UploadStatusEvent`). Both send `PING_MESSAGE` when there is nothing to say. Each event's
+`message()` is its JSON, key for key; publishers build events, never dicts, so this file is
+the whole contract.
 
 Subscribers must treat messages as hints and resync from REST after a reconnect: pub/sub
 drops messages for a subscriber that is away, by design.
@@ -9,12 +17,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis import Redis, RedisError
+
+from core.models import SegmentStatus, StreamStatus, UploadStatus
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +39,7 @@ class EventType(StrEnum):
     SEGMENT = "segment"
     PLAYLIST = "playlist"
     PROGRESS = "progress"  # uploads only
+    PING = "ping"  # websockets only: nothing happened for a while
 
 
 CONTROL_CHANNEL = "nebula:control"
@@ -34,36 +48,169 @@ CONTROL_CHANNEL = "nebula:control"
 STREAM_CHANNEL_PATTERN = "nebula:stream:*"
 UPLOAD_CHANNEL_PATTERN = "nebula:upload:*"
 
+# A websocket's keep-alive, so proxies and clients see the connection is alive.
+PING_MESSAGE = json.dumps({"type": EventType.PING})
 
-def stream_channel(stream_id: str) -> str:
+
+def stream_channel(stream_id: uuid.UUID | str) -> str:
     return f"nebula:stream:{stream_id}"
 
 
-def upload_channel(upload_id: str) -> str:
+def upload_channel(upload_id: uuid.UUID | str) -> str:
     return f"nebula:upload:{upload_id}"
 
 
-def encode_event(event_type: EventType, stream_id: str, payload: dict[str, Any]) -> str:
-    return json.dumps({"type": event_type.value, "stream_id": stream_id, **payload}, default=str)
+def _id(value: uuid.UUID | None) -> str | None:
+    return None if value is None else str(value)
 
 
-def encode_upload_event(event_type: EventType, upload_id: str, payload: dict[str, Any]) -> str:
-    return json.dumps({"type": event_type.value, "upload_id": upload_id, **payload}, default=str)
+def _with_set(message: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    """`message` and those of the optional fields that are set: an unset one is absent from
+    the JSON, not null."""
+    return message | {name: value for name, value in optional.items() if value is not None}
 
 
-def publish_upload_event(
-    redis: Redis, event_type: EventType, upload_id: str, payload: dict[str, Any]
-) -> int:
-    return redis.publish(
-        upload_channel(upload_id), encode_upload_event(event_type, upload_id, payload)
-    )
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """The stream went live or idle; also the first message its websocket client gets.
+
+    `{"type": "status", "stream_id": ID, "status": "idle" | "live" | "disabled",
+    "session_id": ID | null, "resumed": bool}`: `session_id` is the live session (or the one
+    that just ended), null when there is none; `resumed` (a publisher came back within the
+    grace window, into the same session) only when going live.
+    """
+
+    stream_id: uuid.UUID
+    status: StreamStatus
+    session_id: uuid.UUID | None
+    resumed: bool | None = None
+
+    def message(self) -> dict[str, Any]:
+        message = {
+            "type": EventType.STATUS,
+            "stream_id": str(self.stream_id),
+            "status": self.status,
+            "session_id": _id(self.session_id),
+        }
+        return _with_set(message, resumed=self.resumed)
 
 
-def publish_event(
-    redis: Redis, event_type: EventType, stream_id: str, payload: dict[str, Any]
-) -> int:
-    """Publish and return how many subscribers received it."""
-    return redis.publish(stream_channel(stream_id), encode_event(event_type, stream_id, payload))
+@dataclass(frozen=True, slots=True)
+class SegmentEvent:
+    """A segment of one rendition is stored and its row committed: the source's as the ingest
+    (or an upload job) makes it, each rung's as a ladder task does.
+
+    `{"type": "segment", "stream_id": ID, "session_id": ID, "rendition": "720p",
+    "sequence": 12, "duration": 2.0, "uri": "720p/00000012.m4s",
+    "program_date_time": ISO 8601 | null, "status": "ready" | "failed"}`: `duration` in
+    seconds, to the millisecond; `uri` the rendition and the segment's name; `status` only
+    for a rung, where `failed` means an EXT-X-GAP in its playlist.
+    """
+
+    stream_id: uuid.UUID
+    session_id: uuid.UUID
+    rendition: str
+    sequence: int
+    duration: float
+    uri: str
+    program_date_time: datetime | None
+    status: SegmentStatus | None = None
+
+    def message(self) -> dict[str, Any]:
+        message = {
+            "type": EventType.SEGMENT,
+            "stream_id": str(self.stream_id),
+            "session_id": str(self.session_id),
+            "rendition": self.rendition,
+            "sequence": self.sequence,
+            "duration": round(self.duration, 3),
+            "uri": self.uri,
+            "program_date_time": self.program_date_time and self.program_date_time.isoformat(),
+        }
+        return _with_set(message, status=self.status)
+
+
+@dataclass(frozen=True, slots=True)
+class PlaylistEvent:
+    """The stream's playlists were rewritten in the bucket.
+
+    `{"type": "playlist", "stream_id": ID, "uris": ["hls/ID/master.m3u8", ...]}`: the bucket
+    keys written, sorted.
+    """
+
+    stream_id: uuid.UUID
+    uris: tuple[str, ...]
+
+    def message(self) -> dict[str, Any]:
+        return {"type": EventType.PLAYLIST, "stream_id": str(self.stream_id), "uris": [*self.uris]}
+
+
+@dataclass(frozen=True, slots=True)
+class UploadStatusEvent:
+    """The upload's state: the first message its websocket client gets, and the last, once
+    it is `ready` or `failed`.
+
+    `{"type": "status", "upload_id": ID, "status": "processing" | "ready" | "failed",
+    "progress": 0.0-1.0, "error": str | null, "session_id": ID | null,
+    "playback_url": URL | null}`: `progress` to four decimals, 1 when ready; `error` why it
+    failed.
+    """
+
+    upload_id: uuid.UUID
+    status: UploadStatus
+    progress: float
+    error: str | None
+    session_id: uuid.UUID | None
+    playback_url: str | None
+
+    def state(self) -> dict[str, Any]:
+        """The fields after `upload_id`, which the `upload.*` webhooks carry too."""
+        return {
+            "status": self.status,
+            "progress": round(self.progress, 4),
+            "error": self.error,
+            "session_id": _id(self.session_id),
+            "playback_url": self.playback_url,
+        }
+
+    def message(self) -> dict[str, Any]:
+        return {"type": EventType.STATUS, "upload_id": str(self.upload_id), **self.state()}
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """The upload's work moved on: `{"type": "progress", "upload_id": ID, "progress": 0.0-1.0}`,
+    to four decimals; it only grows, and stays below 1 until the `status` that says ready."""
+
+    upload_id: uuid.UUID
+    progress: float
+
+    def message(self) -> dict[str, Any]:
+        return {
+            "type": EventType.PROGRESS,
+            "upload_id": str(self.upload_id),
+            "progress": round(self.progress, 4),
+        }
+
+
+Event = StatusEvent | SegmentEvent | PlaylistEvent | UploadStatusEvent | ProgressEvent
+
+
+def encode_event(event: Event) -> str:
+    """The JSON text subscribers receive."""
+    return json.dumps(event.message())
+
+
+def event_channel(event: Event) -> str:
+    """An upload's events go on the upload's channel, the others on their stream's."""
+    if isinstance(event, UploadStatusEvent | ProgressEvent):
+        return upload_channel(event.upload_id)
+    return stream_channel(event.stream_id)
+
+
+def publish_event(redis: Redis, event: Event) -> int:
+    """Publish on the event's channel and return how many subscribers received it."""
+    return redis.publish(event_channel(event), encode_event(event))
 
 
 class ControlAction(StrEnum):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -25,14 +26,36 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-STREAM_STATUSES = ("idle", "live", "disabled")
-SESSION_STATUSES = ("live", "ended", "failed")
-SEGMENT_STATUSES = ("ready", "failed")
-UPLOAD_STATUSES = ("processing", "ready", "failed")
+# The values of each `status` column. They are the strings the API and the events show and
+# the CHECK constraints allow; the order is the constraints' (migration 0001), so a new value
+# goes at the end, with a migration.
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+class StreamStatus(StrEnum):
+    IDLE = "idle"
+    LIVE = "live"  # a session of the stream is live (or within its reconnect grace)
+    DISABLED = "disabled"  # publishes are refused
+
+
+class SessionStatus(StrEnum):
+    LIVE = "live"
+    ENDED = "ended"
+    FAILED = "failed"  # an upload's session whose processing failed
+
+
+class SegmentStatus(StrEnum):
+    READY = "ready"
+    FAILED = "failed"  # a rung segment that could not be made: EXT-X-GAP in its playlist
+
+
+class UploadStatus(StrEnum):
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+def _in(column: str, values: type[StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
 
 
 class Base(DeclarativeBase):
@@ -41,12 +64,12 @@ class Base(DeclarativeBase):
 
 class Stream(Base):
     __tablename__ = "streams"
-    __table_args__ = (CheckConstraint(_in("status", STREAM_STATUSES), name="stream_status"),)
+    __table_args__ = (CheckConstraint(_in("status", StreamStatus), name="stream_status"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200))
     stream_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    status: Mapped[str] = mapped_column(String(16), default="idle")
+    status: Mapped[str] = mapped_column(String(16), default=StreamStatus.IDLE)
     ladder: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
@@ -62,13 +85,13 @@ class LiveSession(Base):
     """One publish of a stream (or one uploaded file): what viewers play as a recording."""
 
     __tablename__ = "sessions"
-    __table_args__ = (CheckConstraint(_in("status", SESSION_STATUSES), name="session_status"),)
+    __table_args__ = (CheckConstraint(_in("status", SessionStatus), name="session_status"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     stream_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("streams.id", ondelete="CASCADE"), index=True
     )
-    status: Mapped[str] = mapped_column(String(16), default="live")
+    status: Mapped[str] = mapped_column(String(16), default=SessionStatus.LIVE)
     protocol: Mapped[str] = mapped_column(String(16))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -116,7 +139,7 @@ class Segment(Base):
     __tablename__ = "segments"
     __table_args__ = (
         UniqueConstraint("rendition_id", "sequence"),
-        CheckConstraint(_in("status", SEGMENT_STATUSES), name="segment_status"),
+        CheckConstraint(_in("status", SegmentStatus), name="segment_status"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -129,7 +152,7 @@ class Segment(Base):
     # The EXT-X-MAP of this segment: a publisher reconnecting may change codec parameters.
     init_key: Mapped[str] = mapped_column(String(500))
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(16), default="ready")
+    status: Mapped[str] = mapped_column(String(16), default=SegmentStatus.READY)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     rendition: Mapped[Rendition] = relationship(back_populates="segments")
@@ -139,12 +162,12 @@ class Upload(Base):
     """One uploaded file, processed into the recording of its session (`stream_id` null)."""
 
     __tablename__ = "uploads"
-    __table_args__ = (CheckConstraint(_in("status", UPLOAD_STATUSES), name="upload_status"),)
+    __table_args__ = (CheckConstraint(_in("status", UploadStatus), name="upload_status"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200))
     filename: Mapped[str] = mapped_column(String(500))
-    status: Mapped[str] = mapped_column(String(16), default="processing")
+    status: Mapped[str] = mapped_column(String(16), default=UploadStatus.PROCESSING)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text)
     object_key: Mapped[str] = mapped_column(String(500))

@@ -20,7 +20,7 @@ from redis import RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from core.storage import StorageError
+from core.storage import ObjectNotFoundError, StorageError
 
 T = TypeVar("T")
 
@@ -37,6 +37,8 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     urllib3.exceptions.HTTPError,
     ConnectionError,
 )
+# Raised by the object store, but no retry brings a missing object back.
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (ObjectNotFoundError,)
 
 
 def retry(
@@ -56,8 +58,8 @@ def retry(
 
     The waits double from `base_delay` up to `max_delay`. `jitter` (0 to 1) takes up to that
     fraction off each wait at random, so clients that failed together do not all come back
-    at the same instant. Errors not in `on` are raised at once: retrying a bug only delays
-    it. `sleep` and `clock` are there for tests.
+    at the same instant. Errors not in `on`, and `PERMANENT_ERRORS`, are raised at once:
+    retrying a bug or a missing object only delays it. `sleep` and `clock` are there for tests.
     """
     if attempts is None and timeout is None:
         raise ValueError("retry needs attempts, a timeout, or both")
@@ -70,6 +72,8 @@ def retry(
     while True:
         try:
             return fn()
+        except PERMANENT_ERRORS:
+            raise
         except on:
             tried += 1
             if attempts is not None and tried >= attempts:

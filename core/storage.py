@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import urlparse
@@ -11,7 +12,7 @@ from urllib.parse import urlparse
 import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
-from minio.error import S3Error
+from minio.error import MinioException, S3Error
 
 from core.settings import Settings
 
@@ -31,8 +32,39 @@ STREAM_PARALLEL_PARTS = 2
 READ_AHEAD_BYTES = 2 * 1024 * 1024
 
 
+# What the SDK raises for the server's answers (S3Error, ServerError, InvalidResponseError)
+# and what urllib3 raises below it (refused, reset, timed out, retries spent).
+_CLIENT_ERRORS = (MinioException, urllib3.exceptions.HTTPError)
+_NOT_FOUND_CODES = ("NoSuchKey", "NoSuchObject")
+
+
 class StorageError(RuntimeError):
-    """The object store refused or could not be reached; carries the key involved."""
+    """The object store refused or could not be reached; the message names the key involved.
+
+    The only error the store's methods raise for a store fault, so callers need not know the
+    SDK or its HTTP client."""
+
+
+class ObjectNotFoundError(StorageError):
+    """No object under that key. A `StorageError` too, but one that retrying cannot fix, so
+    callers that can say what a missing object means catch it first."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no object {key!r}")
+        self.key = key
+
+
+@contextmanager
+def _translated(action: str, key: str) -> Iterator[None]:
+    """Turn the SDK's and urllib3's errors inside the block into ours."""
+    try:
+        yield
+    except S3Error as exc:
+        if exc.code in _NOT_FOUND_CODES:
+            raise ObjectNotFoundError(key) from exc
+        raise StorageError(f"{action} {key!r} failed: {exc.code}") from exc
+    except _CLIENT_ERRORS as exc:
+        raise StorageError(f"{action} {key!r} failed: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,20 +120,20 @@ class ObjectStore:
         except S3Error as exc:
             if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise StorageError(f"cannot create bucket {self.bucket!r}: {exc.code}") from exc
+        except _CLIENT_ERRORS as exc:
+            raise StorageError(f"cannot create bucket {self.bucket!r}: {exc}") from exc
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        try:
+        with _translated("put", key):
             self.client.put_object(
                 self.bucket, key, io.BytesIO(data), len(data), content_type=content_type
             )
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise StorageError(f"put {key!r} failed: {exc}") from exc
 
     def put_stream(self, key: str, stream: BinaryIO, content_type: str) -> None:
         """Store a stream of unknown length: one PUT if it fits a part, else a multipart
         upload. If reading `stream` raises, the multipart upload is aborted and the error
         propagates unchanged, so nothing is left behind."""
-        try:
+        with _translated("put", key):
             self.client.put_object(
                 self.bucket,
                 key,
@@ -111,18 +143,10 @@ class ObjectStore:
                 part_size=STREAM_PART_BYTES,
                 num_parallel_uploads=STREAM_PARALLEL_PARTS,
             )
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise StorageError(f"put {key!r} failed: {exc}") from exc
 
     def size_of(self, key: str) -> int:
-        try:
+        with _translated("stat", key):
             return self.client.stat_object(self.bucket, key).size or 0
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject"):
-                raise KeyError(key) from exc
-            raise StorageError(f"stat {key!r} failed: {exc.code}") from exc
-        except urllib3.exceptions.HTTPError as exc:
-            raise StorageError(f"stat {key!r} failed: {exc}") from exc
 
     def open_reader(self, key: str) -> io.BufferedReader:
         """A seekable, buffered file object over the object: ranged GETs, no local copy."""
@@ -130,33 +154,32 @@ class ObjectStore:
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         """`length` bytes from `offset` (0 and 0: the whole object)."""
-        try:
+        with _translated("get", key):
             response = self.client.get_object(self.bucket, key, offset=offset, length=length)
-        except S3Error as exc:
-            if exc.code == "NoSuchKey":
-                raise KeyError(key) from exc
-            raise StorageError(f"get {key!r} failed: {exc.code}") from exc
-        except urllib3.exceptions.HTTPError as exc:
-            raise StorageError(f"get {key!r} failed: {exc}") from exc
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
+            try:
+                return response.read()  # the body can fail too: reset, timed out
+            finally:
+                response.close()
+                response.release_conn()
 
     def get_bytes(self, key: str) -> bytes:
         return self.get_range(key, 0, 0)
 
     def list_keys(self, prefix: str) -> Iterator[StoredObject]:
-        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
-            yield StoredObject(obj.object_name, obj.size or 0)
+        """Lazily, page by page: a fault surfaces from the iteration."""
+        with _translated("list", prefix):
+            for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+                yield StoredObject(obj.object_name, obj.size or 0)
 
     def delete(self, key: str) -> None:
-        self.client.remove_object(self.bucket, key)
+        """Deleting a missing key is a no-op, as in S3."""
+        with _translated("delete", key):
+            self.client.remove_object(self.bucket, key)
 
     def delete_prefix(self, prefix: str) -> int:
         keys = [DeleteObject(o.key) for o in self.list_keys(prefix)]
-        errors = list(self.client.remove_objects(self.bucket, keys))
+        with _translated("delete under", prefix):
+            errors = list(self.client.remove_objects(self.bucket, keys))
         if errors:
             raise StorageError(f"delete under {prefix!r} failed for {len(errors)} objects")
         return len(keys)
@@ -166,7 +189,7 @@ class ObjectStore:
         try:
             if not self.client.bucket_exists(self.bucket):
                 raise StorageError(f"bucket {self.bucket!r} does not exist")
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
+        except _CLIENT_ERRORS as exc:
             raise StorageError(f"object store unreachable: {exc}") from exc
 
 

@@ -12,7 +12,8 @@ import uuid
 
 from redis import Redis
 
-from core.events import EventType, publish_event
+from core.events import StatusEvent, publish_event
+from core.models import StreamStatus
 from core.settings import Settings
 from core.storage import ObjectStore
 from core.webhooks import WebhookEvent, enqueue_webhook
@@ -44,7 +45,7 @@ class Publisher:
                 protocol,
                 self.settings.reconnect_grace_seconds,
             )
-        except sessions.PublishRefused as refused:
+        except sessions.PublishRefusedError as refused:
             return None, str(refused)
         publication = Publication(grant, self.settings, self.store, self.redis, self.celery)
         self.active[grant.session_id] = publication
@@ -72,24 +73,15 @@ class Publisher:
 
     def _announce_live(self, grant: sessions.PublishGrant) -> None:
         ids = {"stream_id": str(grant.stream_id), "session_id": str(grant.session_id)}
-        publish_event(
-            self.redis,
-            EventType.STATUS,
-            ids["stream_id"],
-            {"status": "live", "session_id": ids["session_id"], "resumed": grant.resumed},
-        )
+        live = StatusEvent(grant.stream_id, StreamStatus.LIVE, grant.session_id, grant.resumed)
+        publish_event(self.redis, live)
         if not grant.resumed:  # a resumed session never stopped being live
             enqueue_webhook(self.celery, self.settings, WebhookEvent.STREAM_LIVE, ids)
 
     def _announce_end(self, ended: sessions.EndedSession) -> None:
         write_playlists(self.settings, self.store, self.redis, ended.stream_id, master=True)
         ids = {"stream_id": str(ended.stream_id), "session_id": str(ended.session_id)}
-        publish_event(
-            self.redis,
-            EventType.STATUS,
-            ids["stream_id"],
-            {"status": "idle", "session_id": ids["session_id"]},
-        )
+        publish_event(self.redis, StatusEvent(ended.stream_id, StreamStatus.IDLE, ended.session_id))
         enqueue_webhook(self.celery, self.settings, WebhookEvent.STREAM_IDLE, ids)
         playback = f"{self.settings.public_http_url}{recording_path(ended.session_id)}"
         enqueue_webhook(

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.db import session_scope
-from core.models import LiveSession, Rendition, Segment, Stream
+from core.models import LiveSession, Rendition, Segment, SessionStatus, Stream, StreamStatus
 from core.stream_keys import hash_stream_key, key_matches
 from media.ladder import SOURCE
 from media.types import CLOCK_HZ
@@ -24,7 +24,7 @@ from media.types import CLOCK_HZ
 HEARTBEAT_STALE_SECONDS = 15.0
 
 
-class PublishRefused(Exception):
+class PublishRefusedError(Exception):
     """The publish is refused; the message is what the publisher is told."""
 
 
@@ -49,25 +49,25 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def _end(db: Session, session: LiveSession, at: datetime, status: str = "ended") -> None:
-    session.status = status
+def _end(db: Session, session: LiveSession, at: datetime) -> None:
+    session.status = SessionStatus.ENDED
     session.ended_at = session.disconnected_at or at
-    if session.stream and session.stream.status == "live":
-        session.stream.status = "idle"
+    if session.stream and session.stream.status == StreamStatus.LIVE:
+        session.stream.status = StreamStatus.IDLE
 
 
 def _publishable_stream(db: Session, stream_key: str, *, lock: bool) -> Stream:
     query = select(Stream).where(Stream.stream_key_hash == hash_stream_key(stream_key))
     stream = db.scalars(query.with_for_update() if lock else query).first()
     if stream is None or not key_matches(stream_key, stream.stream_key_hash):
-        raise PublishRefused("unknown stream key")
-    if stream.status == "disabled":
-        raise PublishRefused("stream is disabled")
+        raise PublishRefusedError("unknown stream key")
+    if stream.status == StreamStatus.DISABLED:
+        raise PublishRefusedError("stream is disabled")
     return stream
 
 
 def check_publish_key(database_url: str, stream_key: str) -> None:
-    """Raise `PublishRefused` if no publish with this key can be accepted (unknown key,
+    """Raise `PublishRefusedError` if no publish with this key can be accepted (unknown key,
     disabled stream). For protocols that can refuse before accepting a connection (SRT's
     handshake); `open_publish` still decides, as the stream may change in between."""
     with session_scope(database_url) as db:
@@ -83,7 +83,7 @@ def open_publish(
         at = now()
         current = db.scalars(
             select(LiveSession)
-            .where(LiveSession.stream_id == stream.id, LiveSession.status == "live")
+            .where(LiveSession.stream_id == stream.id, LiveSession.status == SessionStatus.LIVE)
             .order_by(LiveSession.started_at.desc())
         ).all()
         resumable = None
@@ -92,7 +92,7 @@ def open_publish(
                 seconds=HEARTBEAT_STALE_SECONDS
             )
             if session.disconnected_at is None and not stale:
-                raise PublishRefused("stream is already being published")
+                raise PublishRefusedError("stream is already being published")
             within_grace = session.disconnected_at and at - session.disconnected_at <= timedelta(
                 seconds=grace_seconds
             )
@@ -100,7 +100,7 @@ def open_publish(
                 resumable = session
             else:
                 _end(db, session, at)
-        stream.status = "live"
+        stream.status = StreamStatus.LIVE
         if resumable is not None:
             resumable.disconnected_at = None
             resumable.heartbeat_at = at
@@ -108,7 +108,7 @@ def open_publish(
         session = LiveSession(
             stream_id=stream.id,
             protocol=protocol,
-            status="live",
+            status=SessionStatus.LIVE,
             heartbeat_at=at,
             ladder=stream.ladder,
         )
@@ -149,7 +149,7 @@ def close_publish(
     leaves it open for the reconnect grace window. Returns the session if it ended."""
     with session_scope(database_url) as db:
         session = db.get(LiveSession, session_id, with_for_update=True)
-        if session is None or session.status != "live":
+        if session is None or session.status != SessionStatus.LIVE:
             return None
         session.disconnected_at = now()
         if not explicit:
@@ -178,7 +178,7 @@ def end_expired_sessions(database_url: str, grace_seconds: float) -> list[EndedS
         expired = db.scalars(
             select(LiveSession)
             .where(
-                LiveSession.status == "live",
+                LiveSession.status == SessionStatus.LIVE,
                 LiveSession.stream_id.is_not(None),  # an upload's session is its job's to end
                 (LiveSession.disconnected_at <= grace_cut)
                 | (LiveSession.disconnected_at.is_(None) & (LiveSession.heartbeat_at <= stale_cut)),

@@ -147,7 +147,7 @@ class SrtListener:
             return 0
         except StreamIdError as exc:
             reason, why = exc.reason, str(exc)
-        except sessions.PublishRefused as exc:
+        except sessions.PublishRefusedError as exc:
             reason, why = RejectReason.FORBIDDEN, str(exc)
         except Exception:
             log.exception("srt %s: key check failed", peer)

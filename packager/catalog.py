@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
-from core.models import LiveSession, Rendition, Segment
+from core.models import LiveSession, Rendition, Segment, SegmentStatus, SessionStatus
 from media.hls.playlist import (
     MediaPlaylist,
     SegmentEntry,
@@ -88,7 +88,7 @@ def _entry(row: Segment, uri_of: Callable[[str], str]) -> SegmentEntry:
         duration=row.duration,
         program_date_time=row.program_date_time,
         discontinuity=row.discontinuity,
-        gap=row.status == "failed",
+        gap=row.status == SegmentStatus.FAILED,
         map_uri=uri_of(row.init_key),
     )
 
@@ -119,7 +119,7 @@ def render_media(
         MediaPlaylist(
             segments=entries,
             target_duration=policy.target_duration,
-            ended=session.status != "live" and complete,
+            ended=session.status != SessionStatus.LIVE and complete,
             media_sequence=rows[0].sequence if rows else 0,
             discontinuity_sequence=earlier_discontinuities,
         )
@@ -164,7 +164,7 @@ def render_recording(
     """
     listed, complete = _listable(db, session, rendition)
     rows = db.scalars(select(Segment).where(listed).order_by(Segment.sequence)).all()
-    ended = session.status != "live" and complete
+    ended = session.status != SessionStatus.LIVE and complete
     entries = [_entry(row, lambda key: key.rpartition("/")[2]) for row in rows]
     return render_media_playlist(
         MediaPlaylist(

@@ -13,11 +13,9 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from core.models import LiveSession, Rendition, Segment
+from core.models import LiveSession, Rendition, Segment, SegmentStatus
 from media.ladder import DEFAULT_LADDER, SOURCE, Rung, parse_ladder, rungs_for_source
 from packager.keys import media_key, segment_name
-
-READY, FAILED = "ready", "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +92,8 @@ class RungOutcome:
     size_bytes: int = 0
 
     @property
-    def status(self) -> str:
-        return READY if self.codecs else FAILED
+    def status(self) -> SegmentStatus:
+        return SegmentStatus.READY if self.codecs else SegmentStatus.FAILED
 
 
 def record_rung_segment(db: Session, source: SourceSegment, outcome: RungOutcome) -> None:
@@ -133,7 +131,7 @@ def record_rung_segment(db: Session, source: SourceSegment, outcome: RungOutcome
         "status": outcome.status,
     }
     upsert = insert(Segment).values(**values)
-    if outcome.status == FAILED:
+    if outcome.status == SegmentStatus.FAILED:
         db.execute(upsert.on_conflict_do_nothing(index_elements=["rendition_id", "sequence"]))
         return
     db.execute(
@@ -146,7 +144,7 @@ def record_rung_segment(db: Session, source: SourceSegment, outcome: RungOutcome
         rendition.bandwidth = max(rendition.bandwidth, peak)
     total_bytes, total_seconds = db.execute(
         select(func.sum(Segment.size_bytes), func.sum(Segment.duration)).where(
-            Segment.rendition_id == rendition.id, Segment.status == READY
+            Segment.rendition_id == rendition.id, Segment.status == SegmentStatus.READY
         )
     ).one()
     if total_seconds:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from redis import Redis
 
 from core.db import session_scope
-from core.events import EventType, publish_event
+from core.events import PlaylistEvent, SegmentEvent, publish_event
+from core.models import SegmentStatus
 from core.settings import Settings
 from core.storage import ObjectStore
 from packager import catalog
@@ -25,7 +25,7 @@ def write_playlists(
     settings: Settings,
     store: ObjectStore,
     redis: Redis,
-    stream_id: uuid.UUID | str,
+    stream_id: uuid.UUID,
     *,
     master: bool,
 ) -> None:
@@ -36,7 +36,7 @@ def write_playlists(
     )
     with lock:
         with session_scope(settings.database_url) as db:
-            session = catalog.latest_session(db, uuid.UUID(str(stream_id)))
+            session = catalog.latest_session(db, stream_id)
             if session is None:
                 return
             renditions = list(session.renditions)
@@ -48,7 +48,7 @@ def write_playlists(
                 texts[master_playlist_key(stream_id)] = catalog.render_master(renditions)
         for key, text in texts.items():
             store.put_bytes(key, text.encode(), "application/vnd.apple.mpegurl")
-    publish_event(redis, EventType.PLAYLIST, str(stream_id), {"uris": sorted(texts)})
+    publish_event(redis, PlaylistEvent(stream_id, tuple(sorted(texts))))
 
 
 def announce_segment(
@@ -59,20 +59,14 @@ def announce_segment(
     sequence: int,
     duration: float,
     program_date_time: datetime | None,
-    **extra: Any,
+    status: SegmentStatus | None = None,
 ) -> None:
-    """The `segment` event, one shape for the source and every rung."""
+    """The `segment` event, one shape for the source and every rung (only a rung's has a
+    `status`)."""
+    uri = f"{rendition}/{segment_name(sequence)}"
     publish_event(
         redis,
-        EventType.SEGMENT,
-        str(stream_id),
-        {
-            "session_id": str(session_id),
-            "rendition": rendition,
-            "sequence": sequence,
-            "duration": round(duration, 3),
-            "uri": f"{rendition}/{segment_name(sequence)}",
-            "program_date_time": program_date_time.isoformat() if program_date_time else None,
-            **extra,
-        },
+        SegmentEvent(
+            stream_id, session_id, rendition, sequence, duration, uri, program_date_time, status
+        ),
     )

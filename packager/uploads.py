@@ -25,8 +25,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.db import session_scope
-from core.events import EventType, encode_upload_event, publish_upload_event
-from core.models import LiveSession, Rendition, Segment, Upload
+from core.events import ProgressEvent, UploadStatusEvent, encode_event, publish_event
+from core.models import LiveSession, Rendition, Segment, SessionStatus, Upload, UploadStatus
 from core.settings import Settings
 from core.webhooks import WebhookEvent, enqueue_webhook
 from media.ladder import SOURCE
@@ -36,7 +36,6 @@ from packager.ladder_rows import session_rungs
 
 log = logging.getLogger(__name__)
 
-PROCESSING, READY, FAILED = "processing", "ready", "failed"
 # Where the session's media_info keeps what the API's probe read from the file.
 PROBE_INFO_KEY = "upload"
 # Until the last rendition is complete, progress stops short of 1: 1 means ready.
@@ -76,7 +75,7 @@ def record_chunk(database_url: str, upload_id: uuid.UUID, report: ChunkReport) -
     reports it with `advance_upload` like any other work."""
     with session_scope(database_url) as db:
         upload = db.get(Upload, upload_id, with_for_update=True)
-        if upload is None or upload.status != PROCESSING or upload.chunk_count is None:
+        if upload is None or upload.status != UploadStatus.PROCESSING or upload.chunk_count is None:
             return False
         done = dict(upload.chunks or {})
         complete_before = len(done) == upload.chunk_count
@@ -92,7 +91,7 @@ def chunk_done(database_url: str, upload_id: uuid.UUID, index: int) -> bool | No
     """Whether that chunk is packaged already; None when the upload is no longer processing."""
     with session_scope(database_url) as db:
         upload = db.get(Upload, upload_id)
-        if upload is None or upload.status != PROCESSING:
+        if upload is None or upload.status != UploadStatus.PROCESSING:
             return None
         return str(index) in (upload.chunks or {})
 
@@ -103,15 +102,16 @@ def playback_url(settings: Settings, upload: Upload) -> str | None:
     return f"{settings.public_http_url}{recording_path(upload.session_id)}"
 
 
-def status_payload(upload: Upload, settings: Settings) -> dict[str, Any]:
-    """What the `status` event and the websocket's first message carry."""
-    return {
-        "status": upload.status,
-        "progress": round(upload.progress, 4),
-        "error": upload.error,
-        "session_id": upload.session_id and str(upload.session_id),
-        "playback_url": playback_url(settings, upload),
-    }
+def status_event(upload: Upload, settings: Settings) -> UploadStatusEvent:
+    """The `status` event, which is also the websocket's first message."""
+    return UploadStatusEvent(
+        upload.id,
+        UploadStatus(upload.status),
+        upload.progress,
+        upload.error,
+        upload.session_id,
+        playback_url(settings, upload),
+    )
 
 
 def upload_status_message(
@@ -122,9 +122,7 @@ def upload_status_message(
         upload = db.get(Upload, upload_id)
         if upload is None:
             return None
-        return encode_upload_event(
-            EventType.STATUS, str(upload_id), status_payload(upload, settings)
-        )
+        return encode_event(status_event(upload, settings))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +169,7 @@ def advance_upload(
         upload = db.scalars(
             select(Upload).where(Upload.session_id == session_id).with_for_update()
         ).first()
-        if upload is None or upload.status != PROCESSING:
+        if upload is None or upload.status != UploadStatus.PROCESSING:
             return
         session = db.get(LiveSession, session_id)
         if source_segments is not None:
@@ -187,18 +185,16 @@ def advance_upload(
             if progress > upload.progress:
                 upload.progress = progress
                 # Still under the row lock: the next caller's event cannot overtake this one.
-                publish_upload_event(
-                    redis, EventType.PROGRESS, str(upload.id), {"progress": round(progress, 4)}
-                )
+                publish_event(redis, ProgressEvent(upload.id, progress))
             return
         now = datetime.now(UTC)
-        upload.status, upload.progress, upload.finished_at = READY, 1.0, now
-        session.status, session.ended_at = "ended", now
+        upload.status, upload.progress, upload.finished_at = UploadStatus.READY, 1.0, now
+        session.status, session.ended_at = SessionStatus.ENDED, now
         db.flush()
-        payload = status_payload(upload, settings)
-        webhook = _webhook_data(upload, payload)
+        event = status_event(upload, settings)
+        webhook = _webhook_data(upload, event)
     log.info("upload %s ready", webhook["upload_id"])
-    _announce(settings, redis, celery, WebhookEvent.UPLOAD_READY, webhook, payload)
+    _announce(settings, redis, celery, WebhookEvent.UPLOAD_READY, webhook, event)
 
 
 def fail_upload(
@@ -208,22 +204,22 @@ def fail_upload(
     made so far stays (the session's rows and objects) until the retention sweep."""
     with session_scope(settings.database_url) as db:
         upload = db.get(Upload, upload_id, with_for_update=True)
-        if upload is None or upload.status != PROCESSING:
+        if upload is None or upload.status != UploadStatus.PROCESSING:
             return
         now = datetime.now(UTC)
-        upload.status, upload.error, upload.finished_at = FAILED, reason, now
+        upload.status, upload.error, upload.finished_at = UploadStatus.FAILED, reason, now
         session = db.get(LiveSession, upload.session_id) if upload.session_id else None
         if session is not None:
-            session.status, session.ended_at, session.error = "failed", now, reason
+            session.status, session.ended_at, session.error = SessionStatus.FAILED, now, reason
         db.flush()
-        payload = status_payload(upload, settings)
-        webhook = _webhook_data(upload, payload)
+        event = status_event(upload, settings)
+        webhook = _webhook_data(upload, event)
     log.warning("upload %s failed: %s", upload_id, reason)
-    _announce(settings, redis, celery, WebhookEvent.UPLOAD_FAILED, webhook, payload)
+    _announce(settings, redis, celery, WebhookEvent.UPLOAD_FAILED, webhook, event)
 
 
-def _webhook_data(upload: Upload, payload: dict[str, Any]) -> dict[str, Any]:
-    return {"upload_id": str(upload.id), "name": upload.name, **payload}
+def _webhook_data(upload: Upload, event: UploadStatusEvent) -> dict[str, Any]:
+    return {"upload_id": str(upload.id), "name": upload.name, **event.state()}
 
 
 def _announce(
@@ -232,8 +228,8 @@ def _announce(
     celery: Celery,
     event: WebhookEvent,
     webhook: dict[str, Any],
-    payload: dict[str, Any],
+    status: UploadStatusEvent,
 ) -> None:
     """After the commit, so whoever hears it and asks the API sees the same state."""
-    publish_upload_event(redis, EventType.STATUS, webhook["upload_id"], payload)
+    publish_event(redis, status)
     enqueue_webhook(celery, settings, event, webhook)

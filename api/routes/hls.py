@@ -10,8 +10,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from api.deps import DbSession, SettingsDep, StoreDep
-from core.models import LiveSession
-from core.storage import ObjectStore
+from core.models import LiveSession, SessionStatus
+from core.storage import ObjectNotFoundError, ObjectStore
 from packager import catalog
 from packager.catalog import PlaylistPolicy
 from packager.keys import media_key
@@ -31,7 +31,9 @@ def _not_found(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=detail)
 
 
-def _playlist(text: str, ended: bool) -> Response:
+def _playlist(text: str, session: LiveSession) -> Response:
+    """A session's playlist changes while it is live, never after."""
+    ended = session.status != SessionStatus.LIVE
     return Response(
         text,
         media_type=PLAYLIST_TYPE,
@@ -45,7 +47,7 @@ def master_playlist(stream_id: uuid.UUID, db: DbSession) -> Response:
     renditions = [r for r in session.renditions] if session else []
     if not renditions:
         raise _not_found(f"stream {stream_id} has no media yet")
-    return _playlist(catalog.render_master(renditions), session.status != "live")
+    return _playlist(catalog.render_master(renditions), session)
 
 
 @router.get("/{stream_id}/{rendition}/index.m3u8", summary="Media playlist of one rendition")
@@ -57,7 +59,7 @@ def media_playlist(
     if found is None:
         raise _not_found(f"stream {stream_id} has no rendition {rendition!r}")
     policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
-    return _playlist(catalog.render_media(db, session, found, policy), session.status != "live")
+    return _playlist(catalog.render_media(db, session, found, policy), session)
 
 
 # The recording routes come before `media_object`: their paths have the same shape.
@@ -75,7 +77,7 @@ def recording_master(session_id: uuid.UUID, db: DbSession) -> Response:
     session = _session_or_404(db, session_id)
     if not session.renditions:
         raise _not_found(f"session {session_id} has no media")
-    return _playlist(catalog.render_master(list(session.renditions)), session.status != "live")
+    return _playlist(catalog.render_master(list(session.renditions)), session)
 
 
 @router.get(
@@ -90,7 +92,7 @@ def recording_media(
     if found is None:
         raise _not_found(f"session {session_id} has no rendition {rendition!r}")
     policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
-    return _playlist(catalog.render_recording(db, session, found, policy), session.status != "live")
+    return _playlist(catalog.render_recording(db, session, found, policy), session)
 
 
 @router.get("/sessions/{session_id}/{rendition}/{name}", summary="A segment of a recording")
@@ -116,7 +118,7 @@ async def _media(
     key = media_key(stream_id, rendition, session_id, name)
     try:
         data = await run_in_threadpool(store.get_bytes, key)
-    except KeyError:
+    except ObjectNotFoundError:
         raise _not_found(f"no media object {name!r}") from None
     media_type = "video/iso.segment" if name.endswith(".m4s") else "video/mp4"
     return Response(data, media_type=media_type, headers={"Cache-Control": MEDIA_CACHE})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import func, select
@@ -21,7 +21,7 @@ from api.deps import (
 )
 from api.schemas import DisconnectOut, StreamCreate, StreamOut, StreamPage, StreamUpdate
 from core.events import ControlAction, publish_control
-from core.models import Stream
+from core.models import Stream, StreamStatus
 from core.stream_keys import hash_stream_key, new_stream_key
 from packager.keys import stream_prefix
 
@@ -36,7 +36,10 @@ def create_stream(body: StreamCreate, db: DbSession, settings: SettingsDep) -> S
     """Create a stream; the answer carries its stream key, which is not shown again."""
     key = new_stream_key()
     stream = Stream(
-        name=body.name, stream_key_hash=hash_stream_key(key), status="idle", ladder=body.ladder
+        name=body.name,
+        stream_key_hash=hash_stream_key(key),
+        status=StreamStatus.IDLE,
+        ladder=body.ladder,
     )
     db.add(stream)
     db.commit()
@@ -50,9 +53,7 @@ def list_streams(
     settings: SettingsDep,
     limit: PageLimit = 20,
     offset: PageOffset = 0,
-    status_filter: Annotated[
-        Literal["idle", "live", "disabled"] | None, Query(alias="status")
-    ] = None,
+    status_filter: Annotated[StreamStatus | None, Query(alias="status")] = None,
 ) -> StreamPage:
     query = select(Stream)
     if status_filter is not None:
@@ -89,11 +90,11 @@ def update_stream(
     if "ladder" in sent:
         stream.ladder = body.ladder
     drop_publisher = False
-    if body.enabled is False and stream.status != "disabled":
-        drop_publisher = stream.status == "live"
-        stream.status = "disabled"
-    elif body.enabled is True and stream.status == "disabled":
-        stream.status = "idle"
+    if body.enabled is False and stream.status != StreamStatus.DISABLED:
+        drop_publisher = stream.status == StreamStatus.LIVE
+        stream.status = StreamStatus.DISABLED
+    elif body.enabled is True and stream.status == StreamStatus.DISABLED:
+        stream.status = StreamStatus.IDLE
     db.commit()
     if drop_publisher:
         publish_control(redis, ControlAction.DISCONNECT, str(stream.id))
@@ -113,7 +114,7 @@ def delete_stream(
     force: Annotated[bool, Query(description="Disconnect a live publisher first.")] = False,
 ) -> Response:
     stream = get_stream_or_404(db, stream_id)
-    if stream.status == "live":
+    if stream.status == StreamStatus.LIVE:
         if not force:
             raise HTTPException(
                 status.HTTP_409_CONFLICT,
@@ -130,7 +131,7 @@ def delete_stream(
 def _wait_not_live(db: DbSession, stream: Stream) -> None:
     """Give the ingest time to store what it holds; past the wait, delete regardless."""
     deadline = time.monotonic() + FORCE_DELETE_WAIT_SECONDS
-    while stream.status == "live" and time.monotonic() < deadline:
+    while stream.status == StreamStatus.LIVE and time.monotonic() < deadline:
         time.sleep(0.1)
         db.commit()  # end the snapshot so the refresh sees the ingest's commit
         db.refresh(stream)
@@ -155,7 +156,7 @@ def reset_key(stream_id: uuid.UUID, db: DbSession, settings: SettingsDep) -> Str
 )
 def disconnect(stream_id: uuid.UUID, db: DbSession, redis: RedisDep) -> DisconnectOut:
     stream = get_stream_or_404(db, stream_id)
-    if stream.status != "live":
+    if stream.status != StreamStatus.LIVE:
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail=f"stream {stream_id} is {stream.status}, not live"
         )

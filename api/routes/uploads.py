@@ -16,12 +16,17 @@ from api.deps import Authorized, DbSession, SettingsDep, StoreDep
 from api.schemas import UploadOut
 from api.upload_body import FILE_FIELD, NAME_FIELD, Received, receive_file
 from core.db import session_scope
-from core.models import LiveSession, Upload
+from core.models import LiveSession, SessionStatus, Upload, UploadStatus
 from core.settings import Settings
 from core.storage import ObjectStore
 from packager.enqueue import enqueue_upload
-from packager.transcoding.upload_probe import NotMedia, ProbedMedia, UnusableMedia, probe_upload
-from packager.uploads import PROBE_INFO_KEY, PROCESSING, upload_object_key
+from packager.transcoding.upload_probe import (
+    NotMediaError,
+    ProbedMedia,
+    UnusableMediaError,
+    probe_upload,
+)
+from packager.uploads import PROBE_INFO_KEY, upload_object_key
 
 router = APIRouter(prefix="/api/v1/uploads", tags=["uploads"], dependencies=[Authorized])
 
@@ -61,7 +66,7 @@ def _create_rows(
         session = LiveSession(
             stream_id=None,
             protocol="upload",
-            status="live",
+            status=SessionStatus.LIVE,
             media_info={PROBE_INFO_KEY: probed.describe()},
         )
         db.add(session)
@@ -70,7 +75,7 @@ def _create_rows(
             id=upload_id,
             name=(received.name or received.filename or "upload")[:200],
             filename=received.filename or "",
-            status=PROCESSING,
+            status=UploadStatus.PROCESSING,
             progress=0.0,
             object_key=key,
             size_bytes=received.size,
@@ -116,11 +121,11 @@ async def create_upload(request: Request, settings: SettingsDep, store: StoreDep
     received = await receive_file(request, store, key, limit)
     try:
         probed = await run_in_threadpool(_probe, store, key)
-    except (NotMedia, UnusableMedia) as exc:
+    except (NotMediaError, UnusableMediaError) as exc:
         await run_in_threadpool(store.delete, key)
         code = (
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
-            if isinstance(exc, NotMedia)
+            if isinstance(exc, NotMediaError)
             else status.HTTP_422_UNPROCESSABLE_CONTENT
         )
         raise HTTPException(code, str(exc)) from exc

@@ -1,6 +1,7 @@
 """`/ws/streams/{stream_id}`: a `status` message at once, then the stream's events as they
 happen (`status`, `segment`, `playlist`), and a `ping` when there is nothing to say.
-`/ws/uploads/{upload_id}` the same for an upload (`status`, `progress`).
+`/ws/uploads/{upload_id}` the same for an upload (`status`, `progress`). `core.events`
+defines every message.
 
 Close codes: 4404 the stream or upload does not exist; 4429 the client read too slowly and
 was dropped.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from collections.abc import Callable
 
@@ -21,8 +21,8 @@ from sqlalchemy import select
 
 from api.ws import EventHub, Subscriber
 from core.db import session_scope
-from core.events import EventType, encode_event, stream_channel, upload_channel
-from core.models import LiveSession, Stream
+from core.events import PING_MESSAGE, StatusEvent, encode_event, stream_channel, upload_channel
+from core.models import LiveSession, SessionStatus, Stream, StreamStatus
 from packager.uploads import upload_status_message
 
 router = APIRouter(tags=["websockets"])
@@ -30,7 +30,6 @@ router = APIRouter(tags=["websockets"])
 CLOSE_UNKNOWN = 4404
 CLOSE_TOO_SLOW = 4429
 CLOSE_WAIT_SECONDS = 1.0
-PING = json.dumps({"type": "ping"})
 
 
 def current_status(database_url: str, stream_id: uuid.UUID) -> str | None:
@@ -41,12 +40,11 @@ def current_status(database_url: str, stream_id: uuid.UUID) -> str | None:
             return None
         session_id = db.scalar(
             select(LiveSession.id)
-            .where(LiveSession.stream_id == stream_id, LiveSession.status == "live")
+            .where(LiveSession.stream_id == stream_id, LiveSession.status == SessionStatus.LIVE)
             .order_by(LiveSession.started_at.desc())
             .limit(1)
         )
-        payload = {"status": stream.status, "session_id": session_id and str(session_id)}
-        return encode_event(EventType.STATUS, str(stream_id), payload)
+        return encode_event(StatusEvent(stream_id, StreamStatus(stream.status), session_id))
 
 
 @router.websocket("/ws/streams/{stream_id}")
@@ -122,7 +120,7 @@ async def _forward(websocket: WebSocket, subscriber: Subscriber, ping_seconds: f
         try:
             message = await asyncio.wait_for(subscriber.queue.get(), ping_seconds)
         except TimeoutError:
-            message = PING
+            message = PING_MESSAGE
         await websocket.send_text(message)
 
 

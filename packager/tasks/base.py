@@ -12,7 +12,7 @@ from typing import Any
 from celery import Task
 from redis import Redis
 
-from core.retry import TRANSIENT_ERRORS
+from core.retry import PERMANENT_ERRORS, TRANSIENT_ERRORS
 from core.settings import get_settings
 from core.storage import ObjectStore
 
@@ -33,6 +33,7 @@ class MediaTask(Task):
     acks_late = True
     reject_on_worker_lost = True
     autoretry_for = TRANSIENT_ERRORS
+    dont_autoretry_for = PERMANENT_ERRORS
     retry_backoff = True
     retry_backoff_max = 30
     retry_jitter = True
@@ -40,6 +41,8 @@ class MediaTask(Task):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().__call__(*args, **kwargs)
+        except self.dont_autoretry_for:
+            raise
         except self.autoretry_for as exc:
             # Only once the retries are spent (or at once when called outside a worker):
             # until then Celery's autoretry raised Retry instead.

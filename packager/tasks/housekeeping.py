@@ -10,7 +10,7 @@ import httpx
 from sqlalchemy import delete, select
 
 from core.db import session_scope
-from core.models import LiveSession, Upload
+from core.models import LiveSession, SessionStatus, Upload
 from core.settings import get_settings
 from core.storage import ObjectStore
 from core.webhooks import DELIVER_TASK, post_webhook
@@ -25,7 +25,7 @@ EXPIRE_TASK = "nebula.expire_recordings"
 EXPIRE_BATCH = 200
 
 
-class WebhookRejected(Exception):
+class WebhookRejectedError(Exception):
     """The receiver answered with a status other than 2xx."""
 
 
@@ -33,7 +33,7 @@ class WebhookDelivery(MediaTask):
     """A receiver that is down or refusing is tried again, with waits up to ten minutes
     apart, until `NEBULA_WEBHOOK_MAX_ATTEMPTS` deliveries have failed."""
 
-    autoretry_for = (httpx.HTTPError, WebhookRejected)
+    autoretry_for = (httpx.HTTPError, WebhookRejectedError)
     retry_backoff_max = 600
 
     @property
@@ -54,7 +54,7 @@ def deliver_webhook(body: str) -> int:
         return 0
     status = post_webhook(settings.webhook_url, settings.webhook_secret, body)
     if not 200 <= status < 300:
-        raise WebhookRejected(f"{settings.webhook_url} answered {status}")
+        raise WebhookRejectedError(f"{settings.webhook_url} answered {status}")
     return status
 
 
@@ -67,7 +67,7 @@ def expire_recordings(database_url: str, store: ObjectStore, older_than: timedel
     with session_scope(database_url) as db:
         expired = db.scalars(
             select(LiveSession)
-            .where(LiveSession.status != "live", LiveSession.ended_at < cutoff)
+            .where(LiveSession.status != SessionStatus.LIVE, LiveSession.ended_at < cutoff)
             .order_by(LiveSession.ended_at)
             .limit(EXPIRE_BATCH)
             .with_for_update(skip_locked=True)

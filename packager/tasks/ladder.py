@@ -10,6 +10,7 @@ from typing import Any
 
 from core.db import session_scope
 from core.settings import get_settings
+from core.storage import ObjectNotFoundError
 from packager import ladder_rows
 from packager.celery_app import celery_app
 from packager.enqueue import TRANSCODE_TASK
@@ -72,7 +73,7 @@ def _ladder_segment(session_id: uuid.UUID, sequence: int) -> dict[str, Any]:
             init_index=source.init_index,
             options=EncoderOptions(settings.transcode_preset, settings.transcode_threads),
         )
-    except (KeyError, TranscodeError) as exc:
+    except (ObjectNotFoundError, TranscodeError) as exc:
         log.warning("segment %s of session %s cannot be transcoded: %s", sequence, session_id, exc)
         return _record(source, [RungOutcome(rung) for rung in source.rungs])
     for output in outputs:

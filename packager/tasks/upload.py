@@ -24,7 +24,7 @@ from redis.lock import Lock
 from sqlalchemy import delete
 
 from core.db import session_scope
-from core.models import LiveSession, Rendition, Upload
+from core.models import LiveSession, Rendition, Upload, UploadStatus
 from core.settings import Settings, get_settings
 from core.storage import ObjectStore
 from media.hls.segment_packager import InitSegment, PackagedSegment, SegmentPackager
@@ -47,7 +47,7 @@ from packager.tasks.upload_chunks import (
 from packager.transcoding.transcode import EncoderOptions
 from packager.transcoding.upload_probe import END_TOLERANCE_SECONDS
 from packager.transcoding.upload_source import SourceOptions, UploadSource, UploadSourceError
-from packager.uploads import PROCESSING, advance_upload, expect_chunks
+from packager.uploads import advance_upload, expect_chunks
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def _start(database_url: str, upload_id: uuid.UUID) -> UploadJob | None:
     """The upload still to process, its session's media rows cleared from any earlier run."""
     with session_scope(database_url) as db:
         upload = db.get(Upload, upload_id)
-        if upload is None or upload.status != PROCESSING or upload.session_id is None:
+        if upload is None or upload.status != UploadStatus.PROCESSING or upload.session_id is None:
             return None
         # A run before this one died part-way: start over (the object keys are the same).
         db.execute(delete(Rendition).where(Rendition.session_id == upload.session_id))

@@ -38,7 +38,7 @@ from sqlalchemy import delete, select
 from core.db import session_scope
 from core.models import LiveSession, Rendition, Segment, Upload
 from core.settings import Settings, get_settings
-from core.storage import ObjectStore
+from core.storage import ObjectNotFoundError, ObjectStore
 from media.hls.segment_packager import PackagedSegment, SegmentPackager
 from media.ladder import SOURCE
 from media.types import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind
@@ -252,10 +252,10 @@ def package_upload_chunk(upload_id: str, index: int, numbers: list[int]) -> dict
     plan = ChunkPlan(*numbers)
     try:
         report = _package_chunk(settings, store, job, plan, index)
+    except ObjectNotFoundError as exc:  # deleted under it: the upload failed (or was redone)
+        return give_up(settings, store, job, f"chunk {index} lost its stored input: {exc}")
     except (UploadSourceError, av.FFmpegError) as exc:
         return give_up(settings, store, job, f"chunk {index} cannot be processed: {exc}")
-    except KeyError as exc:  # deleted under it: the upload failed (or was redone) meanwhile
-        return give_up(settings, store, job, f"chunk {index} lost its stored input: {exc}")
     if record_chunk(settings.database_url, job.upload_id, report):
         store.delete_prefix(upload_prefix(job.upload_id))  # the segments are the media now
     _, redis = worker_services()

@@ -39,11 +39,11 @@ IMAGE_DEMUXER_SUFFIX = "_pipe"
 IMAGE_DEMUXERS = frozenset({"image2"})
 
 
-class NotMedia(ValueError):
+class NotMediaError(ValueError):
     """Not a file any demuxer we have can read (HTTP 415)."""
 
 
-class UnusableMedia(ValueError):
+class UnusableMediaError(ValueError):
     """Media, but not something we can publish: no video, broken or truncated (HTTP 422)."""
 
 
@@ -64,31 +64,34 @@ class ProbedMedia:
 
 
 def probe_upload(file: BinaryIO) -> ProbedMedia:
-    """Raise NotMedia or UnusableMedia with a message for the uploader, else describe it."""
+    """Raise NotMediaError or UnusableMediaError with a message for the uploader, else
+    describe it."""
     head = file.read(16)
     file.seek(0)
     if not head:
-        raise NotMedia("the file is empty")
+        raise NotMediaError("the file is empty")
     try:
         container = av.open(file, mode="r")
     except av.FFmpegError as exc:
         kind = _signature(head)
         if kind is None:
-            raise NotMedia(f"not a media file: no demuxer recognises it ({exc.strerror})") from exc
-        raise UnusableMedia(
+            raise NotMediaError(
+                f"not a media file: no demuxer recognises it ({exc.strerror})"
+            ) from exc
+        raise UnusableMediaError(
             f"{kind} that cannot be read ({exc.strerror}): it is truncated or damaged"
         ) from exc
     with container:
         demuxer = container.format.name
         if demuxer in TEXT_DEMUXERS:
-            raise NotMedia("not a media file: it reads as text")
+            raise NotMediaError("not a media file: it reads as text")
         if demuxer in IMAGE_DEMUXERS or demuxer.endswith(IMAGE_DEMUXER_SUFFIX):
-            raise UnusableMedia(f"a still image ({demuxer}), not a video")
+            raise UnusableMediaError(f"a still image ({demuxer}), not a video")
         if not container.streams.video:
             found = ", ".join(
                 f"{s.type} ({s.codec_context.name})" for s in container.streams if s.codec_context
             )
-            raise UnusableMedia(f"no video stream (found: {found or 'nothing playable'})")
+            raise UnusableMediaError(f"no video stream (found: {found or 'nothing playable'})")
         video = container.streams.video[0]
         audio = container.streams.audio[0] if container.streams.audio else None
         codec = video.codec_context.name
@@ -129,8 +132,8 @@ def _first_frame(container: av.container.InputContainer, video: av.VideoStream, 
             if packet.size and packet.decode():
                 return
     except av.FFmpegError as exc:
-        raise UnusableMedia(f"the video ({codec}) does not decode: {exc.strerror}") from exc
-    raise UnusableMedia(
+        raise UnusableMediaError(f"the video ({codec}) does not decode: {exc.strerror}") from exc
+    raise UnusableMediaError(
         f"the video ({codec}) does not decode: no frame from its first {FIRST_FRAME_PACKETS} "
         "packets"
     )
@@ -160,12 +163,12 @@ def _reaches_end(
                 end = (packet.pts + (packet.duration or 0) - start) * tb
                 reached = max(reached, float(end))
     except av.FFmpegError as exc:
-        raise UnusableMedia(
+        raise UnusableMediaError(
             f"the file is truncated or damaged: reading near its declared end "
             f"({duration:.1f} s) failed: {exc.strerror}"
         ) from exc
     if reached < duration - END_TOLERANCE_SECONDS:
-        raise UnusableMedia(
+        raise UnusableMediaError(
             f"the file is truncated or damaged: it declares {duration:.1f} s of video but "
             f"its data stops at {reached:.1f} s"
         )

@@ -249,7 +249,7 @@ def test_a_disabled_stream_refuses_publishes_until_enabled_again(
     stream = _create(api, "switch")
     response = api.patch(f"/api/v1/streams/{stream['id']}", json={"enabled": False})
     assert response.json()["status"] == "disabled"
-    with pytest.raises(sessions.PublishRefused, match="stream is disabled"):
+    with pytest.raises(sessions.PublishRefusedError, match="stream is disabled"):
         sessions.open_publish(settings.database_url, stream["stream_key"], "rtmp", 0)
     response = api.patch(f"/api/v1/streams/{stream['id']}", json={"enabled": True})
     assert response.json()["status"] == "idle"
@@ -296,7 +296,7 @@ def test_reset_key_issues_a_new_key_and_the_old_one_is_refused_at_once(
     new_key = response.json()["stream_key"]
     assert new_key and new_key != stream["stream_key"]
     assert response.json()["rtmp_url"].endswith(f"/live/{new_key}")
-    with pytest.raises(sessions.PublishRefused, match="unknown stream key"):
+    with pytest.raises(sessions.PublishRefusedError, match="unknown stream key"):
         sessions.open_publish(settings.database_url, stream["stream_key"], "rtmp", 0)
     grant = sessions.open_publish(settings.database_url, new_key, "rtmp", 0)
     sessions.close_publish(settings.database_url, grant.session_id, explicit=True)

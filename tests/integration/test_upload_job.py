@@ -25,7 +25,7 @@ from core.db import session_scope
 from core.events import upload_channel
 from core.models import LiveSession, Rendition, Segment, Upload
 from core.settings import Settings
-from core.storage import ObjectStore
+from core.storage import ObjectNotFoundError, ObjectStore
 from media.ladder import SOURCE
 from packager import ladder_rows
 from packager.celery_app import make_celery
@@ -139,7 +139,7 @@ def test_a_file_the_job_cannot_read_fails_the_upload_with_the_reason(
             True,
         )
         assert (session.status, session.error) == ("failed", status["error"])
-    with pytest.raises(KeyError):
+    with pytest.raises(ObjectNotFoundError):
         store.size_of(upload_object_key(upload_id))  # the original is gone too
     wait_for(lambda: webhook_receiver.containing(str(upload_id)), 30, "upload.failed webhook")
     [hook] = [json.loads(d.body) for d in webhook_receiver.containing(str(upload_id))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -14,11 +15,12 @@ from starlette.websockets import WebSocketDisconnect
 
 from api.app import create_app
 from api.ws import Subscriber
-from core.events import EventType, publish_event
+from core.events import SegmentEvent, publish_event
 from core.settings import Settings
 from tests.services import wait_for
 
 AUTH = {"Authorization": "Bearer test-token"}
+SESSION = uuid.UUID(int=1)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,11 @@ def test_an_unknown_stream_closes_with_4404(api: TestClient) -> None:
         assert closed.value.reason == f"stream {stream_id} not found"
 
 
+def _segment(stream_id: str, sequence: int) -> SegmentEvent:
+    uri = f"source/{sequence:08d}.m4s"
+    return SegmentEvent(uuid.UUID(stream_id), SESSION, "source", sequence, 2.0, uri, None)
+
+
 def test_a_client_gets_the_current_status_then_the_streams_events(
     api: TestClient, settings: Settings
 ) -> None:
@@ -55,10 +62,19 @@ def test_a_client_gets_the_current_status_then_the_streams_events(
             "status": "idle",
             "session_id": None,
         }
-        publish_event(publisher, EventType.SEGMENT, other["id"], {"sequence": 99})
-        publish_event(publisher, EventType.SEGMENT, stream["id"], {"sequence": 7})
+        publish_event(publisher, _segment(other["id"], 99))
+        publish_event(publisher, _segment(stream["id"], 7))
         message = json.loads(ws.receive_text())
-    assert message == {"type": "segment", "stream_id": stream["id"], "sequence": 7}
+    assert message == {
+        "type": "segment",
+        "stream_id": stream["id"],
+        "session_id": str(SESSION),
+        "rendition": "source",
+        "sequence": 7,
+        "duration": 2.0,
+        "uri": "source/00000007.m4s",
+        "program_date_time": None,
+    }
     wait_for(lambda: api.app.state.hub.client_count == 0, 5, "the client to leave the hub")
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from core.retry import TRANSIENT_ERRORS, PollTimeout, poll, retry
-from core.storage import StorageError
+from core.storage import ObjectNotFoundError, StorageError
 
 
 class FakeTime:
@@ -85,6 +85,15 @@ def test_a_programming_error_is_raised_at_once_without_a_wait(
         retry(buggy, attempts=4, base_delay=0.2, sleep=fake.sleep)
     assert raised.value is bug
     assert (buggy.calls, fake.sleeps) == (1, [])
+
+
+def test_a_missing_object_is_raised_at_once_though_it_is_a_storage_error(
+    fake: FakeTime,
+) -> None:
+    missing = Failing(ObjectNotFoundError("hls/x/source/s/00000003.m4s"))
+    with pytest.raises(ObjectNotFoundError):
+        retry(missing, attempts=4, base_delay=0.2, sleep=fake.sleep)
+    assert (missing.calls, fake.sleeps) == (1, [])
 
 
 def test_once_the_attempts_are_spent_the_last_fault_is_raised(fake: FakeTime) -> None:

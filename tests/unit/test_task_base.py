@@ -12,7 +12,7 @@ from celery import Celery, Task
 
 from core.retry import TRANSIENT_ERRORS
 from core.settings import get_settings
-from core.storage import StorageError
+from core.storage import ObjectNotFoundError, StorageError
 from core.webhooks import DELIVER_TASK
 from packager.celery_app import TASK_MODULES, celery_app
 from packager.enqueue import TRANSCODE_TASK, UPLOAD_CHUNK_TASK, UPLOAD_TASK
@@ -138,4 +138,14 @@ def test_a_programming_error_fails_the_task_at_once_without_a_retry_or_a_give_up
     result = task.apply(args=["segment 3"])
     assert result.failed()
     assert isinstance(result.result, KeyError)
+    assert calls == ["segment 3"]
+
+
+def test_a_missing_object_fails_the_task_at_once_though_it_is_a_storage_error(
+    app: Celery,
+) -> None:
+    task, calls = _always_raising(app, ObjectNotFoundError("hls/x/source/s/00000003.m4s"))
+    result = task.apply(args=["segment 3"])
+    assert result.failed()
+    assert isinstance(result.result, ObjectNotFoundError)
     assert calls == ["segment 3"]

@@ -14,7 +14,7 @@ import pytest
 from media.hls.segment_packager import PackagedSegment, SegmentPackager
 from media.types import CLOCK_HZ, AccessUnit
 from packager.transcoding.transcode import EncoderOptions
-from packager.transcoding.upload_probe import NotMedia, UnusableMedia, probe_upload
+from packager.transcoding.upload_probe import NotMediaError, UnusableMediaError, probe_upload
 from packager.transcoding.upload_source import SourceOptions, UploadSource
 from tests.media import make_media_file
 
@@ -126,13 +126,13 @@ def refused(folder: Path) -> dict[str, Path]:
 @pytest.mark.parametrize(
     ("kind", "error", "reason"),
     [
-        ("empty", NotMedia, "the file is empty"),
-        ("text", NotMedia, "not a media file: it reads as text"),
-        ("noise", NotMedia, "not a media file: no demuxer recognises it"),
-        ("image", UnusableMedia, "a still image (png_pipe), not a video"),
-        ("cut-index", UnusableMedia, "an MP4/QuickTime file that cannot be read"),
-        ("cut-data", UnusableMedia, "the file is truncated or damaged: it declares 3.0 s"),
-        ("audio", UnusableMedia, "no video stream (found: audio (aac))"),
+        ("empty", NotMediaError, "the file is empty"),
+        ("text", NotMediaError, "not a media file: it reads as text"),
+        ("noise", NotMediaError, "not a media file: no demuxer recognises it"),
+        ("image", UnusableMediaError, "a still image (png_pipe), not a video"),
+        ("cut-index", UnusableMediaError, "an MP4/QuickTime file that cannot be read"),
+        ("cut-data", UnusableMediaError, "the file is truncated or damaged: it declares 3.0 s"),
+        ("audio", UnusableMediaError, "no video stream (found: audio (aac))"),
     ],
 )
 def test_the_probe_refuses_what_cannot_become_a_ladder(
