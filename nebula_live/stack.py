@@ -150,7 +150,7 @@ class Stack:
         deadline = time.monotonic() + 30
         while True:
             try:
-                store.ensure_bucket()
+                store.ensure_bucket(settings.playback_cors_origin_list)
                 break
             except Exception:  # noqa: BLE001 - a just-started store may need a moment
                 if time.monotonic() > deadline:

@@ -9,6 +9,7 @@ from typing import Any
 from redis import Redis
 
 from core.db import session_scope
+from core.delivery import PLAYLIST_TYPE, live_playlist_cache
 from core.events import EventType, publish_event
 from core.settings import Settings
 from core.storage import ObjectStore
@@ -46,8 +47,10 @@ def write_playlists(
             }
             if master and renditions:
                 texts[master_playlist_key(stream_id)] = catalog.render_master(renditions)
+        # The stream's URLs follow each new session: never cached past a live playlist's age.
+        cache = live_playlist_cache(settings.live_playlist_max_age)
         for key, text in texts.items():
-            store.put_bytes(key, text.encode(), "application/vnd.apple.mpegurl")
+            store.put_bytes(key, text.encode(), PLAYLIST_TYPE, cache_control=cache)
     publish_event(redis, EventType.PLAYLIST, str(stream_id), {"uris": sorted(texts)})
 
 

@@ -18,6 +18,7 @@ from redis import Redis
 from sqlalchemy import func, select, update
 
 from core.db import session_scope
+from core.delivery import INIT_TYPE, MEDIA_CACHE, SEGMENT_TYPE
 from core.models import LiveSession, Rendition, Segment
 from core.settings import Settings
 from core.storage import ObjectStore
@@ -78,7 +79,9 @@ class SourceWriter:
         started = time.perf_counter()
         init_key = self._store_init(segment.init)
         key = media_key(self.stream_id, SOURCE, self.session_id, segment_name(segment.sequence))
-        _retry(lambda: self.store.put_bytes(key, segment.data, "video/iso.segment"))
+        _retry(
+            lambda: self.store.put_bytes(key, segment.data, SEGMENT_TYPE, cache_control=MEDIA_CACHE)
+        )
         first = self._rendition_id is None
         if first:
             self._rendition_id = self.ensure_rendition(segment.init, metadata)
@@ -135,7 +138,9 @@ class SourceWriter:
     def _store_init(self, init: InitSegment) -> str:
         key = media_key(self.stream_id, SOURCE, self.session_id, init_name(init.index))
         if init.index not in self._stored_inits:
-            _retry(lambda: self.store.put_bytes(key, init.data, "video/mp4"))
+            _retry(
+                lambda: self.store.put_bytes(key, init.data, INIT_TYPE, cache_control=MEDIA_CACHE)
+            )
             self._stored_inits.add(init.index)
         return key
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 import uuid
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from api.delivery import media_response, playlist_response
 from api.deps import DbSession, SettingsDep, StoreDep
+from core.delivery import INIT_TYPE, SEGMENT_TYPE
 from core.models import LiveSession
 from core.storage import ObjectStore
 from packager import catalog
@@ -18,46 +20,44 @@ from packager.keys import media_key
 
 router = APIRouter(prefix="/hls", tags=["playback"])
 
-PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MEDIA_NAME = re.compile(r"^(?:\d{8}\.m4s|init_\d+\.mp4)$")
 RENDITION_NAME = re.compile(r"^[a-z0-9]{1,32}$")
-# Live playlists change every segment; ended ones never do. Media objects never change.
-LIVE_PLAYLIST_CACHE = "public, max-age=1"
-ENDED_PLAYLIST_CACHE = "public, max-age=3600"
-MEDIA_CACHE = "public, max-age=31536000, immutable"
+# Players may ask HEAD of anything they GET (Shaka does, to sniff a type).
+READ = ["GET", "HEAD"]
 
 
 def _not_found(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=detail)
 
 
-def _playlist(text: str, ended: bool) -> Response:
-    return Response(
-        text,
-        media_type=PLAYLIST_TYPE,
-        headers={"Cache-Control": ENDED_PLAYLIST_CACHE if ended else LIVE_PLAYLIST_CACHE},
-    )
-
-
-@router.get("/{stream_id}/master.m3u8", summary="Master playlist of the stream's latest session")
-def master_playlist(stream_id: uuid.UUID, db: DbSession) -> Response:
+@router.api_route(
+    "/{stream_id}/master.m3u8",
+    methods=READ,
+    summary="Master playlist of the stream's latest session",
+)
+def master_playlist(
+    request: Request, stream_id: uuid.UUID, db: DbSession, settings: SettingsDep
+) -> Response:
     session = catalog.latest_session(db, stream_id)
     renditions = [r for r in session.renditions] if session else []
     if not renditions:
         raise _not_found(f"stream {stream_id} has no media yet")
-    return _playlist(catalog.render_master(renditions), session.status != "live")
+    return playlist_response(request, settings, catalog.render_master(renditions), recording=False)
 
 
-@router.get("/{stream_id}/{rendition}/index.m3u8", summary="Media playlist of one rendition")
+@router.api_route(
+    "/{stream_id}/{rendition}/index.m3u8", methods=READ, summary="Media playlist of one rendition"
+)
 def media_playlist(
-    stream_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
+    request: Request, stream_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
 ) -> Response:
     session = catalog.latest_session(db, stream_id)
     found = catalog.find_rendition(db, session.id, rendition) if session else None
     if found is None:
         raise _not_found(f"stream {stream_id} has no rendition {rendition!r}")
     policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
-    return _playlist(catalog.render_media(db, session, found, policy), session.status != "live")
+    text = catalog.render_media(db, session, found, policy)
+    return playlist_response(request, settings, text, recording=False)
 
 
 # The recording routes come before `media_object`: their paths have the same shape.
@@ -68,48 +68,76 @@ def _session_or_404(db: DbSession, session_id: uuid.UUID) -> LiveSession:
     return session
 
 
-@router.get(
-    "/sessions/{session_id}/master.m3u8", summary="Master playlist of one session's recording"
+@router.api_route(
+    "/sessions/{session_id}/master.m3u8",
+    methods=READ,
+    summary="Master playlist of one session's recording",
 )
-def recording_master(session_id: uuid.UUID, db: DbSession) -> Response:
+def recording_master(
+    request: Request, session_id: uuid.UUID, db: DbSession, settings: SettingsDep
+) -> Response:
     session = _session_or_404(db, session_id)
     if not session.renditions:
         raise _not_found(f"session {session_id} has no media")
-    return _playlist(catalog.render_master(list(session.renditions)), session.status != "live")
+    text = catalog.render_master(list(session.renditions))
+    return playlist_response(request, settings, text, recording=True)
 
 
-@router.get(
+@router.api_route(
     "/sessions/{session_id}/{rendition}/index.m3u8",
+    methods=READ,
     summary="Every segment of one rendition of a session's recording",
 )
 def recording_media(
-    session_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
+    request: Request, session_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
 ) -> Response:
     session = _session_or_404(db, session_id)
     found = catalog.find_rendition(db, session.id, rendition)
     if found is None:
         raise _not_found(f"session {session_id} has no rendition {rendition!r}")
     policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
-    return _playlist(catalog.render_recording(db, session, found, policy), session.status != "live")
+    text = catalog.render_recording(db, session, found, policy)
+    return playlist_response(request, settings, text, recording=True)
 
 
-@router.get("/sessions/{session_id}/{rendition}/{name}", summary="A segment of a recording")
+@router.api_route(
+    "/sessions/{session_id}/{rendition}/{name}", methods=READ, summary="A segment of a recording"
+)
 async def recording_object(
-    session_id: uuid.UUID, rendition: str, name: str, db: DbSession, store: StoreDep
+    request: Request,
+    session_id: uuid.UUID,
+    rendition: str,
+    name: str,
+    db: DbSession,
+    store: StoreDep,
 ) -> Response:
     session = await run_in_threadpool(_session_or_404, db, session_id)
-    return await _media(store, session.stream_id, rendition, session_id, name)
+    return await _media(request, store, session.stream_id, rendition, session_id, name)
 
 
-@router.get("/{stream_id}/{rendition}/{session_id}/{name}", summary="A segment or init segment")
+@router.api_route(
+    "/{stream_id}/{rendition}/{session_id}/{name}",
+    methods=READ,
+    summary="A segment or init segment",
+)
 async def media_object(
-    stream_id: uuid.UUID, rendition: str, session_id: uuid.UUID, name: str, store: StoreDep
+    request: Request,
+    stream_id: uuid.UUID,
+    rendition: str,
+    session_id: uuid.UUID,
+    name: str,
+    store: StoreDep,
 ) -> Response:
-    return await _media(store, stream_id, rendition, session_id, name)
+    return await _media(request, store, stream_id, rendition, session_id, name)
 
 
 async def _media(
-    store: ObjectStore, stream_id: uuid.UUID, rendition: str, session_id: uuid.UUID, name: str
+    request: Request,
+    store: ObjectStore,
+    stream_id: uuid.UUID,
+    rendition: str,
+    session_id: uuid.UUID,
+    name: str,
 ) -> Response:
     if not MEDIA_NAME.match(name) or not RENDITION_NAME.match(rendition):
         raise _not_found(f"no media object {name!r}")
@@ -118,5 +146,4 @@ async def _media(
         data = await run_in_threadpool(store.get_bytes, key)
     except KeyError:
         raise _not_found(f"no media object {name!r}") from None
-    media_type = "video/iso.segment" if name.endswith(".m4s") else "video/mp4"
-    return Response(data, media_type=media_type, headers={"Cache-Control": MEDIA_CACHE})
+    return media_response(request, data, SEGMENT_TYPE if name.endswith(".m4s") else INIT_TYPE)
