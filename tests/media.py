@@ -58,6 +58,16 @@ def make_media_file(
     return path
 
 
+def explicit_he_aac_asc(core_rate_index: int = 6, output_rate_index: int = 3) -> bytes:
+    """An AudioSpecificConfig that signals HE-AAC explicitly, as Apple requires in fMP4:
+    object type 5, the core rate (default 24 kHz), stereo, the SBR output rate (48 kHz),
+    then the LC core (object type 2, all-zero GASpecificConfig). No encoder on the machine
+    writes it (no libfdk_aac), so tests build it bit by bit."""
+    bits = f"{5:05b}{core_rate_index:04b}{2:04b}{output_rate_index:04b}{2:05b}000"
+    bits += "0" * (-len(bits) % 8)
+    return int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
 def publish(source: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
     """`ffmpeg -re -c copy` to an RTMP URL, the way an encoder streams in real time."""
     return subprocess.Popen(

@@ -10,12 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from media.hls.segmenter import SegmentClosed, Segmenter, SegmenterEvent
-from media.mp4.fmp4 import (
-    AAC_FRAME_SAMPLES,
-    fragments_from_access_units,
-    init_segment,
-    media_segment,
-)
+from media.mp4.fmp4 import fragments_from_access_units, init_segment, media_segment
 from media.types import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind, VideoConfig
 
 # Without a video sequence header after this much audio, the publish is audio-only.
@@ -144,7 +139,7 @@ class SegmentPackager:
             if self._audio_anchor is None:
                 self._audio_anchor = dts
             if self.audio is not None:
-                frame = AAC_FRAME_SAMPLES * CLOCK_HZ // self.audio.sample_rate
+                frame = self.audio.frame_samples * CLOCK_HZ // self.audio.sample_rate
                 self._media_end = max(self._media_end, dts + frame)
         else:
             # With B-frames a frame can be shown after later-decoded ones: its end counts in

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from media.codecs.aac import parse_asc, split_adts
 from media.hls.segment_packager import PackagedSegment, SegmentPackager
-from media.types import CLOCK_HZ
-from tests.media import make_source, package_flv
+from media.mp4.fmp4 import AUDIO_TRACK_ID
+from media.types import CLOCK_HZ, AccessUnit, TrackKind
+from tests.media import explicit_he_aac_asc, make_media_file, make_source, package_flv
+from tests.unit.test_fmp4 import find, traf_summary, walk
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +113,35 @@ def test_peak_and_average_bitrate_are_measured_over_closed_segments(small_source
     total_seconds = sum(s.duration for s in segments)
     assert packager.bitrate.average == round(total_bits / total_seconds)
     assert packager.bitrate.peak >= packager.bitrate.average
+
+
+def test_explicit_he_aac_segments_follow_each_other_without_a_hole(tmp_path: Path) -> None:
+    # Real AAC frames at the 24 kHz core rate, declared as HE-AAC with SBR output at 48 kHz:
+    # each frame then lasts 2048 samples at the track's 48 kHz timescale.
+    core = make_media_file(
+        tmp_path / "core.aac", "-c:a", "aac", "-ar", "24000", "-ac", "2", seconds=7, video=False
+    )
+    frames = [raw for _, raw in split_adts(core.read_bytes())]
+    config = parse_asc(explicit_he_aac_asc())
+    packager = SegmentPackager(2.0)
+    packager.configure(config)
+    segments: list[PackagedSegment] = []
+    for index, frame in enumerate(frames):
+        dts = index * 2048 * CLOCK_HZ // config.sample_rate
+        segments += packager.push(AccessUnit(TrackKind.AUDIO, dts, dts, True, frame))
+    segments += packager.flush()
+    assert len(segments) >= 3
+    assert segments[0].init.codecs == "mp4a.40.5"
+
+    starts, ends = [], []
+    for segment in segments:
+        [traf] = find(walk(segment.data), "moof").find_all("traf")
+        track, base, trun = traf_summary(traf)
+        assert track == AUDIO_TRACK_ID
+        assert set(trun.durations) == {2048}
+        starts.append(base)
+        ends.append(base + sum(trun.durations))
+    assert starts[1:] == ends[:-1]  # the audit found 1024 samples (21 ms) missing at each
+    assert ends[-1] == 2048 * len(frames)
+    assert sum(s.duration_ticks for s in segments) == ends[-1] * CLOCK_HZ // config.sample_rate
+    assert decodes_cleanly(tmp_path, segments) == ""
