@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
-from media.demux.flv import FlvDemuxer, FlvTagType, iter_flv_tags
+from media.demux.flv import FlvDemuxer, FlvTag, FlvTagType, iter_flv_tags
 from media.hls.segment_packager import PackagedSegment, SegmentPackager
 from media.types import AccessUnit
+from tests.fixtures.rtmp.client_bytes import (
+    HANDSHAKE_SIZE,
+    ServerOutput,
+    command,
+    message_chunks,
+    plain_c0c1,
+)
 
 
 def make_source(
@@ -110,12 +120,16 @@ def media_duration(path: Path) -> float:
     return float(probe(str(path))["format"]["duration"])
 
 
-def package_flv(path: Path, packager: SegmentPackager | None = None) -> list[PackagedSegment]:
-    """Run an FLV file through the ingest path's demuxer and packager: the source segments."""
+def package_flv(
+    path: Path | Iterable[FlvTag], packager: SegmentPackager | None = None
+) -> list[PackagedSegment]:
+    """Run an FLV file (or its tags) through the ingest path's demuxer and packager: the
+    source segments."""
     packager = packager or SegmentPackager(2.0)
     demuxer = FlvDemuxer()
     segments: list[PackagedSegment] = []
-    for tag in iter_flv_tags(path.read_bytes()):
+    tags = iter_flv_tags(path.read_bytes()) if isinstance(path, Path) else path
+    for tag in tags:
         if tag.tag_type is FlvTagType.VIDEO:
             items = demuxer.video(tag.timestamp_ms, tag.payload)
         elif tag.tag_type is FlvTagType.AUDIO:
@@ -128,6 +142,58 @@ def package_flv(path: Path, packager: SegmentPackager | None = None) -> list[Pac
             else:
                 segments += packager.configure(item)
     return segments + packager.flush()
+
+
+def audio_ahead_of_the_first_keyframe(tags: Iterable[FlvTag], lead_ms: int = 64) -> list[FlvTag]:
+    """The tags with video stamped `lead_ms` later and the first keyframe sent before any
+    audio frame: audio stamped before the first keyframe arrives after it, as an encoder
+    that interleaves loosely sends it (ffmpeg's FLV muxer would put it in order)."""
+    shifted = [
+        FlvTag(tag.tag_type, tag.timestamp_ms + lead_ms, tag.payload)
+        if tag.tag_type is FlvTagType.VIDEO
+        else tag
+        for tag in tags
+    ]
+
+    def is_keyframe(tag: FlvTag) -> bool:  # frame type 1, AVC NALU (not the sequence header)
+        return tag.tag_type is FlvTagType.VIDEO and tag.payload[0] >> 4 == 1 and tag.payload[1]
+
+    keyframe = shifted.pop(next(i for i, tag in enumerate(shifted) if is_keyframe(tag)))
+    first_audio = next(
+        i for i, tag in enumerate(shifted) if tag.tag_type is FlvTagType.AUDIO and tag.payload[1]
+    )
+    shifted.insert(first_audio, keyframe)
+    return shifted
+
+
+def publish_flv_tags(port: int, key: str, tags: Iterable[FlvTag], timeout: float = 30) -> None:
+    """Publish FLV tags over RTMP exactly in the order and with the stamps given, then
+    unpublish: an encoder whose quirks the ffmpeg CLI would tidy up."""
+    messages = {FlvTagType.AUDIO: 4, FlvTagType.VIDEO: 6, FlvTagType.SCRIPT_DATA: 5}
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        connect = command("connect", 1.0, {"app": "live", "tcUrl": f"rtmp://127.0.0.1:{port}/live"})
+        sock.sendall(plain_c0c1() + bytes(HANDSHAKE_SIZE) + message_chunks(3, 20, connect))
+        sock.sendall(message_chunks(3, 20, command("createStream", 2.0)))
+        publish = command("publish", 3.0, None, key, "live")
+        sock.sendall(message_chunks(8, 20, publish, stream_id=1))
+        output, deadline = ServerOutput(), time.monotonic() + timeout
+        codes: list[str] = []
+        while "NetStream.Publish.Start" not in codes:
+            if time.monotonic() > deadline or not (data := sock.recv(65536)):
+                raise AssertionError(f"the publish was not accepted; statuses {codes}")
+            output.feed(data)
+            codes = [v[3].get("code") for _, v in output.commands() if v[0] == "onStatus"]
+        for tag in tags:
+            sock.sendall(
+                message_chunks(
+                    messages[tag.tag_type],
+                    int(tag.tag_type),
+                    tag.payload,
+                    timestamp=tag.timestamp_ms,
+                    stream_id=1,
+                )
+            )
+        sock.sendall(message_chunks(8, 20, command("deleteStream", 4.0, None, 1.0)))
 
 
 def make_ts_source(

@@ -136,8 +136,6 @@ class SegmentPackager:
             self._shift = self.timeline_start - au.dts
         dts, pts = au.dts + self._shift, au.pts + self._shift
         if au.kind is TrackKind.AUDIO:
-            if self._audio_anchor is None:
-                self._audio_anchor = dts
             if self.audio is not None:
                 frame = self.audio.frame_samples * CLOCK_HZ // self.audio.sample_rate
                 self._media_end = max(self._media_end, dts + frame)
@@ -192,6 +190,9 @@ class SegmentPackager:
         assert self._init is not None
         video = [au for au in closed.access_units if au.kind is TrackKind.VIDEO]
         audio = [au for au in closed.access_units if au.kind is TrackKind.AUDIO]
+        if self._audio_anchor is None and audio:
+            # The first audio the segmenter kept: never before the timeline starts.
+            self._audio_anchor = audio[0].dts
         fragments = fragments_from_access_units(
             video,
             audio if self._init.audio else [],

@@ -8,10 +8,17 @@ from pathlib import Path
 import pytest
 
 from media.codecs.aac import parse_asc, split_adts
+from media.demux.flv import FlvTagType, iter_flv_tags
 from media.hls.segment_packager import PackagedSegment, SegmentPackager
 from media.mp4.fmp4 import AUDIO_TRACK_ID
 from media.types import CLOCK_HZ, AccessUnit, TrackKind
-from tests.media import explicit_he_aac_asc, make_media_file, make_source, package_flv
+from tests.media import (
+    audio_ahead_of_the_first_keyframe,
+    explicit_he_aac_asc,
+    make_media_file,
+    make_source,
+    package_flv,
+)
 from tests.unit.test_fmp4 import find, traf_summary, walk
 
 
@@ -144,4 +151,23 @@ def test_explicit_he_aac_segments_follow_each_other_without_a_hole(tmp_path: Pat
     assert starts[1:] == ends[:-1]  # the audit found 1024 samples (21 ms) missing at each
     assert ends[-1] == 2048 * len(frames)
     assert sum(s.duration_ticks for s in segments) == ends[-1] * CLOCK_HZ // config.sample_rate
+    assert decodes_cleanly(tmp_path, segments) == ""
+
+
+def test_audio_stamped_before_the_first_keyframe_is_dropped_not_fatal(
+    small_source: Path, tmp_path: Path
+) -> None:
+    # The audit's case: audio arrives after the opening keyframe, stamped before it.
+    tags = audio_ahead_of_the_first_keyframe(iter_flv_tags(small_source.read_bytes()), 100)
+    keyframe_ms = next(t.timestamp_ms for t in tags if t.tag_type is FlvTagType.VIDEO)
+    early = [t for t in tags if t.tag_type is FlvTagType.AUDIO and t.timestamp_ms < keyframe_ms]
+    packager = SegmentPackager(2.0)
+    segments = package_flv(tags, packager)
+    assert [s.sequence for s in segments] == [0, 1, 2, 3]
+    assert segments[0].start_ticks == 0
+    assert packager.segmenter.dropped_before_keyframe == len(early) - 1  # less the config
+    moof = find(walk(segments[0].data), "moof")
+    audio = [traf_summary(t) for t in moof.find_all("traf") if traf_summary(t)[0] == AUDIO_TRACK_ID]
+    [(_, first_audio_time, _)] = audio
+    assert first_audio_time >= 0
     assert decodes_cleanly(tmp_path, segments) == ""
