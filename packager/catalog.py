@@ -122,8 +122,17 @@ def render_media(
             ended=session.status != "live" and complete,
             media_sequence=rows[0].sequence if rows else 0,
             discontinuity_sequence=earlier_discontinuities,
+            independent_segments=independent_segments(session, rendition),
         )
     )
+
+
+def independent_segments(session: LiveSession, rendition: Rendition | None = None) -> bool:
+    """Whether every segment starts with an IDR: not so for an open-GOP passthrough source
+    (the rungs are encoded here, always closed). Without a rendition: the master's claim,
+    which covers every variant."""
+    passthrough = rendition is None or rendition.name == SOURCE
+    return not (passthrough and session.open_gop)
 
 
 def quality_order(rendition: Rendition) -> tuple[bool, int]:
@@ -131,7 +140,7 @@ def quality_order(rendition: Rendition) -> tuple[bool, int]:
     return rendition.name != SOURCE, -(rendition.height or 0)
 
 
-def render_master(renditions: list[Rendition]) -> str:
+def render_master(renditions: list[Rendition], *, independent: bool = True) -> str:
     """Every rendition that has media, the source first as the top quality.
 
     A rung whose first segments all failed has no codecs yet and stays out until it has.
@@ -149,7 +158,8 @@ def render_master(renditions: list[Rendition]) -> str:
                 name=r.name,
             )
             for r in ordered
-        ]
+        ],
+        independent_segments=independent,
     )
 
 
@@ -173,5 +183,6 @@ def render_recording(
             ended=ended,
             playlist_type="VOD" if ended else "EVENT",
             media_sequence=rows[0].sequence if rows else 0,
+            independent_segments=independent_segments(session, rendition),
         )
     )

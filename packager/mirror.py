@@ -46,7 +46,9 @@ def write_playlists(
                 for r in renditions
             }
             if master and renditions:
-                texts[master_playlist_key(stream_id)] = catalog.render_master(renditions)
+                texts[master_playlist_key(stream_id)] = catalog.render_master(
+                    renditions, independent=catalog.independent_segments(session)
+                )
         # The stream's URLs follow each new session: never cached past a live playlist's age.
         cache = live_playlist_cache(settings.live_playlist_max_age)
         for key, text in texts.items():

@@ -106,6 +106,7 @@ class SourceWriter:
                 average_bandwidth=packager.bitrate.average,
                 gop_seconds=round(gop.max_seconds, 3) if gop else None,
                 bytes_ingested=bytes_ingested,
+                open_gop=not segment.independent,
             )
         )
         self._enqueue_ladder(segment.sequence)
@@ -218,6 +219,7 @@ def record_segment(
     average_bandwidth: int,
     gop_seconds: float | None,
     bytes_ingested: int,
+    open_gop: bool = False,
 ) -> None:
     with session_scope(database_url) as db:
         db.add(
@@ -248,4 +250,6 @@ def record_segment(
             values["gop_seconds"] = func.greatest(
                 func.coalesce(LiveSession.gop_seconds, 0), gop_seconds
             )
+        if open_gop:  # once seen, the session's playlists stop claiming independence
+            values["open_gop"] = True
         db.execute(update(LiveSession).where(LiveSession.id == session_id).values(**values))

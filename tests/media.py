@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from media.demux.flv import FlvDemuxer, FlvTag, FlvTagType, iter_flv_tags
+from media.demux.mpegts import TsDemuxer
 from media.hls.segment_packager import PackagedSegment, SegmentPackager
 from media.types import AccessUnit
 from tests.fixtures.rtmp.client_bytes import (
@@ -141,6 +142,18 @@ def package_flv(
                 segments += packager.push(item)
             else:
                 segments += packager.configure(item)
+    return segments + packager.flush()
+
+
+def package_ts(path: Path, packager: SegmentPackager | None = None) -> list[PackagedSegment]:
+    """Run an MPEG-TS file through the SRT path's demuxer and packager."""
+    packager = packager or SegmentPackager(2.0)
+    demuxer = TsDemuxer()
+    segments: list[PackagedSegment] = []
+    for item in demuxer.feed(path.read_bytes()) + demuxer.flush():
+        segments += (
+            packager.push(item) if isinstance(item, AccessUnit) else packager.configure(item)
+        )
     return segments + packager.flush()
 
 

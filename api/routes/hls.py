@@ -42,7 +42,8 @@ def master_playlist(
     renditions = [r for r in session.renditions] if session else []
     if not renditions:
         raise _not_found(f"stream {stream_id} has no media yet")
-    return playlist_response(request, settings, catalog.render_master(renditions), recording=False)
+    text = catalog.render_master(renditions, independent=catalog.independent_segments(session))
+    return playlist_response(request, settings, text, recording=False)
 
 
 @router.api_route(
@@ -79,7 +80,9 @@ def recording_master(
     session = _session_or_404(db, session_id)
     if not session.renditions:
         raise _not_found(f"session {session_id} has no media")
-    text = catalog.render_master(list(session.renditions))
+    text = catalog.render_master(
+        list(session.renditions), independent=catalog.independent_segments(session)
+    )
     return playlist_response(request, settings, text, recording=True)
 
 

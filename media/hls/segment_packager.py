@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from media.codecs.hevc import skipped_leading_pictures
 from media.hls.segmenter import SegmentClosed, Segmenter, SegmenterEvent
 from media.mp4.fmp4 import fragments_from_access_units, init_segment, media_segment
-from media.types import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind, VideoConfig
+from media.types import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind, VideoCodec, VideoConfig
 
 # Without a video sequence header after this much audio, the publish is audio-only.
 AUDIO_ONLY_DECISION_TICKS = CLOCK_HZ
@@ -39,6 +40,9 @@ class PackagedSegment:
     data: bytes
     init: InitSegment
     discontinuity: bool
+    # False when it opens on an open-GOP picture (an HEVC CRA followed by RASL pictures,
+    # x265's default) that needs the previous segment: not an EXT-X-INDEPENDENT-SEGMENTS one.
+    independent: bool = True
 
     @property
     def duration(self) -> float:
@@ -202,6 +206,7 @@ class SegmentPackager:
         )
         data = media_segment(closed.sequence + 1, fragments)
         self.bitrate.add(len(data), closed.duration_seconds)
+        hevc = self._init.video is not None and self._init.video.codec is VideoCodec.HEVC
         return PackagedSegment(
             closed.sequence,
             closed.start_dts,
@@ -209,4 +214,5 @@ class SegmentPackager:
             data,
             self._init,
             closed.discontinuity,
+            independent=not (hevc and skipped_leading_pictures([au.data for au in video])),
         )

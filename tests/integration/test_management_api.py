@@ -415,6 +415,31 @@ def test_a_session_with_a_long_gop_warns_to_set_a_2_second_keyframe_interval(
     assert "every 5 s" in warning and "keyframe interval to 2 s" in warning
 
 
+def test_an_open_gop_session_warns_and_its_source_claims_no_independent_segments(
+    api: TestClient, settings: Settings
+) -> None:
+    stream = _create(api, "open gop")
+    session_id = _add_session(settings, stream["id"], started=datetime.now(UTC), segments=2)
+    closed_gop = api.get(f"/hls/{stream['id']}/source/index.m3u8").text
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in closed_gop
+    with session_scope(settings.database_url) as db:
+        db.get(LiveSession, session_id).open_gop = True
+        db.add(Rendition(session_id=session_id, name="360p", height=360, codecs="avc1.64001e"))
+
+    [warning] = api.get(f"/api/v1/sessions/{session_id}").json()["warnings"]
+    assert "open-GOP" in warning and "open-gop=0" in warning
+    for path in (
+        f"/hls/{stream['id']}/master.m3u8",
+        f"/hls/{stream['id']}/source/index.m3u8",
+        f"/hls/sessions/{session_id}/master.m3u8",
+        f"/hls/sessions/{session_id}/source/index.m3u8",
+    ):
+        assert "#EXT-X-INDEPENDENT-SEGMENTS" not in api.get(path).text, path
+    # The rungs are encoded here with closed GOPs: theirs still says so.
+    rung = api.get(f"/hls/{stream['id']}/360p/index.m3u8").text
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in rung
+
+
 def test_an_ended_sessions_recording_lists_every_segment_as_vod(
     api: TestClient, settings: Settings
 ) -> None:

@@ -17,7 +17,9 @@ from tests.media import (
     explicit_he_aac_asc,
     make_media_file,
     make_source,
+    make_ts_source,
     package_flv,
+    package_ts,
 )
 from tests.unit.test_fmp4 import find, traf_summary, walk
 
@@ -78,6 +80,7 @@ def test_a_real_encoder_stream_is_cut_every_two_seconds_on_keyframes(
     assert audio_codec == "mp4a.40.2"
     assert all(b.start_ticks == a.end_ticks for a, b in zip(segments, segments[1:], strict=False))
     assert not any(s.discontinuity for s in segments)
+    assert all(s.independent for s in segments)  # x264 opens every GOP with an IDR
     assert decodes_cleanly(tmp_path, segments) == ""
 
 
@@ -171,3 +174,13 @@ def test_audio_stamped_before_the_first_keyframe_is_dropped_not_fatal(
     [(_, first_audio_time, _)] = audio
     assert first_audio_time >= 0
     assert decodes_cleanly(tmp_path, segments) == ""
+
+
+def test_open_gop_hevc_segments_after_the_first_are_not_independent(tmp_path: Path) -> None:
+    # x265's default: an IDR first, then every GOP opens on a CRA whose RASL pictures
+    # reference the GOP before it.
+    source = make_ts_source(tmp_path / "hevc.ts", seconds=6, size="320x240", video_codec="libx265")
+    segments = package_ts(source)
+    assert segments[0].init.codecs.startswith("hvc1.")
+    assert [s.independent for s in segments] == [True] + [False] * (len(segments) - 1)
+    assert len(segments) >= 3
