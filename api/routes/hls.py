@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -13,6 +15,7 @@ from api.delivery import media_response, playlist_response
 from api.deps import DbSession, SettingsDep, StoreDep
 from core.delivery import INIT_TYPE, SEGMENT_TYPE
 from core.models import LiveSession
+from core.settings import Settings
 from core.storage import ObjectStore
 from packager import catalog
 from packager.catalog import PlaylistPolicy
@@ -22,33 +25,38 @@ router = APIRouter(prefix="/hls", tags=["playback"])
 
 MEDIA_NAME = re.compile(r"^(?:\d{8}\.m4s|init_\d+\.mp4)$")
 RENDITION_NAME = re.compile(r"^[a-z0-9]{1,32}$")
-# Players may ask HEAD of anything they GET (Shaka does, to sniff a type).
-READ = ["GET", "HEAD"]
+
+
+def _read(path: str, summary: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A playback route: players may ask HEAD of anything they GET (Shaka does, to sniff)."""
+    return router.api_route(path, methods=["GET", "HEAD"], summary=summary)
 
 
 def _not_found(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=detail)
 
 
-@router.api_route(
-    "/{stream_id}/master.m3u8",
-    methods=READ,
-    summary="Master playlist of the stream's latest session",
-)
+def _master(
+    request: Request, settings: Settings, session: LiveSession, *, recording: bool
+) -> Response:
+    if not session.renditions:
+        raise _not_found(f"session {session.id} has no media yet")
+    independent = catalog.independent_segments(session)
+    text = catalog.render_master(list(session.renditions), independent=independent)
+    return playlist_response(request, settings, text, recording=recording)
+
+
+@_read("/{stream_id}/master.m3u8", "Master playlist of the stream's latest session")
 def master_playlist(
     request: Request, stream_id: uuid.UUID, db: DbSession, settings: SettingsDep
 ) -> Response:
     session = catalog.latest_session(db, stream_id)
-    renditions = [r for r in session.renditions] if session else []
-    if not renditions:
+    if session is None:
         raise _not_found(f"stream {stream_id} has no media yet")
-    text = catalog.render_master(renditions, independent=catalog.independent_segments(session))
-    return playlist_response(request, settings, text, recording=False)
+    return _master(request, settings, session, recording=False)
 
 
-@router.api_route(
-    "/{stream_id}/{rendition}/index.m3u8", methods=READ, summary="Media playlist of one rendition"
-)
+@_read("/{stream_id}/{rendition}/index.m3u8", "Media playlist of one rendition")
 def media_playlist(
     request: Request, stream_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
 ) -> Response:
@@ -69,27 +77,16 @@ def _session_or_404(db: DbSession, session_id: uuid.UUID) -> LiveSession:
     return session
 
 
-@router.api_route(
-    "/sessions/{session_id}/master.m3u8",
-    methods=READ,
-    summary="Master playlist of one session's recording",
-)
+@_read("/sessions/{session_id}/master.m3u8", "Master playlist of one session's recording")
 def recording_master(
     request: Request, session_id: uuid.UUID, db: DbSession, settings: SettingsDep
 ) -> Response:
-    session = _session_or_404(db, session_id)
-    if not session.renditions:
-        raise _not_found(f"session {session_id} has no media")
-    text = catalog.render_master(
-        list(session.renditions), independent=catalog.independent_segments(session)
-    )
-    return playlist_response(request, settings, text, recording=True)
+    return _master(request, settings, _session_or_404(db, session_id), recording=True)
 
 
-@router.api_route(
+@_read(
     "/sessions/{session_id}/{rendition}/index.m3u8",
-    methods=READ,
-    summary="Every segment of one rendition of a session's recording",
+    "Every segment of one rendition of a session's recording",
 )
 def recording_media(
     request: Request, session_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
@@ -103,9 +100,7 @@ def recording_media(
     return playlist_response(request, settings, text, recording=True)
 
 
-@router.api_route(
-    "/sessions/{session_id}/{rendition}/{name}", methods=READ, summary="A segment of a recording"
-)
+@_read("/sessions/{session_id}/{rendition}/{name}", "A segment of a recording")
 async def recording_object(
     request: Request,
     session_id: uuid.UUID,
@@ -118,11 +113,7 @@ async def recording_object(
     return await _media(request, store, session.stream_id, rendition, session_id, name)
 
 
-@router.api_route(
-    "/{stream_id}/{rendition}/{session_id}/{name}",
-    methods=READ,
-    summary="A segment or init segment",
-)
+@_read("/{stream_id}/{rendition}/{session_id}/{name}", "A segment or init segment")
 async def media_object(
     request: Request,
     stream_id: uuid.UUID,
