@@ -127,12 +127,19 @@ def render_media(
     )
 
 
+HEVC_CODECS = ("hvc1", "hev1")
+
+
 def independent_segments(session: LiveSession, rendition: Rendition | None = None) -> bool:
     """Whether every segment starts with an IDR: not so for an open-GOP passthrough source
-    (the rungs are encoded here, always closed). Without a rendition: the master's claim,
-    which covers every variant."""
-    passthrough = rendition is None or rendition.name == SOURCE
-    return not (passthrough and session.open_gop)
+    (the rungs are encoded here, always closed), which shows once its second segment opens
+    on a CRA. Without a rendition: the master's claim, which covers every variant and is
+    read once, before that can show, so no HEVC source gets it (x265 is open-GOP by default)."""
+    if rendition is not None:
+        return not (rendition.name == SOURCE and session.open_gop)
+    source = next((r for r in session.renditions if r.name == SOURCE), None)
+    hevc = source is not None and source.codecs.startswith(HEVC_CODECS)
+    return not (session.open_gop or hevc)
 
 
 def quality_order(rendition: Rendition) -> tuple[bool, int]:
