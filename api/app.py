@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis import Redis
 
+from api.cors import ScopedCors
 from api.metrics import record_request
 from api.routes import health, hls, player, sessions, streams, uploads, ws
 from api.ws import EventHub
@@ -40,6 +41,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings.redis_url)
     app.state.hub = EventHub(settings.redis_url, settings.ws_queue_size)
     app.middleware("http")(record_request)
+    app.add_middleware(
+        ScopedCors,
+        playback_origins=settings.playback_cors_origin_list,
+        api_origins=settings.api_cors_origin_list,
+    )
     app.include_router(health.router)
     app.include_router(streams.router)
     app.include_router(sessions.router)

@@ -184,6 +184,13 @@ def session_warnings(session: LiveSession, settings: Settings) -> list[str]:
             f"segments run long and players buffer. Set the encoder's keyframe interval to "
             f"{settings.segment_seconds:g} s (OBS: Output > Keyframe Interval)."
         )
+    if session.open_gop:
+        warnings.append(
+            "segments start on open-GOP pictures (HEVC CRA) that need the segment before "
+            "them, so players cannot start or switch on them cleanly and the playlists do "
+            "not claim independent segments. Set the encoder to closed GOPs (x265: "
+            "open-gop=0)."
+        )
     # What the ingest could not take (e.g. an MPEG-TS audio track in MP2).
     warnings += (session.media_info or {}).get("ingest", {}).get("warnings", [])
     return warnings

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -103,6 +104,9 @@ class LiveSession(Base):
     # a stream never changes the rungs of a session in progress.
     ladder: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     gop_seconds: Mapped[float | None] = mapped_column(Float)
+    # A source segment started on an open-GOP picture that needs the one before it (HEVC
+    # CRA with RASL): its playlists may not claim EXT-X-INDEPENDENT-SEGMENTS.
+    open_gop: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     bytes_ingested: Mapped[int] = mapped_column(BigInteger, default=0)
     error: Mapped[str | None] = mapped_column(Text)
 

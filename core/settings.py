@@ -15,6 +15,10 @@ _RETENTION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
+def _comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 def default_worker_count() -> int:
     return max(1, os.cpu_count() or 1)
 
@@ -52,7 +56,9 @@ class Settings(BaseSettings):
     )
 
     segment_seconds: float = Field(2.0, gt=0, description="Target HLS segment duration.")
-    playlist_window: int = Field(10, ge=3, description="Segments listed in a live playlist.")
+    playlist_window: int = Field(
+        10, ge=6, description="Segments listed in a live playlist (Apple: at least 6)."
+    )
     reconnect_grace_seconds: float = Field(
         10.0, ge=0, description="A publisher reconnecting within this continues its session."
     )
@@ -173,6 +179,25 @@ class Settings(BaseSettings):
         description="Delete ended sessions (objects and rows) this old, e.g. `30d`, `12h`, "
         "`90m`. Unset: keep recordings forever.",
     )
+    playback_cors_origins: str = Field(
+        "*",
+        description="Comma-separated origins whose pages may play /hls and the bucket's "
+        "objects (CORS): `*` any, empty none, else e.g. `https://a.example,https://b.example`.",
+    )
+    api_cors_origins: str = Field(
+        "", description="Comma-separated origins allowed to call /api/v1 from a browser; none."
+    )
+    live_playlist_max_age: int = Field(
+        0,
+        ge=0,
+        description="Seconds a live playlist may be cached; 0 sends `no-cache`. Behind a CDN, "
+        "1 lets the edge absorb the polling at the cost of up to a second of lag.",
+    )
+    ended_playlist_max_age: int = Field(
+        3600,
+        ge=0,
+        description="Seconds a recording's playlist that holds EXT-X-ENDLIST may be cached.",
+    )
     ws_queue_size: int = Field(
         256, ge=1, description="Messages queued for one websocket client before it is dropped."
     )
@@ -194,6 +219,14 @@ class Settings(BaseSettings):
         match = _RETENTION.fullmatch(self.recording_retention)
         amount, unit = float(match.group(1)), match.group(2)
         return timedelta(seconds=amount * _UNIT_SECONDS[unit])
+
+    @property
+    def playback_cors_origin_list(self) -> list[str]:
+        return _comma_list(self.playback_cors_origins)
+
+    @property
+    def api_cors_origin_list(self) -> list[str]:
+        return _comma_list(self.api_cors_origins)
 
     @property
     def public_http_url(self) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -13,8 +14,12 @@ import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
+from minio.helpers import md5sum_hash
 
+from core.delivery import bucket_cors_configuration
 from core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Short timeouts and few retries: a stalled store must surface as an error, not a hung ingest.
 _HTTP = urllib3.PoolManager(
@@ -113,7 +118,10 @@ class ObjectStore:
             settings.s3_region,
         )
 
-    def ensure_bucket(self) -> None:
+    def ensure_bucket(self, cors_origins: Sequence[str] | None = None) -> None:
+        """Create the bucket if missing. With `cors_origins`, give it the CORS rule that
+        lets players on those sites read objects (through a CDN in front of it); an empty
+        list removes our rule (the store's own default then applies), None leaves it."""
         try:
             if not self.client.bucket_exists(self.bucket):
                 self.client.make_bucket(self.bucket)
@@ -122,11 +130,41 @@ class ObjectStore:
                 raise StorageError(f"cannot create bucket {self.bucket!r}: {exc.code}") from exc
         except _CLIENT_ERRORS as exc:
             raise StorageError(f"cannot create bucket {self.bucket!r}: {exc}") from exc
+        if cors_origins is not None:
+            self._set_cors(cors_origins)
 
-    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+    def _set_cors(self, origins: Sequence[str]) -> None:
+        # minio-py (7.2) has no bucket CORS call; this is the request its own policy call makes.
+        body = bucket_cors_configuration(origins) if origins else None
+        try:
+            self.client._execute(
+                "PUT" if body else "DELETE",
+                self.bucket,
+                body=body,
+                headers={"Content-MD5": md5sum_hash(body)} if body else None,
+                query_params={"cors": ""},
+            )
+        except S3Error as exc:
+            if exc.code == "NotImplemented":
+                # MinIO: its server-wide MINIO_API_CORS_ALLOW_ORIGIN (default `*`) applies.
+                log.warning("the object store has no bucket CORS; its own CORS setting applies")
+            elif exc.code != "NoSuchCORSConfiguration":
+                raise StorageError(f"cannot set CORS on bucket {self.bucket!r}: {exc}") from exc
+        except _CLIENT_ERRORS as exc:
+            raise StorageError(f"cannot set CORS on bucket {self.bucket!r}: {exc}") from exc
+
+    def put_bytes(
+        self, key: str, data: bytes, content_type: str, *, cache_control: str | None = None
+    ) -> None:
+        """Store one object; `cache_control` is kept and served with it (to a CDN in front)."""
         with _translated("put", key):
             self.client.put_object(
-                self.bucket, key, io.BytesIO(data), len(data), content_type=content_type
+                self.bucket,
+                key,
+                io.BytesIO(data),
+                len(data),
+                content_type=content_type,
+                metadata={"Cache-Control": cache_control} if cache_control else None,
             )
 
     def put_stream(self, key: str, stream: BinaryIO, content_type: str) -> None:

@@ -37,7 +37,7 @@ async def run_ingest(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(IO_THREADS, "ingest-io"))
     store = ObjectStore.from_settings(settings)
-    await asyncio.to_thread(store.ensure_bucket)
+    await asyncio.to_thread(store.ensure_bucket, settings.playback_cors_origin_list)
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
     publisher = Publisher(settings, store, redis)
     handler = RtmpConnectionHandler(publisher, settings)

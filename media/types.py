@@ -46,6 +46,9 @@ class AudioConfig:
     object_type: int
     sample_rate: int
     channels: int
+    # Samples one frame lasts at `sample_rate`: an AAC frame codes 1024 samples at the core
+    # rate, and explicitly signalled HE-AAC gives the SBR output rate, twice that: 2048.
+    frame_samples: int = 1024
 
     @property
     def codec_string(self) -> str:

@@ -118,7 +118,7 @@ def migrate() -> None:
     upgrade(settings.database_url)
     typer.echo("database schema is up to date")
     store = ObjectStore.from_settings(settings)
-    store.ensure_bucket()
+    store.ensure_bucket(settings.playback_cors_origin_list)
     typer.echo(f"bucket {store.bucket!r} is ready")
 
 

@@ -149,7 +149,12 @@ class Stack:
         self.say("  ✔ database schema up to date")
         store = ObjectStore.from_settings(settings)
         # A just-started store may need a moment.
-        retry(store.ensure_bucket, timeout=30, base_delay=0.5, max_delay=0.5)
+        retry(
+            lambda: store.ensure_bucket(settings.playback_cors_origin_list),
+            timeout=30,
+            base_delay=0.5,
+            max_delay=0.5,
+        )
 
     def failed_process(self) -> ManagedProcess | None:
         return next((p for p in self.processes if p.exit_code() is not None), None)

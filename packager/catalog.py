@@ -122,8 +122,24 @@ def render_media(
             ended=session.status != SessionStatus.LIVE and complete,
             media_sequence=rows[0].sequence if rows else 0,
             discontinuity_sequence=earlier_discontinuities,
+            independent_segments=independent_segments(session, rendition),
         )
     )
+
+
+HEVC_CODECS = ("hvc1", "hev1")
+
+
+def independent_segments(session: LiveSession, rendition: Rendition | None = None) -> bool:
+    """Whether every segment starts with an IDR: not so for an open-GOP passthrough source
+    (the rungs are encoded here, always closed), which shows once its second segment opens
+    on a CRA. Without a rendition: the master's claim, which covers every variant and is
+    read once, before that can show, so no HEVC source gets it (x265 is open-GOP by default)."""
+    if rendition is not None:
+        return not (rendition.name == SOURCE and session.open_gop)
+    source = next((r for r in session.renditions if r.name == SOURCE), None)
+    hevc = source is not None and source.codecs.startswith(HEVC_CODECS)
+    return not (session.open_gop or hevc)
 
 
 def quality_order(rendition: Rendition) -> tuple[bool, int]:
@@ -131,7 +147,7 @@ def quality_order(rendition: Rendition) -> tuple[bool, int]:
     return rendition.name != SOURCE, -(rendition.height or 0)
 
 
-def render_master(renditions: list[Rendition]) -> str:
+def render_master(renditions: list[Rendition], *, independent: bool = True) -> str:
     """Every rendition that has media, the source first as the top quality.
 
     A rung whose first segments all failed has no codecs yet and stays out until it has.
@@ -149,7 +165,8 @@ def render_master(renditions: list[Rendition]) -> str:
                 name=r.name,
             )
             for r in ordered
-        ]
+        ],
+        independent_segments=independent,
     )
 
 
@@ -173,5 +190,6 @@ def render_recording(
             ended=ended,
             playlist_type="VOD" if ended else "EVENT",
             media_sequence=rows[0].sequence if rows else 0,
+            independent_segments=independent_segments(session, rendition),
         )
     )

@@ -8,6 +8,7 @@ from datetime import datetime
 from redis import Redis
 
 from core.db import session_scope
+from core.delivery import PLAYLIST_TYPE, live_playlist_cache
 from core.events import PlaylistEvent, SegmentEvent, publish_event
 from core.models import SegmentStatus
 from core.settings import Settings
@@ -45,9 +46,13 @@ def write_playlists(
                 for r in renditions
             }
             if master and renditions:
-                texts[master_playlist_key(stream_id)] = catalog.render_master(renditions)
+                texts[master_playlist_key(stream_id)] = catalog.render_master(
+                    renditions, independent=catalog.independent_segments(session)
+                )
+        # The stream's URLs follow each new session: never cached past a live playlist's age.
+        cache = live_playlist_cache(settings.live_playlist_max_age)
         for key, text in texts.items():
-            store.put_bytes(key, text.encode(), "application/vnd.apple.mpegurl")
+            store.put_bytes(key, text.encode(), PLAYLIST_TYPE, cache_control=cache)
     publish_event(redis, PlaylistEvent(stream_id, tuple(sorted(texts))))
 
 

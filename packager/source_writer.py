@@ -19,6 +19,7 @@ from redis import Redis
 from sqlalchemy import func, select, update
 
 from core.db import session_scope
+from core.delivery import INIT_TYPE, MEDIA_CACHE, SEGMENT_TYPE
 from core.models import LiveSession, Rendition, Segment
 from core.retry import retry
 from core.settings import Settings
@@ -84,7 +85,9 @@ class SourceWriter:
         started = time.perf_counter()
         init_key = self._store_init(segment.init)
         key = media_key(self.stream_id, SOURCE, self.session_id, segment_name(segment.sequence))
-        self._retry(lambda: self.store.put_bytes(key, segment.data, "video/iso.segment"))
+        self._retry(
+            lambda: self.store.put_bytes(key, segment.data, SEGMENT_TYPE, cache_control=MEDIA_CACHE)
+        )
         first = self._rendition_id is None
         if first:
             self._rendition_id = self.ensure_rendition(segment.init, metadata)
@@ -109,6 +112,7 @@ class SourceWriter:
                 average_bandwidth=packager.bitrate.average,
                 gop_seconds=round(gop.max_seconds, 3) if gop else None,
                 bytes_ingested=bytes_ingested,
+                open_gop=not segment.independent,
             )
         )
         self._enqueue_ladder(segment.sequence)
@@ -141,7 +145,9 @@ class SourceWriter:
     def _store_init(self, init: InitSegment) -> str:
         key = media_key(self.stream_id, SOURCE, self.session_id, init_name(init.index))
         if init.index not in self._stored_inits:
-            self._retry(lambda: self.store.put_bytes(key, init.data, "video/mp4"))
+            self._retry(
+                lambda: self.store.put_bytes(key, init.data, INIT_TYPE, cache_control=MEDIA_CACHE)
+            )
             self._stored_inits.add(init.index)
         return key
 
@@ -217,6 +223,7 @@ def record_segment(
     average_bandwidth: int,
     gop_seconds: float | None,
     bytes_ingested: int,
+    open_gop: bool = False,
 ) -> None:
     with session_scope(database_url) as db:
         db.add(
@@ -247,4 +254,6 @@ def record_segment(
             values["gop_seconds"] = func.greatest(
                 func.coalesce(LiveSession.gop_seconds, 0), gop_seconds
             )
+        if open_gop:  # once seen, the session's playlists stop claiming independence
+            values["open_gop"] = True
         db.execute(update(LiveSession).where(LiveSession.id == session_id).values(**values))

@@ -94,7 +94,7 @@ def settings(
 def store(settings: Settings) -> ObjectStore:
     """The test bucket, created, through the same client the services use."""
     store = ObjectStore.from_settings(settings)
-    store.ensure_bucket()
+    store.ensure_bucket(settings.playback_cors_origin_list)
     return store
 
 

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
-from media.demux.flv import FlvDemuxer, FlvTagType, iter_flv_tags
+from media.demux.flv import FlvDemuxer, FlvTag, FlvTagType, iter_flv_tags
+from media.demux.mpegts import TsDemuxer
 from media.hls.segment_packager import PackagedSegment, SegmentPackager
 from media.types import AccessUnit
+from tests.fixtures.rtmp.client_bytes import (
+    HANDSHAKE_SIZE,
+    ServerOutput,
+    command,
+    message_chunks,
+    plain_c0c1,
+)
 
 
 def make_source(
@@ -59,6 +70,16 @@ def make_media_file(
     return path
 
 
+def explicit_he_aac_asc(core_rate_index: int = 6, output_rate_index: int = 3) -> bytes:
+    """An AudioSpecificConfig that signals HE-AAC explicitly, as Apple requires in fMP4:
+    object type 5, the core rate (default 24 kHz), stereo, the SBR output rate (48 kHz),
+    then the LC core (object type 2, all-zero GASpecificConfig). No encoder on the machine
+    writes it (no libfdk_aac), so tests build it bit by bit."""
+    bits = f"{5:05b}{core_rate_index:04b}{2:04b}{output_rate_index:04b}{2:05b}000"
+    bits += "0" * (-len(bits) % 8)
+    return int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
 def publish(source: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
     """`ffmpeg -re -c copy` to an RTMP URL, the way an encoder streams in real time."""
     return subprocess.Popen(
@@ -101,12 +122,16 @@ def media_duration(path: Path) -> float:
     return float(probe(str(path))["format"]["duration"])
 
 
-def package_flv(path: Path, packager: SegmentPackager | None = None) -> list[PackagedSegment]:
-    """Run an FLV file through the ingest path's demuxer and packager: the source segments."""
+def package_flv(
+    path: Path | Iterable[FlvTag], packager: SegmentPackager | None = None
+) -> list[PackagedSegment]:
+    """Run an FLV file (or its tags) through the ingest path's demuxer and packager: the
+    source segments."""
     packager = packager or SegmentPackager(2.0)
     demuxer = FlvDemuxer()
     segments: list[PackagedSegment] = []
-    for tag in iter_flv_tags(path.read_bytes()):
+    tags = iter_flv_tags(path.read_bytes()) if isinstance(path, Path) else path
+    for tag in tags:
         if tag.tag_type is FlvTagType.VIDEO:
             items = demuxer.video(tag.timestamp_ms, tag.payload)
         elif tag.tag_type is FlvTagType.AUDIO:
@@ -119,6 +144,70 @@ def package_flv(path: Path, packager: SegmentPackager | None = None) -> list[Pac
             else:
                 segments += packager.configure(item)
     return segments + packager.flush()
+
+
+def package_ts(path: Path, packager: SegmentPackager | None = None) -> list[PackagedSegment]:
+    """Run an MPEG-TS file through the SRT path's demuxer and packager."""
+    packager = packager or SegmentPackager(2.0)
+    demuxer = TsDemuxer()
+    segments: list[PackagedSegment] = []
+    for item in demuxer.feed(path.read_bytes()) + demuxer.flush():
+        segments += (
+            packager.push(item) if isinstance(item, AccessUnit) else packager.configure(item)
+        )
+    return segments + packager.flush()
+
+
+def audio_ahead_of_the_first_keyframe(tags: Iterable[FlvTag], lead_ms: int = 64) -> list[FlvTag]:
+    """The tags with video stamped `lead_ms` later and the first keyframe sent before any
+    audio frame: audio stamped before the first keyframe arrives after it, as an encoder
+    that interleaves loosely sends it (ffmpeg's FLV muxer would put it in order)."""
+    shifted = [
+        FlvTag(tag.tag_type, tag.timestamp_ms + lead_ms, tag.payload)
+        if tag.tag_type is FlvTagType.VIDEO
+        else tag
+        for tag in tags
+    ]
+
+    def is_keyframe(tag: FlvTag) -> bool:  # frame type 1, AVC NALU (not the sequence header)
+        return tag.tag_type is FlvTagType.VIDEO and tag.payload[0] >> 4 == 1 and tag.payload[1]
+
+    keyframe = shifted.pop(next(i for i, tag in enumerate(shifted) if is_keyframe(tag)))
+    first_audio = next(
+        i for i, tag in enumerate(shifted) if tag.tag_type is FlvTagType.AUDIO and tag.payload[1]
+    )
+    shifted.insert(first_audio, keyframe)
+    return shifted
+
+
+def publish_flv_tags(port: int, key: str, tags: Iterable[FlvTag], timeout: float = 30) -> None:
+    """Publish FLV tags over RTMP exactly in the order and with the stamps given, then
+    unpublish: an encoder whose quirks the ffmpeg CLI would tidy up."""
+    messages = {FlvTagType.AUDIO: 4, FlvTagType.VIDEO: 6, FlvTagType.SCRIPT_DATA: 5}
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        connect = command("connect", 1.0, {"app": "live", "tcUrl": f"rtmp://127.0.0.1:{port}/live"})
+        sock.sendall(plain_c0c1() + bytes(HANDSHAKE_SIZE) + message_chunks(3, 20, connect))
+        sock.sendall(message_chunks(3, 20, command("createStream", 2.0)))
+        publish = command("publish", 3.0, None, key, "live")
+        sock.sendall(message_chunks(8, 20, publish, stream_id=1))
+        output, deadline = ServerOutput(), time.monotonic() + timeout
+        codes: list[str] = []
+        while "NetStream.Publish.Start" not in codes:
+            if time.monotonic() > deadline or not (data := sock.recv(65536)):
+                raise AssertionError(f"the publish was not accepted; statuses {codes}")
+            output.feed(data)
+            codes = [v[3].get("code") for _, v in output.commands() if v[0] == "onStatus"]
+        for tag in tags:
+            sock.sendall(
+                message_chunks(
+                    messages[tag.tag_type],
+                    int(tag.tag_type),
+                    tag.payload,
+                    timestamp=tag.timestamp_ms,
+                    stream_id=1,
+                )
+            )
+        sock.sendall(message_chunks(8, 20, command("deleteStream", 4.0, None, 1.0)))
 
 
 def make_ts_source(

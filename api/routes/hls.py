@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
+from api.delivery import media_response, playlist_response
 from api.deps import DbSession, SettingsDep, StoreDep
-from core.models import LiveSession, SessionStatus
+from core.delivery import INIT_TYPE, SEGMENT_TYPE
+from core.models import LiveSession
+from core.settings import Settings
 from core.storage import ObjectNotFoundError, ObjectStore
 from packager import catalog
 from packager.catalog import PlaylistPolicy
@@ -18,48 +23,50 @@ from packager.keys import media_key
 
 router = APIRouter(prefix="/hls", tags=["playback"])
 
-PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 MEDIA_NAME = re.compile(r"^(?:\d{8}\.m4s|init_\d+\.mp4)$")
 RENDITION_NAME = re.compile(r"^[a-z0-9]{1,32}$")
-# Live playlists change every segment; ended ones never do. Media objects never change.
-LIVE_PLAYLIST_CACHE = "public, max-age=1"
-ENDED_PLAYLIST_CACHE = "public, max-age=3600"
-MEDIA_CACHE = "public, max-age=31536000, immutable"
+
+
+def _read(path: str, summary: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A playback route: players may ask HEAD of anything they GET (Shaka does, to sniff)."""
+    return router.api_route(path, methods=["GET", "HEAD"], summary=summary)
 
 
 def _not_found(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=detail)
 
 
-def _playlist(text: str, session: LiveSession) -> Response:
-    """A session's playlist changes while it is live, never after."""
-    ended = session.status != SessionStatus.LIVE
-    return Response(
-        text,
-        media_type=PLAYLIST_TYPE,
-        headers={"Cache-Control": ENDED_PLAYLIST_CACHE if ended else LIVE_PLAYLIST_CACHE},
-    )
+def _master(
+    request: Request, settings: Settings, session: LiveSession, *, recording: bool
+) -> Response:
+    if not session.renditions:
+        raise _not_found(f"session {session.id} has no media yet")
+    independent = catalog.independent_segments(session)
+    text = catalog.render_master(list(session.renditions), independent=independent)
+    return playlist_response(request, settings, text, recording=recording)
 
 
-@router.get("/{stream_id}/master.m3u8", summary="Master playlist of the stream's latest session")
-def master_playlist(stream_id: uuid.UUID, db: DbSession) -> Response:
+@_read("/{stream_id}/master.m3u8", "Master playlist of the stream's latest session")
+def master_playlist(
+    request: Request, stream_id: uuid.UUID, db: DbSession, settings: SettingsDep
+) -> Response:
     session = catalog.latest_session(db, stream_id)
-    renditions = [r for r in session.renditions] if session else []
-    if not renditions:
+    if session is None:
         raise _not_found(f"stream {stream_id} has no media yet")
-    return _playlist(catalog.render_master(renditions), session)
+    return _master(request, settings, session, recording=False)
 
 
-@router.get("/{stream_id}/{rendition}/index.m3u8", summary="Media playlist of one rendition")
+@_read("/{stream_id}/{rendition}/index.m3u8", "Media playlist of one rendition")
 def media_playlist(
-    stream_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
+    request: Request, stream_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
 ) -> Response:
     session = catalog.latest_session(db, stream_id)
     found = catalog.find_rendition(db, session.id, rendition) if session else None
     if found is None:
         raise _not_found(f"stream {stream_id} has no rendition {rendition!r}")
     policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
-    return _playlist(catalog.render_media(db, session, found, policy), session)
+    text = catalog.render_media(db, session, found, policy)
+    return playlist_response(request, settings, text, recording=False)
 
 
 # The recording routes come before `media_object`: their paths have the same shape.
@@ -70,48 +77,61 @@ def _session_or_404(db: DbSession, session_id: uuid.UUID) -> LiveSession:
     return session
 
 
-@router.get(
-    "/sessions/{session_id}/master.m3u8", summary="Master playlist of one session's recording"
-)
-def recording_master(session_id: uuid.UUID, db: DbSession) -> Response:
-    session = _session_or_404(db, session_id)
-    if not session.renditions:
-        raise _not_found(f"session {session_id} has no media")
-    return _playlist(catalog.render_master(list(session.renditions)), session)
+@_read("/sessions/{session_id}/master.m3u8", "Master playlist of one session's recording")
+def recording_master(
+    request: Request, session_id: uuid.UUID, db: DbSession, settings: SettingsDep
+) -> Response:
+    return _master(request, settings, _session_or_404(db, session_id), recording=True)
 
 
-@router.get(
+@_read(
     "/sessions/{session_id}/{rendition}/index.m3u8",
-    summary="Every segment of one rendition of a session's recording",
+    "Every segment of one rendition of a session's recording",
 )
 def recording_media(
-    session_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
+    request: Request, session_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
 ) -> Response:
     session = _session_or_404(db, session_id)
     found = catalog.find_rendition(db, session.id, rendition)
     if found is None:
         raise _not_found(f"session {session_id} has no rendition {rendition!r}")
     policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
-    return _playlist(catalog.render_recording(db, session, found, policy), session)
+    text = catalog.render_recording(db, session, found, policy)
+    return playlist_response(request, settings, text, recording=True)
 
 
-@router.get("/sessions/{session_id}/{rendition}/{name}", summary="A segment of a recording")
+@_read("/sessions/{session_id}/{rendition}/{name}", "A segment of a recording")
 async def recording_object(
-    session_id: uuid.UUID, rendition: str, name: str, db: DbSession, store: StoreDep
+    request: Request,
+    session_id: uuid.UUID,
+    rendition: str,
+    name: str,
+    db: DbSession,
+    store: StoreDep,
 ) -> Response:
     session = await run_in_threadpool(_session_or_404, db, session_id)
-    return await _media(store, session.stream_id, rendition, session_id, name)
+    return await _media(request, store, session.stream_id, rendition, session_id, name)
 
 
-@router.get("/{stream_id}/{rendition}/{session_id}/{name}", summary="A segment or init segment")
+@_read("/{stream_id}/{rendition}/{session_id}/{name}", "A segment or init segment")
 async def media_object(
-    stream_id: uuid.UUID, rendition: str, session_id: uuid.UUID, name: str, store: StoreDep
+    request: Request,
+    stream_id: uuid.UUID,
+    rendition: str,
+    session_id: uuid.UUID,
+    name: str,
+    store: StoreDep,
 ) -> Response:
-    return await _media(store, stream_id, rendition, session_id, name)
+    return await _media(request, store, stream_id, rendition, session_id, name)
 
 
 async def _media(
-    store: ObjectStore, stream_id: uuid.UUID, rendition: str, session_id: uuid.UUID, name: str
+    request: Request,
+    store: ObjectStore,
+    stream_id: uuid.UUID,
+    rendition: str,
+    session_id: uuid.UUID,
+    name: str,
 ) -> Response:
     if not MEDIA_NAME.match(name) or not RENDITION_NAME.match(rendition):
         raise _not_found(f"no media object {name!r}")
@@ -120,5 +140,4 @@ async def _media(
         data = await run_in_threadpool(store.get_bytes, key)
     except ObjectNotFoundError:
         raise _not_found(f"no media object {name!r}") from None
-    media_type = "video/iso.segment" if name.endswith(".m4s") else "video/mp4"
-    return Response(data, media_type=media_type, headers={"Cache-Control": MEDIA_CACHE})
+    return media_response(request, data, SEGMENT_TYPE if name.endswith(".m4s") else INIT_TYPE)

@@ -76,7 +76,9 @@ def parse_asc(asc: bytes) -> AudioConfig:
     """Parse an AudioSpecificConfig.
 
     For explicitly signalled HE-AAC (object type 5 or 29) the object type stays 5/29, so the
-    codec string is mp4a.40.5 / mp4a.40.29, and the sample rate is the SBR output rate.
+    codec string is mp4a.40.5 / mp4a.40.29, and the sample rate is the SBR output rate, at
+    which each frame lasts 1024 times the output-to-core rate ratio (2048, or 1024 for
+    downsampled SBR).
     """
     bits = _Bits(asc)
     object_type = _object_type(bits)
@@ -84,10 +86,16 @@ def parse_asc(asc: bytes) -> AudioConfig:
         raise AacError("audioObjectType is 0 (null object); expected a coded object type")
     sample_rate = _sample_rate(bits)
     channels = _channels(bits.read(4))
+    frame_samples = SAMPLES_PER_FRAME
     if object_type in (OBJECT_TYPE_SBR, OBJECT_TYPE_PS):
-        sample_rate = _sample_rate(bits)  # extensionSamplingFrequency
+        core_rate, sample_rate = sample_rate, _sample_rate(bits)  # extensionSamplingFrequency
+        frame_samples = round(SAMPLES_PER_FRAME * sample_rate / core_rate)
     return AudioConfig(
-        asc=bytes(asc), object_type=object_type, sample_rate=sample_rate, channels=channels
+        asc=bytes(asc),
+        object_type=object_type,
+        sample_rate=sample_rate,
+        channels=channels,
+        frame_samples=frame_samples,
     )
 
 

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from media.codecs.hevc import skipped_leading_pictures
 from media.hls.segmenter import SegmentClosed, Segmenter, SegmenterEvent
-from media.mp4.fmp4 import (
-    AAC_FRAME_SAMPLES,
-    fragments_from_access_units,
-    init_segment,
-    media_segment,
-)
-from media.types import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind, VideoConfig
+from media.mp4.fmp4 import fragments_from_access_units, init_segment, media_segment
+from media.types import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind, VideoCodec, VideoConfig
 
 # Without a video sequence header after this much audio, the publish is audio-only.
 AUDIO_ONLY_DECISION_TICKS = CLOCK_HZ
@@ -44,6 +40,9 @@ class PackagedSegment:
     data: bytes
     init: InitSegment
     discontinuity: bool
+    # False when it opens on an open-GOP picture (an HEVC CRA followed by RASL pictures,
+    # x265's default) that needs the previous segment: not an EXT-X-INDEPENDENT-SEGMENTS one.
+    independent: bool = True
 
     @property
     def duration(self) -> float:
@@ -141,10 +140,8 @@ class SegmentPackager:
             self._shift = self.timeline_start - au.dts
         dts, pts = au.dts + self._shift, au.pts + self._shift
         if au.kind is TrackKind.AUDIO:
-            if self._audio_anchor is None:
-                self._audio_anchor = dts
             if self.audio is not None:
-                frame = AAC_FRAME_SAMPLES * CLOCK_HZ // self.audio.sample_rate
+                frame = self.audio.frame_samples * CLOCK_HZ // self.audio.sample_rate
                 self._media_end = max(self._media_end, dts + frame)
         else:
             # With B-frames a frame can be shown after later-decoded ones: its end counts in
@@ -197,6 +194,9 @@ class SegmentPackager:
         assert self._init is not None
         video = [au for au in closed.access_units if au.kind is TrackKind.VIDEO]
         audio = [au for au in closed.access_units if au.kind is TrackKind.AUDIO]
+        if self._audio_anchor is None and audio:
+            # The first audio the segmenter kept: never before the timeline starts.
+            self._audio_anchor = audio[0].dts
         fragments = fragments_from_access_units(
             video,
             audio if self._init.audio else [],
@@ -206,6 +206,7 @@ class SegmentPackager:
         )
         data = media_segment(closed.sequence + 1, fragments)
         self.bitrate.add(len(data), closed.duration_seconds)
+        hevc = self._init.video is not None and self._init.video.codec is VideoCodec.HEVC
         return PackagedSegment(
             closed.sequence,
             closed.start_dts,
@@ -213,4 +214,5 @@ class SegmentPackager:
             data,
             self._init,
             closed.discontinuity,
+            independent=not (hevc and skipped_leading_pictures([au.data for au in video])),
         )

@@ -6,7 +6,10 @@ I/O, no clocks, no media bytes are inspected; the fMP4 writer turns the events i
 Rules (with video):
 
 * The first segment starts at the first video keyframe; everything before it (video and
-  audio) is dropped and counted in `Segmenter.dropped_before_keyframe`.
+  audio) is dropped and counted in `Segmenter.dropped_before_keyframe`. So is audio that
+  arrives after that keyframe but is stamped before it (RTMP encoders interleave loosely):
+  it would start the audio before the timeline does. Later segments keep such audio, which
+  continues the previous segment's.
 * A segment closes at the first video keyframe whose dts reaches ``start + target``, within
   a tolerance of half a video frame (see `Segmenter`), and that keyframe opens the next
   segment. Its duration is ``keyframe.dts - start``, so durations tile the timeline exactly.
@@ -147,6 +150,7 @@ class Segmenter:
         "_seg_start_pts",
         "_target",
         "_target_cap",
+        "_timeline_start",
         "dropped_before_keyframe",
     )
 
@@ -190,6 +194,7 @@ class Segmenter:
         self._gop_last = 0
         self._gop_max = 0
         self._pending_discontinuity = False
+        self._timeline_start: int | None = None  # dts of the timeline's first segment
         self.dropped_before_keyframe = 0
 
     @property
@@ -207,7 +212,7 @@ class Segmenter:
     def push(self, au: AccessUnit) -> list[SegmenterEvent]:
         """Add one access unit; returns the parts and segment it closed, usually nothing."""
         if au.kind is not self._lead:
-            if self._open:
+            if self._open and au.dts >= self._timeline_start:
                 self._aus.append(au)
             else:
                 self.dropped_before_keyframe += 1
@@ -307,6 +312,8 @@ class Segmenter:
 
     def _open_segment(self, au: AccessUnit) -> None:
         dts = au.dts
+        if self._timeline_start is None:
+            self._timeline_start = dts
         self._open = True
         self._aus = [au]
         self._seg_start = dts
@@ -355,3 +362,4 @@ class Segmenter:
         self._open = False
         self._aus = []
         self._last_keyframe_dts = None
+        self._timeline_start = None

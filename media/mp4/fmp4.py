@@ -5,7 +5,7 @@ Sans-IO: functions take media and return bytes; every bad input raises ``Fmp4Err
 Track layout is fixed so that every rendition of a stream agrees: video is track 1 on a
 90 kHz timescale (the same clock as ``AccessUnit``, so video times need no conversion) and
 audio is track 2 on a timescale equal to its sample rate (so each AAC frame lasts exactly
-1024 ticks).
+``AudioConfig.frame_samples`` ticks: 1024, or 2048 for explicitly signalled HE-AAC).
 
 A media segment is ``styp`` + ``moof`` + ``mdat``. An LL-HLS part is the same thing without
 ``styp`` (``media_segment(..., with_styp=False)``), so a full segment can also be served as
@@ -49,7 +49,7 @@ __all__ = [
 VIDEO_TRACK_ID = 1
 AUDIO_TRACK_ID = 2
 VIDEO_TIMESCALE = CLOCK_HZ
-AAC_FRAME_SAMPLES = 1024  # AAC-LC and HE-AAC core frames; the audio timescale is the core rate
+AAC_FRAME_SAMPLES = 1024  # AAC-LC frames, and HE-AAC's at its core rate
 
 # ISO/IEC 14496-12 8.8.3.1 sample flags.
 SAMPLE_FLAGS_SYNC = 0x0200_0000  # sample_depends_on=2: an I picture / independent sample
@@ -372,8 +372,9 @@ def fragments_from_access_units(
     last frame lasts until ``video_end_dts`` (the dts of the first frame of the next segment,
     when known) or else as long as the frame before it; composition offset = pts - dts.
 
-    Audio (track 2, sample-rate timescale): every AAC frame lasts 1024 samples. Decode times
-    sit on a grid of 1024-sample frames anchored at ``audio_anchor_dts``: the grid origin is
+    Audio (track 2, sample-rate timescale): every AAC frame lasts ``frame_samples`` samples
+    of the config (1024; 2048 for explicit HE-AAC, whose rate is SBR's output rate). Decode
+    times sit on a grid of such frames anchored at ``audio_anchor_dts``: the grid origin is
     ``round(audio_anchor_dts * rate / 90000)`` and a fragment starts on the grid frame nearest
     its first access unit's dts. Because the start is a pure function of (anchor, dts), a
     caller keeps segments (and parts, and every rung of the ladder) gap- and overlap-free
@@ -393,7 +394,9 @@ def fragments_from_access_units(
         if audio_config is None:
             raise Fmp4Error("audio access units were given without an audio_config")
         anchor = audio_aus[0].dts if audio_anchor_dts is None else audio_anchor_dts
-        fragments.append(_audio_fragment(audio_aus, audio_config.sample_rate, anchor))
+        fragments.append(
+            _audio_fragment(audio_aus, audio_config.sample_rate, audio_config.frame_samples, anchor)
+        )
     return fragments
 
 
@@ -429,19 +432,21 @@ def _round_div(num: int, den: int) -> int:
     return (2 * num + den) // (2 * den)
 
 
-def _audio_fragment(aus: Sequence[AccessUnit], rate: int, anchor_dts: int) -> TrackFragment:
+def _audio_fragment(
+    aus: Sequence[AccessUnit], rate: int, frame: int, anchor_dts: int
+) -> TrackFragment:
     _check_kind(aus, TrackKind.AUDIO)
-    if rate <= 0:
-        raise Fmp4Error(f"audio sample rate must be positive, got {rate}")
+    if rate <= 0 or frame <= 0:
+        raise Fmp4Error(f"audio rate and frame samples must be positive, got {rate}, {frame}")
     origin = _round_div(anchor_dts * rate, CLOCK_HZ)
-    frame_ticks = CLOCK_HZ * AAC_FRAME_SAMPLES
+    frame_ticks = CLOCK_HZ * frame
 
     def grid_time(dts: int) -> int:
-        return origin + AAC_FRAME_SAMPLES * _round_div((dts - anchor_dts) * rate, frame_ticks)
+        return origin + frame * _round_div((dts - anchor_dts) * rate, frame_ticks)
 
     times = [grid_time(aus[0].dts)]
     for au in aus[1:]:
-        expected = times[-1] + AAC_FRAME_SAMPLES
+        expected = times[-1] + frame
         on_grid = grid_time(au.dts)
         # Only a whole missing frame moves the timeline; smaller disagreements are jitter.
         times.append(on_grid if on_grid > expected else expected)
@@ -449,6 +454,6 @@ def _audio_fragment(aus: Sequence[AccessUnit], rate: int, anchor_dts: int) -> Tr
         raise Fmp4Error(
             f"audio dts {aus[0].dts} is before 0 on the timeline anchored at dts {anchor_dts}"
         )
-    durations = [b - a for a, b in pairwise(times)] + [AAC_FRAME_SAMPLES]
+    durations = [b - a for a, b in pairwise(times)] + [frame]
     samples = [Sample(au.data, d) for au, d in zip(aus, durations, strict=True)]
     return TrackFragment(AUDIO_TRACK_ID, times[0], samples)

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from core.db import session_scope
+from core.delivery import INIT_TYPE, MEDIA_CACHE, SEGMENT_TYPE
 from core.settings import get_settings
 from core.storage import ObjectNotFoundError
 from packager import ladder_rows
@@ -78,12 +79,16 @@ def _ladder_segment(session_id: uuid.UUID, sequence: int) -> dict[str, Any]:
         return _record(source, [RungOutcome(rung) for rung in source.rungs])
     for output in outputs:
         store.put_bytes(
-            source.rung_key(output.rung, source.init_name), output.init.data, "video/mp4"
+            source.rung_key(output.rung, source.init_name),
+            output.init.data,
+            INIT_TYPE,
+            cache_control=MEDIA_CACHE,
         )
         store.put_bytes(
             source.rung_key(output.rung, segment_name(sequence)),
             output.data,
-            "video/iso.segment",
+            SEGMENT_TYPE,
+            cache_control=MEDIA_CACHE,
         )
     return _record(source, [RungOutcome(o.rung, o.init.codecs, len(o.data)) for o in outputs])
 

@@ -190,7 +190,7 @@ def _split(
     video = next(c for c in source.configs if isinstance(c, VideoConfig))
     audio = next((c for c in source.configs if isinstance(c, AudioConfig)), None)
     if audio is not None:
-        units = snap_audio(scan.audio, audio.sample_rate)
+        units = snap_audio(scan.audio, audio.sample_rate, audio.frame_samples)
         for index in range(plan.count):
             store.put_bytes(
                 chunk_audio_key(job.upload_id, index),

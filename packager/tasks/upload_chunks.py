@@ -47,12 +47,7 @@ from packager.enqueue import UPLOAD_CHUNK_TASK
 from packager.source_writer import SourceWriter
 from packager.tasks.base import MediaTask, worker_services
 from packager.transcoding.transcode import EncoderOptions
-from packager.transcoding.upload_source import (
-    AAC_FRAME_SAMPLES,
-    SourceOptions,
-    UploadSource,
-    UploadSourceError,
-)
+from packager.transcoding.upload_source import SourceOptions, UploadSource, UploadSourceError
 from packager.uploads import (
     PROBE_INFO_KEY,
     ChunkReport,
@@ -151,19 +146,19 @@ def plan_chunks(
     )
 
 
-def snap_audio(units: list[AccessUnit], sample_rate: int) -> list[AccessUnit]:
-    """The units with their times on the 1024-sample grid of the first one (each on its
+def snap_audio(units: list[AccessUnit], sample_rate: int, frame_samples: int) -> list[AccessUnit]:
+    """The units with their times on the frame grid of the first one (each on its
     nearest grid frame; a hole of whole frames stays a hole). The packager anchors a
     segment's audio on its first unit, so units already on one grid give every chunk the
     same grid: no gap or overlap where one chunk's audio meets the next one's."""
     if not units:
         return []
     origin = round(units[0].dts * sample_rate / CLOCK_HZ)
-    frame_ticks = AAC_FRAME_SAMPLES * CLOCK_HZ / sample_rate
+    frame_ticks = frame_samples * CLOCK_HZ / sample_rate
     snapped = []
     for unit in units:
         frame = round((unit.dts - units[0].dts) / frame_ticks)
-        ticks = round((origin + frame * AAC_FRAME_SAMPLES) * CLOCK_HZ / sample_rate)
+        ticks = round((origin + frame * frame_samples) * CLOCK_HZ / sample_rate)
         snapped.append(AccessUnit(unit.kind, ticks, ticks, True, unit.data))
     return snapped
 

@@ -1,9 +1,14 @@
 """The demo page in headless Chromium (Debian's, driven by Playwright): live play, quality
-switching, the end of a stream, and a recording played to its end."""
+switching, the end of a stream, and a recording played to its end; and a page on another
+site that plays the stream with hls.js (CORS)."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +18,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from tests.conftest import ARTIFACTS
 from tests.e2e.conftest import LiveStack
 from tests.media import make_source, publish
-from tests.services import wait_for
+from tests.services import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +34,7 @@ CHROMIUM_ARGS = [
 ]
 WAIT_MS = 30_000
 VIDEO = "document.getElementById('video')"
+HLS_JS = Path(__file__).resolve().parents[2] / "player_demo/node_modules/hls.js/dist/hls.min.js"
 LADDER_360P = [{"name": "360p", "height": 360, "bitrate": 800_000}]
 
 
@@ -132,3 +138,68 @@ def test_a_recording_of_an_ended_session_plays_to_its_end(
     played = page.evaluate(f"{VIDEO}.currentTime")
     assert played >= 7.5, played
     page.wait_for_selector("#message:has-text('End of the recording')", timeout=WAIT_MS)
+
+
+# An embed as a third-party site writes it: its own copy of hls.js, our stream's URL.
+EMBED_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><script src="hls.min.js"></script></head>
+<body><video id="video" muted playsinline></video>
+<script>
+  window.fatal = [];
+  function play(url) {
+    const hls = new Hls();
+    hls.on(Hls.Events.ERROR, (_, data) => { if (data.fatal) fatal.push(data.details); });
+    hls.loadSource(url);
+    hls.attachMedia(document.getElementById("video"));
+    hls.on(Hls.Events.MANIFEST_PARSED, () => document.getElementById("video").play());
+  }
+</script></body></html>
+"""
+
+
+@pytest.fixture
+def other_site(tmp_path: Path) -> Iterator[str]:
+    """A web server on another port of the loopback: another origin than the API's."""
+    if not HLS_JS.is_file():
+        pytest.fail(f"{HLS_JS} is missing: run `make player`")
+    shutil.copy(HLS_JS, tmp_path / "hls.min.js")
+    (tmp_path / "embed.html").write_text(EMBED_PAGE)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_page_on_another_site_plays_the_stream_with_hls_js(
+    live_stack: LiveStack, media_dir: Path, browser: Browser, other_site: str
+) -> None:
+    source = make_source(media_dir / "src360-20s.flv", seconds=20, size="640x360")
+    stream = _create_stream(live_stack, "embedded elsewhere", [])
+    publisher = publish(source, live_stack.rtmp_url(stream["stream_key"]))
+    context = browser.new_context()
+    try:
+        wait_for(lambda: _master_has(live_stack, stream["id"], "source"), 30, "the master")
+        page = context.new_page()
+        page.goto(f"{other_site}/embed.html")
+        assert page.evaluate("location.origin") != live_stack.api_url
+        master = f"{live_stack.api_url}/hls/{stream['id']}/master.m3u8"
+        page.evaluate("url => play(url)", master)
+        # Without CORS hls.js fails at once with a fatal manifestLoadError.
+        page.wait_for_function(f"{VIDEO}.currentTime > 0 || fatal.length", timeout=WAIT_MS)
+        assert page.evaluate("fatal") == []
+        start = page.evaluate(f"{VIDEO}.currentTime")
+        page.wait_for_function(f"{VIDEO}.currentTime >= {start + 4}", timeout=WAIT_MS)
+        assert page.evaluate("fatal") == []
+        # The management API is not open to other sites: the browser withholds its answer.
+        blocked = page.evaluate(
+            "url => fetch(url).then(() => 'read', () => 'blocked')",
+            f"{live_stack.api_url}/api/v1/streams",
+        )
+        assert blocked == "blocked"
+    finally:
+        context.close()
+        publisher.kill()
+        publisher.wait(10)

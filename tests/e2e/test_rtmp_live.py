@@ -14,8 +14,16 @@ from sqlalchemy import select
 from core.db import session_scope
 from core.models import LiveSession, Rendition, Segment
 from core.storage import ObjectStore
+from media.demux.flv import iter_flv_tags
 from tests.e2e.conftest import GRACE_SECONDS, LiveStack
-from tests.media import decode, media_duration, publish
+from tests.media import (
+    audio_ahead_of_the_first_keyframe,
+    decode,
+    make_source,
+    media_duration,
+    publish,
+    publish_flv_tags,
+)
 from tests.services import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -89,7 +97,7 @@ def test_an_ffmpeg_publish_plays_back_as_hls_with_the_published_duration(
         master_response = client.get(f"/hls/{stream['id']}/master.m3u8")
         live_playlist = client.get(f"/hls/{stream['id']}/source/index.m3u8")
     assert master_response.headers["content-type"] == "application/vnd.apple.mpegurl"
-    assert "max-age=1" in live_playlist.headers["cache-control"]
+    assert live_playlist.headers["cache-control"] == "no-cache"
     assert "#EXT-X-ENDLIST" not in live_playlist.text
     assert publisher.wait(60) == 0, publisher.stderr.read().decode()
     _wait_ended(live_stack, stream["id"])
@@ -223,3 +231,20 @@ def test_a_reconnect_within_the_grace_window_continues_one_session_with_a_discon
     errors, decoded = decode(f"{live_stack.api_url}/hls/{stream['id']}/master.m3u8")
     assert errors == ""
     assert decoded >= media_duration(source_1080p) + 3.5
+
+
+def test_audio_stamped_before_the_first_keyframe_does_not_end_the_publish(
+    live_stack: LiveStack, media_dir
+) -> None:
+    source = make_source(media_dir / "src360-6s.flv", seconds=6, size="640x360", gop=60)
+    stream = live_stack.create_stream("loose interleaving")
+    tags = audio_ahead_of_the_first_keyframe(iter_flv_tags(source.read_bytes()), 100)
+    publish_flv_tags(live_stack.settings.rtmp_port, stream["stream_key"], tags)
+    _wait_ended(live_stack, stream["id"], timeout=GRACE_SECONDS + 20)
+
+    [session] = _sessions(live_stack, stream["id"])
+    assert session.status == "ended" and session.error is None
+    assert [s.sequence for s in _source_segments(live_stack, session.id)] == [0, 1, 2]
+    errors, decoded = decode(f"{live_stack.api_url}/hls/{stream['id']}/master.m3u8")
+    assert errors == ""
+    assert abs(decoded - media_duration(source)) <= 0.3, decoded

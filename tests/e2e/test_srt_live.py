@@ -121,6 +121,17 @@ def test_hevc_over_srt_with_a_bare_stream_id_plays_as_hvc1_with_h264_rungs(
     _assert_every_variant_decodes(live_stack, stream["id"], master, media_duration(source))
     [session] = _sessions(live_stack, stream["id"])
     assert session.media_info["video"]["codec"] == "hevc"
+    # x265's GOPs are open (CRA + RASL): the source's segments depend on each other, the
+    # rungs' (encoded here) do not, and the streamer is told.
+    assert session.open_gop
+    assert not master.is_independent_segments
+    assert not _playlist(
+        live_stack, f"/hls/{stream['id']}/source/index.m3u8"
+    ).is_independent_segments
+    assert _playlist(live_stack, f"/hls/{stream['id']}/360p/index.m3u8").is_independent_segments
+    with live_stack.client() as client:
+        warnings = client.get(f"/api/v1/sessions/{session.id}").json()["warnings"]
+    assert any("open-gop=0" in warning for warning in warnings)
 
 
 def test_mp2_audio_is_ignored_and_the_session_says_why(

@@ -172,6 +172,17 @@ def test_the_worker_makes_every_rung_of_the_session_ladder_and_mirrors_the_playl
         assert rung.frame_rate == 30.0
         assert rung.init_key == media_key(stream_id, name, session_id, "init_0.mp4")
 
+    # A CDN in front of the bucket keeps rung media for good and revalidates playlists.
+    for name, kind in ((segment_name(0), "video/iso.segment"), (init_name(0), "video/mp4")):
+        stat = store.client.stat_object(
+            store.bucket, media_key(stream_id, "360p", session_id, name)
+        )
+        assert (stat.content_type, stat.metadata["Cache-Control"]) == (
+            kind,
+            "public, max-age=31536000, immutable",
+        )
+    stat = store.client.stat_object(store.bucket, media_playlist_key(stream_id, "360p"))
+    assert stat.metadata["Cache-Control"] == "no-cache"
     master = m3u8.loads(store.get_bytes(master_playlist_key(stream_id)).decode())
     assert [p.uri for p in master.playlists] == [
         "source/index.m3u8",
@@ -179,8 +190,13 @@ def test_the_worker_makes_every_rung_of_the_session_ladder_and_mirrors_the_playl
         "240p/index.m3u8",
     ]
     assert master.playlists[2].stream_info.resolution == (428, 240)
-    mirrored = m3u8.loads(store.get_bytes(media_playlist_key(stream_id, "240p")).decode())
-    assert [s.uri for s in mirrored.segments][-1] == f"{session_id}/00000002.m4s"
+
+    # The rows come first; the task that wrote the last of them mirrors right after.
+    def mirrored_last() -> str:
+        mirrored = m3u8.loads(store.get_bytes(media_playlist_key(stream_id, "240p")).decode())
+        return mirrored.segments[-1].uri
+
+    wait_for(lambda: mirrored_last() == f"{session_id}/00000002.m4s", 10, "the 240p mirror")
 
     assert not playlist(settings, session_id, "240p").is_endlist
     end_session(settings, session_id)

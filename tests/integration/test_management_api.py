@@ -415,6 +415,39 @@ def test_a_session_with_a_long_gop_warns_to_set_a_2_second_keyframe_interval(
     assert "every 5 s" in warning and "keyframe interval to 2 s" in warning
 
 
+def test_an_open_gop_source_warns_and_claims_no_independent_segments_but_its_rungs_do(
+    api: TestClient, settings: Settings
+) -> None:
+    stream = _create(api, "open gop")
+    session_id = _add_session(settings, stream["id"], started=datetime.now(UTC), segments=2)
+    for path in ("master.m3u8", "source/index.m3u8"):
+        assert "#EXT-X-INDEPENDENT-SEGMENTS" in api.get(f"/hls/{stream['id']}/{path}").text
+    with session_scope(settings.database_url) as db:
+        session = db.get(LiveSession, session_id)
+        session.renditions[0].codecs = "hvc1.1.6.L93.B0,mp4a.40.2"
+        db.add(Rendition(session_id=session_id, name="360p", height=360, codecs="avc1.64001e"))
+    # An HEVC source may turn out open-GOP after the master was read once: it never claims.
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" not in api.get(f"/hls/{stream['id']}/master.m3u8").text
+    source = api.get(f"/hls/{stream['id']}/source/index.m3u8").text
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in source
+    assert api.get(f"/api/v1/sessions/{session_id}").json()["warnings"] == []
+    with session_scope(settings.database_url) as db:
+        db.get(LiveSession, session_id).open_gop = True
+
+    [warning] = api.get(f"/api/v1/sessions/{session_id}").json()["warnings"]
+    assert "open-GOP" in warning and "open-gop=0" in warning
+    for path in (
+        f"/hls/{stream['id']}/master.m3u8",
+        f"/hls/{stream['id']}/source/index.m3u8",
+        f"/hls/sessions/{session_id}/master.m3u8",
+        f"/hls/sessions/{session_id}/source/index.m3u8",
+    ):
+        assert "#EXT-X-INDEPENDENT-SEGMENTS" not in api.get(path).text, path
+    # The rungs are encoded here with closed GOPs: theirs still says so.
+    rung = api.get(f"/hls/{stream['id']}/360p/index.m3u8").text
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in rung
+
+
 def test_an_ended_sessions_recording_lists_every_segment_as_vod(
     api: TestClient, settings: Settings
 ) -> None:
@@ -448,7 +481,7 @@ def test_a_live_sessions_recording_is_an_event_playlist_without_an_end(
     response = api.get(f"/hls/sessions/{session_id}/source/index.m3u8")
     playlist = m3u8.loads(response.text)
     assert not playlist.is_endlist and playlist.playlist_type == "event"
-    assert "max-age=1" in response.headers["cache-control"]
+    assert response.headers["cache-control"] == "no-cache"
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from media.codecs.aac import (
     parse_asc,
     split_adts,
 )
+from tests.media import explicit_he_aac_asc
 
 
 def _encode_aac(folder: Path, sample_rate: int, channels: int) -> tuple[Path, Path]:
@@ -68,6 +69,7 @@ def test_ffmpeg_asc_parses_to_lc_with_its_rate_and_channels(aac_clip):
     config = parse_asc(asc)
     assert (config.object_type, config.sample_rate, config.channels) == (2, sample_rate, channels)
     assert config.codec_string == "mp4a.40.2"
+    assert config.frame_samples == 1024
     assert config.asc == asc
 
 
@@ -105,13 +107,13 @@ def test_asc_with_escaped_object_type_and_explicit_sample_rate():
     assert (config.object_type, config.sample_rate, config.channels) == (42, 50000, 2)
 
 
-def test_explicit_he_aac_reports_the_sbr_output_rate():
-    # object type 5, core 24000 Hz (index 6), stereo, extension 48000 Hz (index 3), then LC
-    bits = f"{5:05b}{6:04b}{2:04b}{3:04b}{2:05b}000"
-    bits += "0" * (-len(bits) % 8)
-    config = parse_asc(int(bits, 2).to_bytes(len(bits) // 8, "big"))
+def test_explicit_he_aac_reports_the_sbr_output_rate_and_frames_of_2048_samples_at_it():
+    config = parse_asc(explicit_he_aac_asc())  # core 24 kHz, output 48 kHz
     assert (config.object_type, config.sample_rate, config.channels) == (5, 48000, 2)
     assert config.codec_string == "mp4a.40.5"
+    assert config.frame_samples == 2048
+    downsampled = parse_asc(explicit_he_aac_asc(core_rate_index=3, output_rate_index=3))
+    assert (downsampled.sample_rate, downsampled.frame_samples) == (48000, 1024)
 
 
 def test_channel_configuration_7_means_eight_channels():

@@ -569,23 +569,31 @@ def test_a_hole_of_whole_audio_frames_is_kept_so_audio_stays_in_sync() -> None:
     assert [s.duration for s in fragment.samples] == [1024, 2048, 1024, 1024]
 
 
-def ms_rounded_audio(rate: int, count: int, start_ms: int) -> list[AccessUnit]:
+def ms_rounded_audio(
+    rate: int, count: int, start_ms: int, frame: int = AAC_FRAME_SAMPLES
+) -> list[AccessUnit]:
     """AAC frames with FLV millisecond timestamps, as an RTMP encoder sends them."""
-    return [audio_au(90 * (start_ms + (i * 1024 * 1000 + rate // 2) // rate)) for i in range(count)]
+    return [
+        audio_au(90 * (start_ms + (i * frame * 1000 + rate // 2) // rate)) for i in range(count)
+    ]
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     rate=st.sampled_from([44100, 48000, 32000, 22050, 24000]),
+    he_aac=st.booleans(),
     start_ms=st.integers(0, 10**7),
     cuts=st.lists(st.integers(1, 400), min_size=1, max_size=8),
 )
-@example(rate=22050, start_ms=1570, cuts=[1])  # the anchor lands exactly on half a sample
+@example(rate=22050, he_aac=False, start_ms=1570, cuts=[1])  # anchor exactly on half a sample
+@example(rate=48000, he_aac=True, start_ms=0, cuts=[47, 47])  # the audit's 21 ms hole
 def test_audio_segments_never_overlap_or_gap_whatever_the_cut_points(
-    rate: int, start_ms: int, cuts: list[int]
+    rate: int, he_aac: bool, start_ms: int, cuts: list[int]
 ) -> None:
-    config = AudioConfig(b"\x12\x10", 2, rate, 2)
-    aus = ms_rounded_audio(rate, sum(cuts) + 1, start_ms)
+    # Explicit HE-AAC: the config's rate is SBR's output rate, where a frame is 2048 samples.
+    frame = 2 * AAC_FRAME_SAMPLES if he_aac else AAC_FRAME_SAMPLES
+    config = AudioConfig(b"\x12\x10", 5 if he_aac else 2, rate, 2, frame)
+    aus = ms_rounded_audio(rate, sum(cuts) + 1, start_ms, frame)
     anchor = aus[0].dts
     # The writer rounds half up; Python's round() would round half to even.
     pos, expected_base = 0, (anchor * rate + CLOCK_HZ // 2) // CLOCK_HZ
@@ -598,7 +606,7 @@ def test_audio_segments_never_overlap_or_gap_whatever_the_cut_points(
             audio_anchor_dts=anchor,
         )
         assert fragment.base_media_decode_time == expected_base
-        assert all(s.duration == AAC_FRAME_SAMPLES for s in fragment.samples)
+        assert all(s.duration == frame for s in fragment.samples)
         expected_base, pos = fragment.end_decode_time, pos + n
 
 

@@ -7,9 +7,21 @@ from pathlib import Path
 
 import pytest
 
+from media.codecs.aac import parse_asc, split_adts
+from media.demux.flv import FlvTagType, iter_flv_tags
 from media.hls.segment_packager import PackagedSegment, SegmentPackager
-from media.types import CLOCK_HZ
-from tests.media import make_source, package_flv
+from media.mp4.fmp4 import AUDIO_TRACK_ID
+from media.types import CLOCK_HZ, AccessUnit, TrackKind
+from tests.media import (
+    audio_ahead_of_the_first_keyframe,
+    explicit_he_aac_asc,
+    make_media_file,
+    make_source,
+    make_ts_source,
+    package_flv,
+    package_ts,
+)
+from tests.unit.test_fmp4 import find, traf_summary, walk
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +80,7 @@ def test_a_real_encoder_stream_is_cut_every_two_seconds_on_keyframes(
     assert audio_codec == "mp4a.40.2"
     assert all(b.start_ticks == a.end_ticks for a, b in zip(segments, segments[1:], strict=False))
     assert not any(s.discontinuity for s in segments)
+    assert all(s.independent for s in segments)  # x264 opens every GOP with an IDR
     assert decodes_cleanly(tmp_path, segments) == ""
 
 
@@ -110,3 +123,64 @@ def test_peak_and_average_bitrate_are_measured_over_closed_segments(small_source
     total_seconds = sum(s.duration for s in segments)
     assert packager.bitrate.average == round(total_bits / total_seconds)
     assert packager.bitrate.peak >= packager.bitrate.average
+
+
+def test_explicit_he_aac_segments_follow_each_other_without_a_hole(tmp_path: Path) -> None:
+    # Real AAC frames at the 24 kHz core rate, declared as HE-AAC with SBR output at 48 kHz:
+    # each frame then lasts 2048 samples at the track's 48 kHz timescale.
+    core = make_media_file(
+        tmp_path / "core.aac", "-c:a", "aac", "-ar", "24000", "-ac", "2", seconds=7, video=False
+    )
+    frames = [raw for _, raw in split_adts(core.read_bytes())]
+    config = parse_asc(explicit_he_aac_asc())
+    packager = SegmentPackager(2.0)
+    packager.configure(config)
+    segments: list[PackagedSegment] = []
+    for index, frame in enumerate(frames):
+        dts = index * 2048 * CLOCK_HZ // config.sample_rate
+        segments += packager.push(AccessUnit(TrackKind.AUDIO, dts, dts, True, frame))
+    segments += packager.flush()
+    assert len(segments) >= 3
+    assert segments[0].init.codecs == "mp4a.40.5"
+
+    starts, ends = [], []
+    for segment in segments:
+        [traf] = find(walk(segment.data), "moof").find_all("traf")
+        track, base, trun = traf_summary(traf)
+        assert track == AUDIO_TRACK_ID
+        assert set(trun.durations) == {2048}
+        starts.append(base)
+        ends.append(base + sum(trun.durations))
+    assert starts[1:] == ends[:-1]  # the audit found 1024 samples (21 ms) missing at each
+    assert ends[-1] == 2048 * len(frames)
+    assert sum(s.duration_ticks for s in segments) == ends[-1] * CLOCK_HZ // config.sample_rate
+    assert decodes_cleanly(tmp_path, segments) == ""
+
+
+def test_audio_stamped_before_the_first_keyframe_is_dropped_not_fatal(
+    small_source: Path, tmp_path: Path
+) -> None:
+    # The audit's case: audio arrives after the opening keyframe, stamped before it.
+    tags = audio_ahead_of_the_first_keyframe(iter_flv_tags(small_source.read_bytes()), 100)
+    keyframe_ms = next(t.timestamp_ms for t in tags if t.tag_type is FlvTagType.VIDEO)
+    early = [t for t in tags if t.tag_type is FlvTagType.AUDIO and t.timestamp_ms < keyframe_ms]
+    packager = SegmentPackager(2.0)
+    segments = package_flv(tags, packager)
+    assert [s.sequence for s in segments] == [0, 1, 2, 3]
+    assert segments[0].start_ticks == 0
+    assert packager.segmenter.dropped_before_keyframe == len(early) - 1  # less the config
+    moof = find(walk(segments[0].data), "moof")
+    audio = [traf_summary(t) for t in moof.find_all("traf") if traf_summary(t)[0] == AUDIO_TRACK_ID]
+    [(_, first_audio_time, _)] = audio
+    assert first_audio_time >= 0
+    assert decodes_cleanly(tmp_path, segments) == ""
+
+
+def test_open_gop_hevc_segments_after_the_first_are_not_independent(tmp_path: Path) -> None:
+    # x265's default: an IDR first, then every GOP opens on a CRA whose RASL pictures
+    # reference the GOP before it.
+    source = make_ts_source(tmp_path / "hevc.ts", seconds=6, size="320x240", video_codec="libx265")
+    segments = package_ts(source)
+    assert segments[0].init.codecs.startswith("hvc1.")
+    assert [s.independent for s in segments] == [True] + [False] * (len(segments) - 1)
+    assert len(segments) >= 3

@@ -115,14 +115,33 @@ def test_gop_is_unknown_until_two_keyframes_were_seen() -> None:
 def test_access_units_before_the_first_video_keyframe_are_dropped_and_counted() -> None:
     seg = Segmenter(TWO_SECONDS, has_video=True)
     lead_in = [audio(0), video(0), audio(1920), video(3000), audio(3840)]
-    stream = [*lead_in, video(6000, keyframe=True), audio(5760), video(9000)]
+    # audio(5760) comes after the keyframe but is stamped before it: before the timeline.
+    stream = [*lead_in, video(6000, keyframe=True), audio(5760), video(9000), audio(7680)]
 
     segments = segments_of(run(seg, stream))
 
-    assert seg.dropped_before_keyframe == len(lead_in)
+    assert seg.dropped_before_keyframe == len(lead_in) + 1
     assert len(segments) == 1
-    assert segments[0].access_units == tuple(stream[len(lead_in) :])
+    assert segments[0].access_units == (stream[5], stream[7], stream[8])
     assert segments[0].start_dts == 6000
+
+
+def test_audio_stamped_before_a_later_keyframe_continues_the_previous_segment_and_is_kept() -> None:
+    seg = Segmenter(TWO_SECONDS, has_video=True)
+    stream = [video(n * 3000, keyframe=n % 60 == 0) for n in range(60)]
+    stream += [video(TWO_SECONDS, keyframe=True), audio(TWO_SECONDS - 1920)]
+    stream += [video(TWO_SECONDS + 3000)]
+
+    segments = segments_of(run(seg, stream))
+
+    assert seg.dropped_before_keyframe == 0
+    assert segments[1].access_units == tuple(stream[60:])
+    # The same after a discontinuity: the new timeline starts at its first keyframe.
+    seg.mark_discontinuity()
+    late = [video(90_000, keyframe=True), audio(88_080), video(93_000), audio(90_000)]
+    [segment] = segments_of(run(seg, late))
+    assert segment.access_units == (late[0], late[2], late[3])
+    assert seg.dropped_before_keyframe == 1
 
 
 def test_audio_joins_the_open_segment_in_arrival_order_and_never_cuts() -> None:

@@ -73,11 +73,11 @@ def test_audio_is_snapped_onto_one_frame_grid_keeping_holes() -> None:
     # Millisecond timestamps, as Matroska keeps them, with a hole of two frames after 5.
     frames = [*range(5), *range(7, 12)]
     units = _audio([round(round(500 + n * frame_ms) * CLOCK_HZ / 1000) for n in frames])
-    snapped = snap_audio(units, rate)
+    snapped = snap_audio(units, rate, AAC_FRAME_SAMPLES)
     samples = [round(u.dts * rate / CLOCK_HZ) for u in snapped]
     assert [s - samples[0] for s in samples] == [n * AAC_FRAME_SAMPLES for n in frames]
     assert [u.data for u in snapped] == [u.data for u in units]
-    assert snap_audio([], rate) == []
+    assert snap_audio([], rate, AAC_FRAME_SAMPLES) == []
 
 
 def test_each_chunk_gets_its_audio_with_a_margin_and_it_survives_the_object_store() -> None:
@@ -116,7 +116,7 @@ def _chunked(path: Path) -> tuple[ChunkPlan, list[PackagedSegment]]:
         scan = source.scan()
         [audio_config] = [c for c in source.configs if isinstance(c, AudioConfig)]
     plan = plan_chunks(scan.video_start, scan.video_end, SEGMENT_SECONDS, CHUNK_SECONDS)
-    audio = snap_audio(scan.audio, audio_config.sample_rate)
+    audio = snap_audio(scan.audio, audio_config.sample_rate, audio_config.frame_samples)
     segments = []
     for index in range(plan.count):
         with av.open(str(path)) as container:
