@@ -28,8 +28,14 @@ RENDITION_NAME = re.compile(r"^[a-z0-9]{1,32}$")
 
 
 def _read(path: str, summary: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A playback route: players may ask HEAD of anything they GET (Shaka does, to sniff)."""
-    return router.api_route(path, methods=["GET", "HEAD"], summary=summary)
+    """A playback route: players may ask HEAD of anything they GET (Shaka does, to sniff).
+    HEAD stays out of the OpenAPI document, where it would repeat the GET's operation id."""
+
+    def register(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+        return router.get(path, summary=summary)(endpoint)
+
+    return register
 
 
 def _not_found(detail: str) -> HTTPException:
