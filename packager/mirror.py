@@ -44,8 +44,9 @@ def write_playlists(
                 media_playlist_key(stream_id, r.name): catalog.render_media(db, session, r, policy)
                 for r in renditions
             }
-            if master and renditions:
-                texts[master_playlist_key(stream_id)] = catalog.render_master(renditions)
+            master_text = catalog.render_master(renditions) if master else None
+            if master_text is not None:
+                texts[master_playlist_key(stream_id)] = master_text
         for key, text in texts.items():
             store.put_bytes(key, text.encode(), "application/vnd.apple.mpegurl")
     publish_event(redis, EventType.PLAYLIST, str(stream_id), {"uris": sorted(texts)})

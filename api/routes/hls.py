@@ -42,10 +42,10 @@ def _playlist(text: str, ended: bool) -> Response:
 @router.get("/{stream_id}/master.m3u8", summary="Master playlist of the stream's latest session")
 def master_playlist(stream_id: uuid.UUID, db: DbSession) -> Response:
     session = catalog.latest_session(db, stream_id)
-    renditions = [r for r in session.renditions] if session else []
-    if not renditions:
+    text = catalog.render_master(session.renditions) if session else None
+    if text is None:
         raise _not_found(f"stream {stream_id} has no media yet")
-    return _playlist(catalog.render_master(renditions), session.status != "live")
+    return _playlist(text, session.status != "live")
 
 
 @router.get("/{stream_id}/{rendition}/index.m3u8", summary="Media playlist of one rendition")
@@ -73,9 +73,10 @@ def _session_or_404(db: DbSession, session_id: uuid.UUID) -> LiveSession:
 )
 def recording_master(session_id: uuid.UUID, db: DbSession) -> Response:
     session = _session_or_404(db, session_id)
-    if not session.renditions:
+    text = catalog.render_master(session.renditions)
+    if text is None:
         raise _not_found(f"session {session_id} has no media")
-    return _playlist(catalog.render_master(list(session.renditions)), session.status != "live")
+    return _playlist(text, session.status != "live")
 
 
 @router.get(
