@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -135,10 +136,8 @@ def plan_ladder(
     if audio is None:
         audio = policy.assumed_audio_bitrate
     video = _announced_bit_rate(announced, "videodatarate")
-    if video:
-        seed = seeded_bit_rate(video, audio)
-        source.bandwidth = max(source.bandwidth or 0, seed)
-        source.average_bandwidth = source.average_bandwidth or seed
+    if video:  # the source's own measure so far is its first segment: the seed may say more
+        source.bandwidth = max(source.bandwidth or 0, seeded_bit_rate(video, audio))
     for rung in session_rungs(session, source):
         planned = insert(Rendition).values(
             session_id=session.id,
@@ -171,7 +170,7 @@ def plan_ladder(
     place_variants(renditions, policy.first_variant_bitrate)
 
 
-def _announced_bit_rate(announced: dict, field: str) -> int | None:
+def _announced_bit_rate(announced: dict[str, Any], field: str) -> int | None:
     """An onMetaData rate (kbit/s, as the FLV spec and OBS give it) in bit/s."""
     value = announced.get(field)
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:

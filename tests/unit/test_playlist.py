@@ -179,47 +179,24 @@ def test_master_playlist_lists_four_variants_in_the_given_order() -> None:
     """The order and attributes `packager.catalog.render_master` gives a 1080p60 ladder:
     the variant nearest 2 Mbit/s first, FRAME-RATE, AVERAGE-BANDWIDTH and
     CLOSED-CAPTIONS=NONE on every one."""
+
+    def variant(name: str, bandwidth: int, average: int, video: str, size: tuple) -> Variant:
+        return Variant(
+            f"{name}/index.m3u8",
+            bandwidth,
+            f"{video},mp4a.40.2",
+            average_bandwidth=average,
+            resolution=size,
+            frame_rate=59.94,
+            closed_captions="NONE",
+            name=name,
+        )
+
     variants = [
-        Variant(
-            "480p/index.m3u8",
-            1_750_000,
-            "avc1.64001f,mp4a.40.2",
-            average_bandwidth=1_600_000,
-            resolution=(854, 480),
-            frame_rate=59.94,
-            closed_captions="NONE",
-            name="480p",
-        ),
-        Variant(
-            "source/index.m3u8",
-            6_500_000,
-            "avc1.64002a,mp4a.40.2",
-            average_bandwidth=6_000_000,
-            resolution=(1920, 1080),
-            frame_rate=59.94,
-            closed_captions="NONE",
-            name="source",
-        ),
-        Variant(
-            "720p/index.m3u8",
-            3_600_000,
-            "avc1.640020,mp4a.40.2",
-            average_bandwidth=3_300_000,
-            resolution=(1280, 720),
-            frame_rate=59.94,
-            closed_captions="NONE",
-            name="720p",
-        ),
-        Variant(
-            "360p/index.m3u8",
-            1_060_000,
-            "avc1.64001f,mp4a.40.2",
-            average_bandwidth=970_000,
-            resolution=(640, 360),
-            frame_rate=59.94,
-            closed_captions="NONE",
-            name="360p",
-        ),
+        variant("480p", 1_750_000, 1_600_000, "avc1.64001f", (854, 480)),
+        variant("source", 6_500_000, 6_000_000, "avc1.64002a", (1920, 1080)),
+        variant("720p", 3_600_000, 3_300_000, "avc1.640020", (1280, 720)),
+        variant("360p", 1_060_000, 970_000, "avc1.64001f", (640, 360)),
     ]
     text = render_master_playlist(variants)
 
