@@ -132,6 +132,11 @@ class Rendition(Base):
     bandwidth: Mapped[int] = mapped_column(Integer, default=0)
     average_bandwidth: Mapped[int] = mapped_column(Integer, default=0)
     init_key: Mapped[str | None] = mapped_column(String(500))
+    # Its place in the master, fixed when the session's ladder is planned (null: not yet).
+    position: Mapped[int | None] = mapped_column(Integer)
+    # Running totals of its ready segments: AVERAGE-BANDWIDTH without summing the session.
+    media_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    media_seconds: Mapped[float] = mapped_column(Float, default=0.0)
 
     session: Mapped[LiveSession] = relationship(back_populates="renditions")
     segments: Mapped[list[Segment]] = relationship(

@@ -141,6 +141,18 @@ class Settings(BaseSettings):
         description="Decoder and x264 threads per worker process. 1 suits one worker per core; "
         "0 lets the codecs choose.",
     )
+    first_variant_bitrate: int = Field(
+        2_000_000,
+        gt=0,
+        description="The master lists first the variant whose BANDWIDTH is closest to this "
+        "(bit/s): players start on the first one (Apple HLS authoring 1.32).",
+    )
+    assumed_audio_bitrate: int = Field(
+        128_000,
+        ge=0,
+        description="Audio bit rate counted in a variant's first BANDWIDTH when the publisher "
+        "announces none (no onMetaData audiodatarate, as over SRT).",
+    )
     transcode_retries: int = Field(
         5,
         ge=0,

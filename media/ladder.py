@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from media.codecs.h264 import HIGH_PROFILE, high_profile_level
+
 SOURCE = "source"  # the rendition the publisher sent, as opposed to a rung
 NAME_PATTERN = re.compile(r"^[a-z0-9]{1,32}$")  # also a URL path segment under /hls/{stream}/
 MAX_RUNGS = 8
@@ -20,17 +22,25 @@ MIN_BITRATE, MAX_BITRATE = 50_000, 50_000_000
 # VBV as in the reference ffmpeg ladder: peak 10 % over the target, two seconds of buffer.
 MAXRATE_FACTOR = 1.1
 BUFSIZE_FACTOR = 2.0
+# A rung's H.264 level allows this frame rate (or the source's, when faster), so the level,
+# and with it the CODECS a master advertises, does not hang on the source's exact rate.
+LEVEL_FRAME_RATE = 60.0
 _KEYS = frozenset({"name", "height", "bitrate"})
 
 
 @dataclass(frozen=True, slots=True)
 class Rung:
-    """One rendition of the ladder; `width` is 0 until fitted to a source's aspect ratio."""
+    """One rendition of the ladder; `width` is 0 until fitted to a source's aspect ratio.
+
+    Rungs are H.264 High profile at the level their size, `level_frame_rate` and VBV need,
+    and the encoder is pinned to both, so `video_codec` is known before anything is encoded.
+    """
 
     name: str
     height: int
     video_bitrate: int
     width: int = 0
+    level_frame_rate: float = LEVEL_FRAME_RATE
 
     @property
     def max_bitrate(self) -> int:
@@ -39,6 +49,20 @@ class Rung:
     @property
     def buffer_size(self) -> int:
         return round(self.video_bitrate * BUFSIZE_FACTOR)
+
+    @property
+    def h264_level(self) -> int:
+        """level_idc (31 for level 3.1); ValueError before the rung is fitted to a source."""
+        if not self.width:
+            raise ValueError(f"rung {self.name!r} has no width yet: fit it to a source first")
+        return high_profile_level(
+            self.width, self.height, self.level_frame_rate, self.max_bitrate, self.buffer_size
+        )
+
+    @property
+    def video_codec(self) -> str:
+        """RFC 6381 `avc1.PPCCLL`: x264 sets no constraint flag in a High profile SPS."""
+        return f"avc1.{HIGH_PROFILE:02x}00{self.h264_level:02x}"
 
 
 DEFAULT_LADDER: tuple[Rung, ...] = (
@@ -56,12 +80,22 @@ def even_width(source_width: int, source_height: int, height: int) -> int:
     return max(2, 2 * ((source_width * height + source_height) // (2 * source_height)))
 
 
-def rungs_for_source(ladder: Sequence[Rung], source_width: int, source_height: int) -> list[Rung]:
+def rungs_for_source(
+    ladder: Sequence[Rung],
+    source_width: int,
+    source_height: int,
+    source_frame_rate: float | None = None,
+) -> list[Rung]:
     """The rungs a source gets, tallest first: only those below its height. A rung as tall
     as the source would cost a transcode and give nothing the source does not; one taller
     would be an upscale."""
+    level_frame_rate = max(LEVEL_FRAME_RATE, source_frame_rate or 0.0)
     fitted = [
-        replace(rung, width=even_width(source_width, source_height, rung.height))
+        replace(
+            rung,
+            width=even_width(source_width, source_height, rung.height),
+            level_frame_rate=level_frame_rate,
+        )
         for rung in ladder
         if rung.height < source_height
     ]

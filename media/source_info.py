@@ -41,17 +41,25 @@ def _codec_facts(video: VideoConfig) -> _CodecFacts:
     return _CodecFacts(profile, avcc.level_idc / 10, h264.parse_sps(avcc.sps[0]).frame_rate)
 
 
-def video_frame_rate(video: VideoConfig, metadata: dict[str, Any]) -> float | None:
-    """The SPS timing info when the encoder wrote it, else what onMetaData announced."""
+def video_frame_rate(
+    video: VideoConfig, metadata: dict[str, Any], counted: float | None = None
+) -> float | None:
+    """The SPS timing info when the encoder wrote it, else what onMetaData announced, else
+    `counted` (frames over the duration of a segment), so FRAME-RATE is always known."""
     sps_rate = _codec_facts(video).sps_frame_rate
     if sps_rate:
         return round(sps_rate, 3)
     announced = metadata.get("framerate")
-    return round(float(announced), 3) if isinstance(announced, int | float) and announced else None
+    if isinstance(announced, int | float) and announced > 0:
+        return round(float(announced), 3)
+    return round(counted, 3) if counted else None
 
 
 def describe_source(
-    video: VideoConfig | None, audio: AudioConfig | None, metadata: dict[str, Any]
+    video: VideoConfig | None,
+    audio: AudioConfig | None,
+    metadata: dict[str, Any],
+    counted_frame_rate: float | None = None,
 ) -> dict[str, Any]:
     info: dict[str, Any] = {}
     if video is not None:
@@ -62,7 +70,7 @@ def describe_source(
             "level": facts.level,
             "width": video.width,
             "height": video.height,
-            "frame_rate": video_frame_rate(video, metadata),
+            "frame_rate": video_frame_rate(video, metadata, counted_frame_rate),
             "codec_string": video.codec_string,
         }
     if audio is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, exists, func, select
@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, aliased
 
 from core.models import LiveSession, Rendition, Segment, SegmentStatus, SessionStatus
 from media.hls.playlist import (
+    CLOSED_CAPTIONS_NONE,
     MediaPlaylist,
     SegmentEntry,
     Variant,
@@ -147,12 +148,23 @@ def quality_order(rendition: Rendition) -> tuple[bool, int]:
     return rendition.name != SOURCE, -(rendition.height or 0)
 
 
-def render_master(renditions: list[Rendition], *, independent: bool = True) -> str:
-    """Every rendition that has media, the source first as the top quality.
+def master_order(rendition: Rendition) -> tuple[bool, int, tuple[bool, int]]:
+    """Sort key: the place the ladder plan gave (`ladder_rows.plan_ladder`), else quality."""
+    return rendition.position is None, rendition.position or 0, quality_order(rendition)
 
-    A rung whose first segments all failed has no codecs yet and stays out until it has.
+
+def render_master(renditions: Sequence[Rendition], *, independent: bool = True) -> str | None:
+    """The master of a session: every variant its ladder plan made, in the planned order;
+    None (not served) until the source has its first segment, when the plan is made.
+
+    Every video variant says its FRAME-RATE (rungs keep the source's timing), and every
+    variant CLOSED-CAPTIONS=NONE: the ladder carries no caption rendition.
     """
-    ordered = sorted((r for r in renditions if r.codecs), key=quality_order)
+    source = next((r for r in renditions if r.name == SOURCE), None)
+    if source is None or not source.media_seconds:
+        return None
+    # A rung row from before ladders were planned may have no codecs: it waits for them.
+    listed = sorted((r for r in renditions if r.codecs), key=master_order)
     return render_master_playlist(
         [
             Variant(
@@ -161,10 +173,11 @@ def render_master(renditions: list[Rendition], *, independent: bool = True) -> s
                 codecs=r.codecs,
                 average_bandwidth=r.average_bandwidth or None,
                 resolution=(r.width, r.height) if r.width and r.height else None,
-                frame_rate=r.frame_rate,
+                frame_rate=(r.frame_rate or source.frame_rate) if r.width else None,
+                closed_captions=CLOSED_CAPTIONS_NONE,
                 name=r.name,
             )
-            for r in ordered
+            for r in listed
         ],
         independent_segments=independent,
     )

@@ -45,10 +45,13 @@ def write_playlists(
                 media_playlist_key(stream_id, r.name): catalog.render_media(db, session, r, policy)
                 for r in renditions
             }
-            if master and renditions:
-                texts[master_playlist_key(stream_id)] = catalog.render_master(
-                    renditions, independent=catalog.independent_segments(session)
-                )
+            master_text = (
+                catalog.render_master(renditions, independent=catalog.independent_segments(session))
+                if master
+                else None
+            )
+            if master_text is not None:
+                texts[master_playlist_key(stream_id)] = master_text
         # The stream's URLs follow each new session: never cached past a live playlist's age.
         cache = live_playlist_cache(settings.live_playlist_max_age)
         for key, text in texts.items():

@@ -30,7 +30,9 @@ from media.source_info import describe_source, video_frame_rate
 from media.types import CLOCK_HZ
 from packager.enqueue import enqueue_ladder
 from packager.keys import init_name, media_key, segment_name
+from packager.ladder_rows import VariantPolicy, plan_ladder
 from packager.mirror import announce_segment
+from packager.variant_rates import record_segment_rate
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ class SourceWriter:
         )
         first = self._rendition_id is None
         if first:
-            self._rendition_id = self.ensure_rendition(segment.init, metadata)
+            self._rendition_id = self.ensure_rendition(segment.init, metadata, segment)
         offset = segment.start_ticks - self.timeline_start
         program_date_time = self.wall_clock_origin + timedelta(seconds=offset / CLOCK_HZ)
         gop = packager.segmenter.gop if packager.segmenter else None
@@ -108,8 +110,8 @@ class SourceWriter:
                     init_key=init_key,
                     size_bytes=len(segment.data),
                 ),
-                bandwidth=packager.bitrate.peak,
-                average_bandwidth=packager.bitrate.average,
+                policy=VariantPolicy.from_settings(self.settings),
+                plan=first,
                 gop_seconds=round(gop.max_seconds, 3) if gop else None,
                 bytes_ingested=bytes_ingested,
                 open_gop=not segment.independent,
@@ -161,18 +163,26 @@ class SourceWriter:
             max_delay=STORE_RETRY_MAX_DELAY_SECONDS,
         )
 
-    def ensure_rendition(self, init: InitSegment, metadata: dict[str, Any]) -> int:
+    def ensure_rendition(
+        self,
+        init: InitSegment,
+        metadata: dict[str, Any],
+        first_segment: PackagedSegment | None = None,
+    ) -> int:
         """The session's source rendition row (made, or updated): before the first segment,
-        or ahead of writers that would otherwise race to create it (an upload's chunks)."""
+        or ahead of writers that would otherwise race to create it (an upload's chunks).
+        The first segment's frames over its duration give the frame rate when neither the
+        SPS nor the publisher does."""
         video = init.video
+        counted = first_segment.frame_rate if first_segment else None
         return ensure_source_rendition(
             self.settings.database_url,
             self.session_id,
             codecs=init.codecs,
             width=video.width if video else None,
             height=video.height if video else None,
-            frame_rate=video_frame_rate(video, metadata) if video else None,
-            media_info=describe_source(video, init.audio, metadata),
+            frame_rate=video_frame_rate(video, metadata, counted) if video else None,
+            media_info=describe_source(video, init.audio, metadata, counted),
         )
 
 
@@ -219,13 +229,18 @@ def record_segment(
     session_id: uuid.UUID,
     segment: SegmentRecord,
     *,
-    bandwidth: int,
-    average_bandwidth: int,
+    policy: VariantPolicy,
+    plan: bool,
     gop_seconds: float | None,
     bytes_ingested: int,
     open_gop: bool = False,
 ) -> None:
+    """The segment's row and its count in the source's bandwidths; with `plan` (a writer's
+    first segment) also the session's ladder, in the same transaction, so the first master
+    that can be served (the source has media) already lists every rung."""
     with session_scope(database_url) as db:
+        # Locked: an upload's chunks record segments of one rendition concurrently.
+        rendition = db.get(Rendition, segment.rendition_id, with_for_update=True)
         db.add(
             Segment(
                 rendition_id=segment.rendition_id,
@@ -238,14 +253,17 @@ def record_segment(
                 size_bytes=segment.size_bytes,
             )
         )
-        db.execute(
-            update(Rendition)
-            .where(Rendition.id == segment.rendition_id)
-            .values(
-                bandwidth=func.greatest(Rendition.bandwidth, bandwidth),
-                average_bandwidth=average_bandwidth,
-            )
+        db.flush()
+        record_segment_rate(
+            db,
+            rendition,
+            segment.sequence,
+            added_bytes=segment.size_bytes,
+            added_seconds=segment.duration,
+            target_seconds=policy.target_seconds,
         )
+        if plan:
+            plan_ladder(db, db.get(LiveSession, session_id), rendition, policy)
         values: dict[str, Any] = {
             "bytes_ingested": bytes_ingested,
             "heartbeat_at": datetime.now(UTC),

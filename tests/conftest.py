@@ -24,7 +24,8 @@ from tests.services import (
     wait_for,
 )
 
-for _name in [n for n in os.environ if n.startswith("NEBULA_")]:
+# Settings come from the fixtures only; NEBULA_UPDATE_GOLDEN is the tests' own switch.
+for _name in [n for n in os.environ if n.startswith("NEBULA_") and n != "NEBULA_UPDATE_GOLDEN"]:
     del os.environ[_name]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

@@ -45,10 +45,10 @@ def _not_found(detail: str) -> HTTPException:
 def _master(
     request: Request, settings: Settings, session: LiveSession, *, recording: bool
 ) -> Response:
-    if not session.renditions:
-        raise _not_found(f"session {session.id} has no media yet")
     independent = catalog.independent_segments(session)
-    text = catalog.render_master(list(session.renditions), independent=independent)
+    text = catalog.render_master(session.renditions, independent=independent)
+    if text is None:
+        raise _not_found(f"session {session.id} has no media yet")
     return playlist_response(request, settings, text, recording=recording)
 
 

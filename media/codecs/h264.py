@@ -430,3 +430,68 @@ def nal_types(avcc_data: bytes, nal_length_size: int = 4) -> list[int]:
 def is_idr(avcc_data: bytes, nal_length_size: int = 4) -> bool:
     """True if the access unit holds an IDR slice (a point a decoder can start from)."""
     return NalType.IDR in nal_types(avcc_data, nal_length_size)
+
+
+@dataclass(frozen=True, slots=True)
+class LevelLimits:
+    """One row of H.264 Table A-1: the limits a stream of that level stays within."""
+
+    level_idc: int  # ten times the level number: 31 is level 3.1
+    max_macroblocks_per_second: int  # MaxMBPS
+    max_frame_macroblocks: int  # MaxFS
+    max_bit_rate: int  # MaxBR, in units of cpbBrVclFactor bits per second
+    max_cpb_size: int  # MaxCPB, in units of cpbBrVclFactor bits
+
+
+# Table A-1, level 1b left out (its level_idc is ambiguous between profiles).
+_LEVELS = (
+    LevelLimits(10, 1_485, 99, 64, 175),
+    LevelLimits(11, 3_000, 396, 192, 500),
+    LevelLimits(12, 6_000, 396, 384, 1_000),
+    LevelLimits(13, 11_880, 396, 768, 2_000),
+    LevelLimits(20, 11_880, 396, 2_000, 2_000),
+    LevelLimits(21, 19_800, 792, 4_000, 4_000),
+    LevelLimits(22, 20_250, 1_620, 4_000, 4_000),
+    LevelLimits(30, 40_500, 1_620, 10_000, 10_000),
+    LevelLimits(31, 108_000, 3_600, 14_000, 14_000),
+    LevelLimits(32, 216_000, 5_120, 20_000, 20_000),
+    LevelLimits(40, 245_760, 8_192, 20_000, 25_000),
+    LevelLimits(41, 245_760, 8_192, 50_000, 62_500),
+    LevelLimits(42, 522_240, 8_704, 50_000, 62_500),
+    LevelLimits(50, 589_824, 22_080, 135_000, 135_000),
+    LevelLimits(51, 983_040, 36_864, 240_000, 240_000),
+    LevelLimits(52, 2_073_600, 36_864, 240_000, 240_000),
+    LevelLimits(60, 4_177_920, 139_264, 240_000, 240_000),
+    LevelLimits(61, 8_355_840, 139_264, 480_000, 480_000),
+    LevelLimits(62, 16_711_680, 139_264, 800_000, 800_000),
+)
+HIGH_PROFILE = 100
+# Table A-2: High profile's cpbBrVclFactor, bits per unit of MaxBR and MaxCPB.
+HIGH_BIT_RATE_FACTOR = 1_250
+
+
+def high_profile_level(
+    width: int, height: int, frame_rate: float, max_bit_rate: int, buffer_size: int
+) -> int:
+    """The smallest level_idc whose Table A-1 limits fit a High profile stream of this
+    size, frame rate and VBV (peak bits per second, buffer bits): the level to pin an
+    encoder to, so the codec string is known before it encodes anything."""
+    if width <= 0 or height <= 0 or not frame_rate > 0:
+        raise H264Error(f"size {width}x{height} at {frame_rate} fps has no level")
+    width_mbs, height_mbs = -(-width // 16), -(-height // 16)
+    frame_mbs = width_mbs * height_mbs
+    for level in _LEVELS:
+        # A.3.1 h/i: neither dimension may exceed sqrt(8 * MaxFS) macroblocks.
+        side = 8 * level.max_frame_macroblocks
+        if (
+            frame_mbs <= level.max_frame_macroblocks
+            and width_mbs**2 <= side
+            and height_mbs**2 <= side
+            and frame_mbs * frame_rate <= level.max_macroblocks_per_second
+            and max_bit_rate <= level.max_bit_rate * HIGH_BIT_RATE_FACTOR
+            and buffer_size <= level.max_cpb_size * HIGH_BIT_RATE_FACTOR
+        ):
+            return level.level_idc
+    raise H264Error(
+        f"{width}x{height} at {frame_rate} fps and {max_bit_rate} bit/s exceeds level 6.2"
+    )

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 __all__ = [
+    "CLOSED_CAPTIONS_NONE",
     "LiveWindow",
     "MediaPlaylist",
     "PartEntry",
@@ -35,6 +36,7 @@ __all__ = [
 
 PLAYLIST_TYPES = ("VOD", "EVENT")
 DEFAULT_VERSION = 7  # fMP4 (EXT-X-MAP without I-FRAMES-ONLY) needs 6; we declare 7
+CLOSED_CAPTIONS_NONE = "NONE"
 
 # RFC 8216 4.1: no control characters in a playlist at all; 4.2: a quoted-string holds
 # neither a double quote nor CR/LF. Both together give one "cannot be encoded" test.
@@ -128,7 +130,12 @@ class LiveWindow:
 
 @dataclass(frozen=True, slots=True)
 class Variant:
-    """One EXT-X-STREAM-INF entry of a master playlist; bandwidths in bits per second."""
+    """One EXT-X-STREAM-INF entry of a master playlist; bandwidths in bits per second.
+
+    `closed_captions` is `NONE` (the variant has none: Apple 4.4 wants it said), the GROUP-ID
+    of an EXT-X-MEDIA caption rendition, or None to leave the attribute out. `name` is not an
+    RFC attribute; players ignore it, and hls.js shows it as the level's name.
+    """
 
     uri: str
     bandwidth: int
@@ -136,6 +143,7 @@ class Variant:
     average_bandwidth: int | None = None
     resolution: tuple[int, int] | None = None
     frame_rate: float | None = None
+    closed_captions: str | None = None
     name: str | None = None
 
 
@@ -282,6 +290,10 @@ def _stream_inf_attributes(v: Variant) -> list[str]:
         if not (math.isfinite(v.frame_rate) and v.frame_rate > 0):
             raise ValueError(f"frame rate must be a positive number, got {v.frame_rate!r}")
         attrs.append(f"FRAME-RATE={v.frame_rate:.3f}")
+    if v.closed_captions == CLOSED_CAPTIONS_NONE:  # an enumerated string, never quoted
+        attrs.append(f"CLOSED-CAPTIONS={CLOSED_CAPTIONS_NONE}")
+    elif v.closed_captions is not None:
+        attrs.append(f"CLOSED-CAPTIONS={_quoted(v.closed_captions, 'closed captions group')}")
     if v.name is not None:
         attrs.append(f"NAME={_quoted(v.name, 'name')}")
     return attrs

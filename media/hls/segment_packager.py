@@ -43,6 +43,7 @@ class PackagedSegment:
     # False when it opens on an open-GOP picture (an HEVC CRA followed by RASL pictures,
     # x265's default) that needs the previous segment: not an EXT-X-INDEPENDENT-SEGMENTS one.
     independent: bool = True
+    video_frames: int = 0
 
     @property
     def duration(self) -> float:
@@ -52,25 +53,12 @@ class PackagedSegment:
     def end_ticks(self) -> int:
         return self.start_ticks + self.duration_ticks
 
-
-@dataclass
-class BitrateMeter:
-    """Peak and average bits per second over closed segments (BANDWIDTH, AVERAGE-BANDWIDTH)."""
-
-    total_bits: int = 0
-    total_seconds: float = 0.0
-    peak: int = 0
-
-    def add(self, size_bytes: int, seconds: float) -> None:
-        if seconds <= 0:
-            return
-        self.total_bits += size_bytes * 8
-        self.total_seconds += seconds
-        self.peak = max(self.peak, round(size_bytes * 8 / seconds))
-
     @property
-    def average(self) -> int:
-        return round(self.total_bits / self.total_seconds) if self.total_seconds else 0
+    def frame_rate(self) -> float | None:
+        """Frames over duration: the frame rate when neither the SPS nor the publisher says."""
+        if not (self.video_frames and self.duration_ticks):
+            return None
+        return self.video_frames * CLOCK_HZ / self.duration_ticks
 
 
 @dataclass
@@ -82,7 +70,6 @@ class SegmentPackager:
     discontinuity: bool = False
     video: VideoConfig | None = None
     audio: AudioConfig | None = None
-    bitrate: BitrateMeter = field(default_factory=BitrateMeter)
     _segmenter: Segmenter | None = None
     _init: InitSegment | None = None
     _shift: int | None = None
@@ -204,15 +191,14 @@ class SegmentPackager:
             audio_config=self._init.audio,
             audio_anchor_dts=self._audio_anchor,
         )
-        data = media_segment(closed.sequence + 1, fragments)
-        self.bitrate.add(len(data), closed.duration_seconds)
         hevc = self._init.video is not None and self._init.video.codec is VideoCodec.HEVC
         return PackagedSegment(
             closed.sequence,
             closed.start_dts,
             closed.duration_ticks,
-            data,
+            media_segment(closed.sequence + 1, fragments),
             self._init,
             closed.discontinuity,
             independent=not (hevc and skipped_leading_pictures([au.data for au in video])),
+            video_frames=len(video),
         )

@@ -78,12 +78,13 @@ def _ladder_segment(session_id: uuid.UUID, sequence: int) -> dict[str, Any]:
         log.warning("segment %s of session %s cannot be transcoded: %s", sequence, session_id, exc)
         return _record(source, [RungOutcome(rung) for rung in source.rungs])
     for output in outputs:
-        store.put_bytes(
-            source.rung_key(output.rung, source.init_name),
-            output.init.data,
-            INIT_TYPE,
-            cache_control=MEDIA_CACHE,
-        )
+        if not source.init_written(output.rung):
+            store.put_bytes(
+                source.rung_key(output.rung, source.init_name),
+                output.init.data,
+                INIT_TYPE,
+                cache_control=MEDIA_CACHE,
+            )
         store.put_bytes(
             source.rung_key(output.rung, segment_name(sequence)),
             output.data,
@@ -96,9 +97,11 @@ def _ladder_segment(session_id: uuid.UUID, sequence: int) -> dict[str, Any]:
 def _record(source: SourceSegment, outcomes: list[RungOutcome]) -> dict[str, Any]:
     """Rows first (Postgres is the truth), then the playlist mirror and the events."""
     settings = get_settings()
+    policy = ladder_rows.VariantPolicy.from_settings(settings)
     with session_scope(settings.database_url) as db:
+        ladder_rows.plan_missing_rungs(db, source, policy)
         for outcome in outcomes:
-            ladder_rows.record_rung_segment(db, source, outcome)
+            ladder_rows.record_rung_segment(db, source, outcome, policy)
     store, redis = worker_services()
     if source.stream_id is None:
         # An upload: no live playlists to mirror, no stream to tell; its progress moves.

@@ -11,6 +11,11 @@ in every rung, and a player switches rungs at any boundary without a jump. The p
 B-frames is a few per cent of compression at a given quality; it also spares x264 the
 reorder delay, which matters for segment latency.
 
+Codec. Each rung is pinned to H.264 High profile at the level its ladder entry computes
+(`Rung.video_codec`), so the master advertises the CODECS every segment will have before
+the first one is encoded; x264 leaves timing out of its SPS, so a rung's init segment is the
+same for every source segment and is written once.
+
 GOP. Every segment gets a fresh encoder whose keyframe interval exceeds the segment's frame
 count and whose scene-cut detection is off: one closed GOP per segment, opening on an IDR.
 An HEVC source may use open GOPs (x265's default): a segment opening on a CRA decodes
@@ -51,6 +56,7 @@ from media.types import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind
 
 ENCODER = "libx264"
 PIXEL_FORMAT = "yuv420p"
+PROFILE = "high"  # media.ladder.Rung.video_codec's avc1.64
 SCALER = "BICUBIC"  # what the ffmpeg CLI's scale filter uses by default
 FALLBACK_FRAME_RATE = Fraction(30)
 
@@ -187,6 +193,8 @@ def _encoder(
         "bufsize": str(rung.buffer_size),
         "keyint_min": str(frame_count + 1),
         "sc_threshold": "0",
+        "profile": PROFILE,
+        "level": f"{rung.h264_level / 10:.1f}",
     }
     return encoder
 

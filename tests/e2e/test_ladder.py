@@ -33,20 +33,41 @@ def _media(stack: LiveStack, stream_id: str, name: str) -> m3u8.M3U8:
     return m3u8.loads(_get(stack, f"/hls/{stream_id}/{name}/index.m3u8").decode())
 
 
-def _publish_and_wait_for_ladder(stack: LiveStack, source: Path, rungs: list[str]) -> str:
-    """Publish the whole file, then wait until every rendition is complete (EXT-X-ENDLIST)."""
+def _first_master(stack: LiveStack, stream_id: str) -> m3u8.M3U8:
+    """The first master a player can fetch, polled from the moment the publish starts."""
+    served: list[str] = []
+
+    def fetched() -> bool:
+        with stack.client() as client:
+            response = client.get(f"/hls/{stream_id}/master.m3u8")
+        if response.status_code == 200:
+            served.append(response.text)
+        else:
+            assert response.status_code == 404, response.text
+        return bool(served)
+
+    wait_for(fetched, 30, "the first master")
+    return m3u8.loads(served[0])
+
+
+def _publish_and_wait_for_ladder(
+    stack: LiveStack, source: Path, rungs: list[str]
+) -> tuple[str, m3u8.M3U8]:
+    """Publish the whole file, then wait until every rendition is complete (EXT-X-ENDLIST).
+    Returns the stream and the first master served while it was live."""
     stream = stack.create_stream("ladder")
     publisher = publish(source, stack.rtmp_url(stream["stream_key"]))
+    first_master = _first_master(stack, stream["id"])
     assert publisher.wait(90) == 0, publisher.stderr.read().decode()
 
     def complete() -> bool:
         names = [p.uri.split("/")[0] for p in _master(stack, stream["id"]).playlists]
-        return names == ["source", *rungs] and all(
+        return sorted(names) == sorted(["source", *rungs]) and all(
             _media(stack, stream["id"], name).is_endlist for name in names
         )
 
-    wait_for(complete, 60, f"every rendition of {['source', *rungs]} ended")
-    return stream["id"]
+    wait_for(complete, 240, f"every rendition of {['source', *rungs]} ended")
+    return stream["id"], first_master
 
 
 def _segment_starts(stack: LiveStack, stream_id: str, name: str) -> list[int]:
@@ -67,21 +88,36 @@ def test_a_1080p_publish_plays_as_a_four_variant_ladder_with_aligned_segments(
     live_stack: LiveStack, celery_worker, media_dir: Path
 ) -> None:
     source = make_source(media_dir / "ladder1080.flv", seconds=20)
-    stream_id = _publish_and_wait_for_ladder(live_stack, source, ["720p", "480p", "360p"])
+    stream_id, first_master = _publish_and_wait_for_ladder(
+        live_stack, source, ["720p", "480p", "360p"]
+    )
 
+    # The first master already held the whole ladder, nearest 2 Mbit/s first, and what it
+    # advertised is what the segments made afterwards are.
+    assert [p.uri.split("/")[0] for p in first_master.playlists] == [
+        "480p",
+        "source",
+        "720p",
+        "360p",
+    ]
     master = _master(live_stack, stream_id)
+    assert [p.uri for p in master.playlists] == [p.uri for p in first_master.playlists]
     expected = {"source": (1920, 1080), "720p": (1280, 720), "480p": (854, 480), "360p": (640, 360)}
-    for variant in master.playlists:
+    for variant, final in zip(first_master.playlists, master.playlists, strict=True):
         name = variant.uri.split("/")[0]
         info = variant.stream_info
         url = f"{live_stack.api_url}/hls/{stream_id}/{variant.uri}"
-        video = next(s for s in probe(url)["streams"] if s["codec_type"] == "video")
+        streams = probe(url)["streams"]
+        video = next(s for s in streams if s["codec_type"] == "video")
+        audio = next(s for s in streams if s["codec_type"] == "audio")
         assert info.resolution == (video["width"], video["height"]) == expected[name]
         assert video["profile"] == "High"
-        assert info.codecs.startswith("avc1.64")
-        assert info.codecs.endswith(f"{video['level']:02x},mp4a.40.2")
+        assert audio["profile"] == "LC"
+        assert info.codecs == f"avc1.6400{video['level']:02x},mp4a.40.2"
+        assert final.stream_info.codecs == info.codecs
         assert info.frame_rate == 30.0
-        assert 0 < info.average_bandwidth <= info.bandwidth
+        assert info.closed_captions == "NONE"
+        assert 0 < info.average_bandwidth <= info.bandwidth <= final.stream_info.bandwidth
         errors, seconds = decode(url)
         assert errors == "", name
         assert abs(seconds - 20.0) <= 0.3, (name, seconds)
@@ -105,8 +141,9 @@ def test_a_480p_publish_gets_only_the_360p_rung_besides_the_source(
     live_stack: LiveStack, celery_worker, media_dir: Path
 ) -> None:
     source = make_source(media_dir / "ladder480.flv", seconds=6, size="854x480")
-    stream_id = _publish_and_wait_for_ladder(live_stack, source, ["360p"])
-    [_, rung] = _master(live_stack, stream_id).playlists
+    stream_id, first_master = _publish_and_wait_for_ladder(live_stack, source, ["360p"])
+    assert sorted(p.uri for p in first_master.playlists) == ["360p/index.m3u8", "source/index.m3u8"]
+    [rung] = [p for p in _master(live_stack, stream_id).playlists if p.uri.startswith("360p/")]
     assert rung.stream_info.resolution == (640, 360)
     errors, _ = decode(f"{live_stack.api_url}/hls/{stream_id}/360p/index.m3u8")
     assert errors == ""

@@ -80,7 +80,7 @@ def test_the_page_plays_a_live_stream_switches_quality_and_sees_it_end(
     stream = _create_stream(live_stack, "player live", LADDER_360P)
     publisher = publish(source, live_stack.rtmp_url(stream["stream_key"]))
     try:
-        # hls.js reads the master playlist once: open the page when the rung is in it.
+        # hls.js reads the master playlist once: the first one served lists the rung already.
         wait_for(lambda: _master_has(live_stack, stream["id"], "360p"), 30, "360p in master")
         requests: list[str] = []
         page.on("request", lambda request: requests.append(request.url))

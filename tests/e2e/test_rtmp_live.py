@@ -102,12 +102,20 @@ def test_an_ffmpeg_publish_plays_back_as_hls_with_the_published_duration(
     assert publisher.wait(60) == 0, publisher.stderr.read().decode()
     _wait_ended(live_stack, stream["id"])
 
+    # The master lists the whole ladder planned for the 1080p source from the start, whether
+    # or not a worker has made any rung segment yet (this test needs none).
     master = m3u8.loads(master_response.text)
-    [variant] = master.playlists
-    assert variant.uri == "source/index.m3u8"
+    assert sorted(p.uri for p in master.playlists) == [
+        "360p/index.m3u8",
+        "480p/index.m3u8",
+        "720p/index.m3u8",
+        "source/index.m3u8",
+    ]
+    [variant] = [p for p in master.playlists if p.uri == "source/index.m3u8"]
     assert variant.stream_info.resolution == (1920, 1080)
     assert variant.stream_info.codecs == "avc1.640028,mp4a.40.2"
     assert variant.stream_info.bandwidth > 1_000_000
+    assert variant.stream_info.frame_rate == 30.0
 
     playlist = _media_playlist(live_stack, stream["id"])
     text = "\n".join(["#EXT-X-VERSION:7", "#EXT-X-MAP", "#EXT-X-PROGRAM-DATE-TIME"])
@@ -119,7 +127,7 @@ def test_an_ffmpeg_publish_plays_back_as_hls_with_the_published_duration(
     assert all(abs(d - 2.0) <= 0.1 for d in durations[:-1]), durations
     assert all(s.program_date_time is not None for s in playlist.segments)
 
-    errors, decoded = decode(f"{live_stack.api_url}/hls/{stream['id']}/master.m3u8")
+    errors, decoded = decode(f"{live_stack.api_url}/hls/{stream['id']}/source/index.m3u8")
     assert errors == ""
     assert abs(decoded - media_duration(source_1080p)) <= 0.3, decoded
 
@@ -187,7 +195,7 @@ def test_garbage_on_the_rtmp_port_does_not_disturb_a_running_publish(
             time.sleep(0.1)
     assert publisher.wait(60) == 0
     _wait_ended(live_stack, stream["id"])
-    errors, decoded = decode(f"{live_stack.api_url}/hls/{stream['id']}/master.m3u8")
+    errors, decoded = decode(f"{live_stack.api_url}/hls/{stream['id']}/source/index.m3u8")
     assert errors == ""
     assert abs(decoded - media_duration(source_1080p)) <= 0.3
 
@@ -203,7 +211,7 @@ def test_a_publisher_killed_mid_stream_ends_its_session_after_the_grace_window(
     _wait_ended(live_stack, stream["id"], timeout=GRACE_SECONDS + 10)
     [session] = _sessions(live_stack, stream["id"])
     assert session.status == "ended"
-    errors, decoded = decode(f"{live_stack.api_url}/hls/{stream['id']}/master.m3u8")
+    errors, decoded = decode(f"{live_stack.api_url}/hls/{stream['id']}/source/index.m3u8")
     assert errors == ""
     assert decoded >= 4.0
 
@@ -228,7 +236,7 @@ def test_a_reconnect_within_the_grace_window_continues_one_session_with_a_discon
     assert len({s.init_key for s in segments}) == 2
     raw = live_stack.client().get(f"/hls/{stream['id']}/source/index.m3u8").text
     assert raw.count("#EXT-X-DISCONTINUITY\n") == 1
-    errors, decoded = decode(f"{live_stack.api_url}/hls/{stream['id']}/master.m3u8")
+    errors, decoded = decode(f"{live_stack.api_url}/hls/{stream['id']}/source/index.m3u8")
     assert errors == ""
     assert decoded >= media_duration(source_1080p) + 3.5
 

@@ -17,6 +17,7 @@ from core.models import LiveSession, Rendition, Segment, Stream
 from core.settings import Settings
 from core.storage import ObjectStore
 from ingest import sessions
+from media.hls.bandwidth import SizedSegment, peak_segment_bit_rate
 from media.hls.segment_packager import PackagedSegment
 from media.ladder import SOURCE, Rung
 from packager import catalog, source_writer
@@ -30,7 +31,12 @@ from packager.keys import (
     media_playlist_key,
     segment_name,
 )
-from packager.ladder_rows import RungOutcome, load_source_segment, record_rung_segment
+from packager.ladder_rows import (
+    RungOutcome,
+    VariantPolicy,
+    load_source_segment,
+    record_rung_segment,
+)
 from tests.media import make_source, package_flv
 from tests.services import wait_for
 
@@ -66,8 +72,11 @@ def store_session(
     *,
     ladder: list[dict] | None = None,
     corrupt: frozenset[int] = frozenset(),
+    announced: dict | None = None,
+    planned: bool = True,
 ) -> tuple[uuid.UUID, uuid.UUID]:
-    """What ingest leaves behind for a publish: objects in the bucket and rows in Postgres."""
+    """What ingest leaves behind for a publish: objects in the bucket and rows in Postgres
+    (the ladder planned with the first segment, as the source writer does)."""
     url = settings.database_url
     with session_scope(url) as db:
         stream = Stream(name="ladder", stream_key_hash=secrets.token_hex(32), status="live")
@@ -83,7 +92,7 @@ def store_session(
         width=video.width,
         height=video.height,
         frame_rate=30.0,
-        media_info={},
+        media_info={"announced": announced} if announced else {},
     )
     init_key = media_key(stream_id, SOURCE, session_id, init_name(0))
     store.put_bytes(init_key, segments[0].init.data, "video/mp4")
@@ -104,8 +113,8 @@ def store_session(
                 init_key=init_key,
                 size_bytes=len(segment.data),
             ),
-            bandwidth=1,
-            average_bandwidth=1,
+            policy=VariantPolicy.from_settings(settings),
+            plan=planned and segment is segments[0],
             gop_seconds=None,
             bytes_ingested=0,
         )
@@ -165,7 +174,8 @@ def test_the_worker_makes_every_rung_of_the_session_ladder_and_mirrors_the_playl
         }
     assert (renditions["360p"].width, renditions["360p"].height) == (640, 360)
     assert (renditions["240p"].width, renditions["240p"].height) == (428, 240)
-    assert renditions["360p"].codecs == "avc1.64001e,mp4a.40.2"
+    assert renditions["360p"].codecs == "avc1.64001f,mp4a.40.2"
+    assert renditions["240p"].codecs == "avc1.64001e,mp4a.40.2"
     for name in ("360p", "240p"):
         rung = renditions[name]
         assert 0 < rung.average_bandwidth <= rung.bandwidth
@@ -184,6 +194,7 @@ def test_the_worker_makes_every_rung_of_the_session_ladder_and_mirrors_the_playl
     stat = store.client.stat_object(store.bucket, media_playlist_key(stream_id, "360p"))
     assert stat.metadata["Cache-Control"] == "no-cache"
     master = m3u8.loads(store.get_bytes(master_playlist_key(stream_id)).decode())
+    # The source's first segment, 2.8 Mbit/s, is nearer 2 Mbit/s than 360p's seeded 1.06.
     assert [p.uri for p in master.playlists] == [
         "source/index.m3u8",
         "360p/index.m3u8",
@@ -215,6 +226,8 @@ def test_running_a_segment_twice_overwrites_identical_objects_and_keeps_one_row(
     celery.send_task(TRANSCODE_TASK, args=[str(session_id), 0]).get(timeout=60)
     assert store.get_bytes(key) == first
     assert rung_rows(settings, session_id) == {"360p": {0: "ready"}}
+    rung = _renditions(settings, session_id)["360p"]
+    assert (rung.media_bytes, rung.media_seconds) == (len(first), segments_480p[0].duration)
 
 
 def test_a_corrupt_source_segment_is_a_gap_in_every_rung_while_later_segments_play(
@@ -246,7 +259,12 @@ def test_a_rung_lists_only_the_prefix_of_finished_segments_and_ends_when_it_has_
     def finish(sequence: int) -> None:
         with session_scope(settings.database_url) as db:
             done = load_source_segment(db, session_id, sequence)
-            record_rung_segment(db, done, RungOutcome(rung, "avc1.64001e,mp4a.40.2", 1000))
+            record_rung_segment(
+                db,
+                done,
+                RungOutcome(rung, "avc1.64001f,mp4a.40.2", 1000),
+                VariantPolicy.from_settings(settings),
+            )
 
     finish(2)
     assert playlist(settings, session_id, "360p").segments == []
@@ -290,3 +308,117 @@ def test_a_worker_killed_mid_transcode_loses_nothing_another_finishes_it(
         listed = playlist(settings, session_id, name)
         assert len(listed.segments) == len(segments_1080p) and listed.is_endlist
         assert all(s.gap_tag is None for s in listed.segments)
+
+
+def _renditions(settings: Settings, session_id: uuid.UUID) -> dict[str, Rendition]:
+    with session_scope(settings.database_url) as db:
+        return {
+            r.name: r
+            for r in db.scalars(select(Rendition).where(Rendition.session_id == session_id))
+        }
+
+
+def _master(settings: Settings, session_id: uuid.UUID) -> str | None:
+    with session_scope(settings.database_url) as db:
+        return catalog.render_master(db.get(LiveSession, session_id).renditions)
+
+
+def test_the_first_master_lists_the_whole_ladder_with_seeded_values_before_any_rung_segment(
+    settings: Settings, store: ObjectStore, segments_1080p
+) -> None:
+    """No worker runs here: the plan made with the first source segment is the master."""
+    announced = {"videodatarate": 2500, "audiodatarate": 128}  # kbit/s, as OBS sends them
+    _, session_id = store_session(settings, store, segments_1080p[:1], announced=announced)
+    assert rung_rows(settings, session_id) == {}
+
+    master = m3u8.loads(_master(settings, session_id))
+    variants = {p.uri.split("/")[0]: p.stream_info for p in master.playlists}
+    # 480p's seed, 1.75 Mbit/s, is nearest 2 Mbit/s; then the source and the rungs tallest first.
+    assert list(variants) == ["480p", "source", "720p", "360p"]
+    codecs = {"720p": "avc1.640020", "480p": "avc1.64001f", "360p": "avc1.64001f"}
+    for name, video_bitrate in (("720p", 3_000_000), ("480p", 1_400_000), ("360p", 800_000)):
+        info = variants[name]
+        assert info.codecs == f"{codecs[name]},mp4a.40.2"
+        # max_bitrate (1.1 x) plus the announced 128 kbit/s audio, plus 5 % overhead.
+        assert info.bandwidth == round((video_bitrate * 1.1 + 128_000) * 1.05)
+        assert info.average_bandwidth == round((video_bitrate + 128_000) * 1.05)
+    assert variants["source"].bandwidth >= round(2_628_000 * 1.05)
+    assert variants["source"].codecs == segments_1080p[0].init.codecs
+    assert all(info.frame_rate == 30.0 for info in variants.values())
+    assert all(info.closed_captions == "NONE" for info in variants.values())
+
+
+def test_no_master_is_served_before_the_source_has_a_segment(settings: Settings) -> None:
+    with session_scope(settings.database_url) as db:
+        stream = Stream(name="early", stream_key_hash=secrets.token_hex(32), status="live")
+        session = LiveSession(stream=stream, protocol="rtmp", status="live")
+        db.add(stream)
+        db.flush()
+        session_id = session.id
+    source_writer.ensure_source_rendition(
+        settings.database_url,
+        session_id,
+        codecs="avc1.640028,mp4a.40.2",
+        width=1920,
+        height=1080,
+        frame_rate=30.0,
+        media_info={},
+    )
+    assert _master(settings, session_id) is None
+
+
+def test_rung_bandwidths_follow_the_rfc_runs_and_only_rise_from_their_seeds(
+    settings: Settings, store: ObjectStore, celery, celery_worker, segments_480p
+) -> None:
+    _, session_id = store_session(settings, store, segments_480p, ladder=SMALL_LADDER)
+    seeds = {name: r.bandwidth for name, r in _renditions(settings, session_id).items()}
+    for segment in segments_480p:
+        enqueue_ladder(celery, session_id, segment.sequence)
+    wait_for_rungs(settings, session_id, {"360p", "240p"}, len(segments_480p))
+
+    with session_scope(settings.database_url) as db:
+        rows = db.execute(
+            select(Rendition.name, Segment.sequence, Segment.size_bytes, Segment.duration)
+            .join(Segment, Segment.rendition_id == Rendition.id)
+            .where(Rendition.session_id == session_id)
+        ).all()
+    renditions = _renditions(settings, session_id)
+    for name, rendition in renditions.items():
+        sized = [SizedSegment(q, b, d) for n, q, b, d in rows if n == name]
+        peak = peak_segment_bit_rate(sized, 2)
+        assert rendition.bandwidth == max(seeds[name], peak), name
+        total_bytes, total_seconds = (
+            sum(s.size_bytes for s in sized),
+            sum(s.duration for s in sized),
+        )
+        assert rendition.media_bytes == total_bytes
+        assert rendition.media_seconds == pytest.approx(total_seconds)
+        average = round(total_bytes * 8 / total_seconds)
+        assert rendition.average_bandwidth == min(average, rendition.bandwidth), name
+
+
+def test_a_rung_init_is_written_once_by_the_first_task_that_makes_it(
+    settings: Settings, store: ObjectStore, celery, celery_worker, segments_480p
+) -> None:
+    stream_id, session_id = store_session(settings, store, segments_480p)
+    enqueue_ladder(celery, session_id, 0)
+    wait_for_rungs(settings, session_id, {"360p"}, 1)
+    init_key = media_key(stream_id, "360p", session_id, init_name(0))
+    assert b"avcC" in store.get_bytes(init_key)
+    store.put_bytes(init_key, b"written by the first task", "video/mp4")
+    for segment in segments_480p[1:]:
+        enqueue_ladder(celery, session_id, segment.sequence)
+    wait_for_rungs(settings, session_id, {"360p"}, len(segments_480p))
+    assert store.get_bytes(init_key) == b"written by the first task"
+
+
+def test_a_session_recorded_before_ladders_were_planned_gets_its_plan_from_its_first_task(
+    settings: Settings, store: ObjectStore, celery, celery_worker, segments_480p
+) -> None:
+    _, session_id = store_session(settings, store, segments_480p[:1], planned=False)
+    assert set(_renditions(settings, session_id)) == {SOURCE}
+    enqueue_ladder(celery, session_id, 0)
+    wait_for_rungs(settings, session_id, {"360p"}, 1)
+    renditions = _renditions(settings, session_id)
+    assert renditions["360p"].codecs == "avc1.64001f,mp4a.40.2"
+    assert {r.position for r in renditions.values()} == {0, 1}

@@ -97,6 +97,8 @@ def _add_session(
             codecs="avc1.64001e,mp4a.40.2",
             bandwidth=800_000,
             average_bandwidth=700_000,
+            media_bytes=1000 * segments,
+            media_seconds=2.0 * segments,
         )
         db.add(rendition)
         db.flush()

@@ -148,13 +148,16 @@ def test_a_file_the_job_cannot_read_fails_the_upload_with_the_reason(
 
 
 def _source_rows(settings: Settings, session_id: uuid.UUID) -> None:
-    """What the job records for a 640x360 source of SEGMENTS two-second segments."""
+    """What the job records for a 640x360 source of SEGMENTS two-second segments, and the
+    ladder plan its first segment makes."""
     with session_scope(settings.database_url) as db:
         rendition = Rendition(
             session_id=session_id, name=SOURCE, codecs="avc1.64001e", width=640, height=360
         )
         db.add(rendition)
         db.flush()
+        policy = ladder_rows.VariantPolicy.from_settings(settings)
+        ladder_rows.plan_ladder(db, db.get(LiveSession, session_id), rendition, policy)
         for sequence in range(SEGMENTS):
             db.add(
                 Segment(
@@ -186,7 +189,12 @@ def test_concurrent_workers_mark_an_upload_ready_exactly_once_and_progress_only_
         with session_scope(settings.database_url) as db:
             source = ladder_rows.load_source_segment(db, session_id, sequence)
             [rung] = [r for r in source.rungs if r.name == name]
-            ladder_rows.record_rung_segment(db, source, RungOutcome(rung, "avc1.64000d", 1000))
+            ladder_rows.record_rung_segment(
+                db,
+                source,
+                RungOutcome(rung, "avc1.64000d", 1000),
+                ladder_rows.VariantPolicy.from_settings(settings),
+            )
         advance_upload(settings, events, celery, session_id)
 
     def job_done() -> None:

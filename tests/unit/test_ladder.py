@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from media.codecs.h264 import high_profile_level
 from media.ladder import DEFAULT_LADDER, Rung, parse_ladder, rungs_for_source
 
 
@@ -96,3 +97,41 @@ def test_an_invalid_ladder_is_refused_naming_the_rung_and_field(ladder, message:
     with pytest.raises(ValueError) as error:
         parse_ladder(ladder)
     assert message in str(error.value)
+
+
+def test_each_rung_has_the_high_profile_codec_its_size_and_vbv_need_at_up_to_60_fps() -> None:
+    rungs = rungs_for_source(DEFAULT_LADDER, 1920, 1080, 30.0)
+    assert [(r.name, r.video_codec) for r in rungs] == [
+        ("720p", "avc1.640020"),  # 3600 macroblocks at 60 fps: level 3.2
+        ("480p", "avc1.64001f"),
+        ("360p", "avc1.64001f"),
+    ]
+    # The same at 25 or 60 fps, so a reconnect at another rate keeps what was advertised.
+    assert rungs_for_source(DEFAULT_LADDER, 1920, 1080, 60.0) == rungs
+    assert rungs_for_source(DEFAULT_LADDER, 1920, 1080) == rungs
+
+
+def test_a_source_faster_than_60_fps_raises_the_rung_levels() -> None:
+    [rung, *_] = rungs_for_source(DEFAULT_LADDER, 1920, 1080, 120.0)
+    assert rung.video_codec == "avc1.64002a"  # 720p120: level 4.2
+
+
+def test_a_rung_not_fitted_to_a_source_has_no_level() -> None:
+    with pytest.raises(ValueError, match="no width"):
+        _ = Rung("720p", 720, 3_000_000).video_codec
+
+
+@pytest.mark.parametrize(
+    ("size", "rate", "bit_rate", "level"),
+    [
+        ((1920, 1080), 30.0, 6_000_000, 40),  # 8160 macroblocks x 30 fits 4.0's 245760
+        ((1920, 1080), 60.0, 6_000_000, 42),
+        ((1920, 1080), 30.0, 30_000_000, 41),  # above 4.0's 25 Mbit/s (High: 1.25 x 20000)
+        ((640, 360), 30.0, 880_000, 30),
+        ((176, 144), 15.0, 64_000, 10),
+    ],
+)
+def test_the_level_is_the_smallest_whose_table_a1_limits_fit(
+    size: tuple[int, int], rate: float, bit_rate: int, level: int
+) -> None:
+    assert high_profile_level(*size, rate, bit_rate, bit_rate) == level

@@ -176,34 +176,27 @@ def test_target_duration_is_the_max_of_the_floor_and_each_extinf_rounded_half_up
 
 
 def test_master_playlist_lists_four_variants_in_the_given_order() -> None:
+    """The order and attributes `packager.catalog.render_master` gives a 1080p60 ladder:
+    the variant nearest 2 Mbit/s first, FRAME-RATE, AVERAGE-BANDWIDTH and
+    CLOSED-CAPTIONS=NONE on every one."""
+
+    def variant(name: str, bandwidth: int, average: int, video: str, size: tuple) -> Variant:
+        return Variant(
+            f"{name}/index.m3u8",
+            bandwidth,
+            f"{video},mp4a.40.2",
+            average_bandwidth=average,
+            resolution=size,
+            frame_rate=59.94,
+            closed_captions="NONE",
+            name=name,
+        )
+
     variants = [
-        Variant(
-            "source/index.m3u8",
-            6_500_000,
-            "avc1.64002a,mp4a.40.2",
-            average_bandwidth=6_000_000,
-            resolution=(1920, 1080),
-            frame_rate=60.0,
-            name="source",
-        ),
-        Variant(
-            "720p/index.m3u8",
-            3_200_000,
-            "avc1.64001f,mp4a.40.2",
-            average_bandwidth=3_000_000,
-            resolution=(1280, 720),
-            frame_rate=30.0,
-            name="720p",
-        ),
-        Variant(
-            "480p/index.m3u8",
-            1_600_000,
-            "avc1.4d401e,mp4a.40.2",
-            resolution=(854, 480),
-            frame_rate=29.97,
-            name="480p",
-        ),
-        Variant("360p/index.m3u8", 900_000, "avc1.42c01e,mp4a.40.2", resolution=(640, 360)),
+        variant("480p", 1_750_000, 1_600_000, "avc1.64001f", (854, 480)),
+        variant("source", 6_500_000, 6_000_000, "avc1.64002a", (1920, 1080)),
+        variant("720p", 3_600_000, 3_300_000, "avc1.640020", (1280, 720)),
+        variant("360p", 1_060_000, 970_000, "avc1.64001f", (640, 360)),
     ]
     text = render_master_playlist(variants)
 
@@ -213,11 +206,19 @@ def test_master_playlist_lists_four_variants_in_the_given_order() -> None:
     assert parsed.is_independent_segments
     assert [p.uri for p in parsed.playlists] == [v.uri for v in variants]
     infos = [p.stream_info for p in parsed.playlists]
-    assert [i.bandwidth for i in infos] == [6_500_000, 3_200_000, 1_600_000, 900_000]
-    assert [i.average_bandwidth for i in infos] == [6_000_000, 3_000_000, None, None]
-    assert [i.resolution for i in infos] == [(1920, 1080), (1280, 720), (854, 480), (640, 360)]
+    assert [i.bandwidth for i in infos] == [v.bandwidth for v in variants]
+    assert [i.average_bandwidth for i in infos] == [v.average_bandwidth for v in variants]
+    assert [i.resolution for i in infos] == [v.resolution for v in variants]
     assert [i.codecs for i in infos] == [v.codecs for v in variants]
-    assert [i.frame_rate for i in infos] == [60.0, 30.0, 29.97, None]
+    assert [i.frame_rate for i in infos] == [59.94] * 4
+    assert [i.closed_captions for i in infos] == ["NONE"] * 4
+
+
+def test_closed_captions_none_is_an_enumerated_string_and_a_group_id_is_quoted() -> None:
+    none = render_master_playlist([Variant("v.m3u8", 1000, "avc1.64001f", closed_captions="NONE")])
+    assert "CLOSED-CAPTIONS=NONE\n" in none
+    group = render_master_playlist([Variant("v.m3u8", 1000, "avc1.64001f", closed_captions="cc")])
+    assert 'CLOSED-CAPTIONS="cc"\n' in group
 
 
 def test_low_latency_parts_render_inside_their_segments() -> None:
@@ -311,6 +312,7 @@ def test_uris_that_cannot_be_quoted_strings_are_refused(bad_uri: str) -> None:
         Variant("v.m3u8", 1000, "avc1.64001f", resolution=(0, 720)),
         Variant("v.m3u8", 1000, "avc1.64001f", frame_rate=float("nan")),
         Variant("v.m3u8", 1000, "avc1.64001f", name="a\nb"),
+        Variant("v.m3u8", 1000, "avc1.64001f", closed_captions='a"b'),
     ],
 )
 def test_variant_attributes_that_cannot_be_encoded_are_refused(variant: Variant) -> None:

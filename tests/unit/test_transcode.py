@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import pytest
 
-from media.codecs.h264 import is_idr
+from media.codecs.h264 import is_idr, parse_avcc
 from media.hls.segment_packager import PackagedSegment
 from media.ladder import Rung, rungs_for_source
 from packager.transcoding.transcode import (
@@ -26,10 +26,10 @@ TWO_RUNGS = [Rung("360p", 360, 800_000), Rung("240p", 240, 400_000)]
 
 @pytest.fixture(scope="module")
 def source_segments(tmp_path_factory) -> list[PackagedSegment]:
-    """4 s of 480p30 with B-frames and AAC: two 2 s source segments."""
-    path = make_source(tmp_path_factory.mktemp("transcode") / "480p.flv", seconds=4, size="854x480")
+    """5 s of 480p30 with B-frames and AAC: source segments of 2, 2 and 1 s."""
+    path = make_source(tmp_path_factory.mktemp("transcode") / "480p.flv", seconds=5, size="854x480")
     segments = package_flv(path)
-    assert len(segments) == 2
+    assert len(segments) == 3
     return segments
 
 
@@ -68,6 +68,29 @@ def test_a_480p_source_gets_its_rungs_with_exact_codecs_and_sizes(
         assert video["profile"] == "High"
         assert audio["codec_name"] == "aac"
         assert output.frame_rate == 30.0
+
+
+def test_x264_makes_exactly_the_codecs_the_ladder_advertised_before_encoding(
+    ladder: dict[int, list[RungSegment]],
+) -> None:
+    """The avcC x264 writes says the profile and level the rung computed up front."""
+    for outputs in ladder.values():
+        for output in outputs:
+            avcc = parse_avcc(output.init.video.record)
+            assert (avcc.profile_idc, avcc.constraint_flags) == (100, 0)
+            assert avcc.level_idc == output.rung.h264_level
+            assert output.init.codecs == f"{output.rung.video_codec},mp4a.40.2"
+    assert [o.rung.video_codec for o in ladder[0]] == ["avc1.64001f", "avc1.64001e"]
+
+
+def test_a_rung_init_is_the_same_for_every_segment_so_it_is_written_once(
+    source_segments: list[PackagedSegment], ladder: dict[int, list[RungSegment]]
+) -> None:
+    """Segments of 60 and 30 frames (different GOP lengths) share one init, byte for byte."""
+    assert [s.video_frames for s in source_segments] == [60, 60, 30]
+    for index in range(2):
+        inits = {ladder[sequence][index].init.data for sequence in ladder}
+        assert len(inits) == 1
 
 
 def test_every_rung_keeps_the_source_decode_and_presentation_times_and_audio_bytes(
