@@ -70,8 +70,9 @@ def _listable(
     """Which of a rendition's segments a playlist may list, and whether that is all of them.
 
     Workers finish a rung's segments out of order, so a rung lists only the prefix before
-    its first missing source segment (a failed one has a row and shows as EXT-X-GAP), and
-    is complete only once it has every source segment.
+    its first missing source segment (a failed one has a row and shows as EXT-X-GAP; so does
+    a live one past its deadline, `packager.ladder_deadline`), and is complete only once it
+    has every source segment.
     """
     listed = Segment.rendition_id == rendition.id
     if rendition.name != SOURCE:
@@ -81,14 +82,17 @@ def _listable(
     return listed, True
 
 
-def _entry(row: Segment, uri_of: Callable[[str], str]) -> SegmentEntry:
+def _entry(row: Segment, uri_of: Callable[[str], str], *, late_is_gap: bool) -> SegmentEntry:
+    """`late_is_gap`: a rung segment that missed its deadline stays a GAP even once its late
+    result has landed. A live (or EVENT) playlist may only grow (RFC 8216bis 6.2.1), and a
+    player that skipped the GAP would not fetch the segment again anyway."""
     return SegmentEntry(
         sequence=row.sequence,
         uri=uri_of(row.object_key),
         duration=row.duration,
         program_date_time=row.program_date_time,
         discontinuity=row.discontinuity,
-        gap=row.status == "failed",
+        gap=row.status == "failed" or (late_is_gap and row.missed_deadline),
         map_uri=uri_of(row.init_key),
     )
 
@@ -114,7 +118,7 @@ def render_media(
             )
         )
     prefix = rendition_prefix(session.stream_id, rendition.name) + "/"
-    entries = [_entry(row, lambda key: key.removeprefix(prefix)) for row in rows]
+    entries = [_entry(row, lambda key: key.removeprefix(prefix), late_is_gap=True) for row in rows]
     return render_media_playlist(
         MediaPlaylist(
             segments=entries,
@@ -161,11 +165,14 @@ def render_recording(
 
     URIs are bare object names: the recording's playlists live beside its media, under
     `/hls/sessions/{session}/{rendition}/`, so a later session of the stream changes nothing.
+    Once it is VOD, a rung segment that came late plays where the live playlists had a GAP.
     """
     listed, complete = _listable(db, session, rendition)
     rows = db.scalars(select(Segment).where(listed).order_by(Segment.sequence)).all()
     ended = session.status != "live" and complete
-    entries = [_entry(row, lambda key: key.rpartition("/")[2]) for row in rows]
+    entries = [
+        _entry(row, lambda key: key.rpartition("/")[2], late_is_gap=not ended) for row in rows
+    ]
     return render_media_playlist(
         MediaPlaylist(
             segments=entries,

@@ -98,8 +98,13 @@ class RungOutcome:
         return READY if self.codecs else FAILED
 
 
-def record_rung_segment(db: Session, source: SourceSegment, outcome: RungOutcome) -> None:
-    """Upsert the rung's rendition and its segment row; a failure never overwrites a success."""
+def record_rung_segment(
+    db: Session, source: SourceSegment, outcome: RungOutcome, *, missed_deadline: bool = False
+) -> None:
+    """Upsert the rung's rendition and its segment row; a failure never overwrites a success.
+
+    `missed_deadline` marks a failure written because the rung segment is late (listed as a
+    gap); a late success replaces it but keeps the mark."""
     rung = outcome.rung
     init_key = source.rung_key(rung, source.init_name)
     db.execute(
@@ -132,7 +137,7 @@ def record_rung_segment(db: Session, source: SourceSegment, outcome: RungOutcome
         "size_bytes": outcome.size_bytes,
         "status": outcome.status,
     }
-    upsert = insert(Segment).values(**values)
+    upsert = insert(Segment).values(**values, missed_deadline=missed_deadline)
     if outcome.status == FAILED:
         db.execute(upsert.on_conflict_do_nothing(index_elements=["rendition_id", "sequence"]))
         return

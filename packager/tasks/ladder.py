@@ -9,21 +9,20 @@ import uuid
 from functools import cache
 from typing import Any
 
-from celery import Task
+from celery import Task, current_task
 from redis import Redis, RedisError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.db import session_scope
 from core.settings import get_settings
 from core.storage import ObjectStore, StorageError
-from packager import ladder_rows
+from packager import ladder_lease, ladder_rows
 from packager.celery_app import celery_app
 from packager.enqueue import TRANSCODE_TASK
 from packager.keys import segment_name
 from packager.ladder_rows import RungOutcome, SourceSegment
-from packager.mirror import announce_segment, write_playlists
+from packager.mirror import publish_rungs
 from packager.transcoding.transcode import EncoderOptions, TranscodeError, transcode_segment
-from packager.uploads import advance_upload
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +76,16 @@ def transcode_ladder_segment(self: Task, session_id: str, sequence: int) -> dict
 
 
 def _ladder_segment(session_id: uuid.UUID, sequence: int) -> dict[str, Any]:
+    """The rungs, made by the task holding the segment's lease; a copy of work that is done,
+    or running elsewhere, returns at once (packager/ladder_lease.py)."""
+    request = current_task.request
+    with ladder_lease.hold(
+        get_settings(), session_id, sequence, request.id, request.hostname
+    ) as held:
+        return _make_rungs(session_id, sequence) if held else {}
+
+
+def _make_rungs(session_id: uuid.UUID, sequence: int) -> dict[str, Any]:
     settings = get_settings()
     with session_scope(settings.database_url) as db:
         source = ladder_rows.load_source_segment(db, session_id, sequence)
@@ -111,23 +120,9 @@ def _record(source: SourceSegment, outcomes: list[RungOutcome]) -> dict[str, Any
     """Rows first (Postgres is the truth), then the playlist mirror and the events."""
     settings = get_settings()
     with session_scope(settings.database_url) as db:
+        ladder_lease.finish(db, source.session_id, source.sequence)
         for outcome in outcomes:
             ladder_rows.record_rung_segment(db, source, outcome)
     store, redis = worker_services()
-    if source.stream_id is None:
-        # An upload: no live playlists to mirror, no stream to tell; its progress moves.
-        advance_upload(settings, redis, celery_app, source.session_id)
-    else:
-        write_playlists(settings, store, redis, source.stream_id, master=True)
-        for outcome in outcomes:
-            announce_segment(
-                redis,
-                source.stream_id,
-                source.session_id,
-                outcome.rung.name,
-                source.sequence,
-                source.duration,
-                source.program_date_time,
-                status=outcome.status,
-            )
+    publish_rungs(settings, store, redis, celery_app, source, outcomes)
     return {o.rung.name: o.status for o in outcomes}

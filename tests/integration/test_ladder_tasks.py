@@ -13,16 +13,16 @@ import pytest
 from sqlalchemy import select, update
 
 from core.db import session_scope
-from core.models import LiveSession, Rendition, Segment, Stream
+from core.models import LadderJob, LiveSession, Rendition, Segment, Stream
 from core.settings import Settings
 from core.storage import ObjectStore
 from ingest import sessions
 from media.hls.segment_packager import PackagedSegment
 from media.ladder import SOURCE, Rung
-from packager import catalog, source_writer
+from packager import catalog, ladder_outbox, source_writer
 from packager.catalog import PlaylistPolicy
 from packager.celery_app import make_celery
-from packager.enqueue import TRANSCODE_TASK, enqueue_ladder
+from packager.enqueue import LIVE_QUEUE, TRANSCODE_TASK
 from packager.keys import (
     init_name,
     master_playlist_key,
@@ -66,8 +66,11 @@ def store_session(
     *,
     ladder: list[dict] | None = None,
     corrupt: frozenset[int] = frozenset(),
+    ladder_queue: str | None = LIVE_QUEUE,
 ) -> tuple[uuid.UUID, uuid.UUID]:
-    """What ingest leaves behind for a publish: objects in the bucket and rows in Postgres."""
+    """What ingest leaves behind for a publish: objects in the bucket and rows in Postgres
+    (with each segment's ladder work in the outbox, not sent yet, unless `ladder_queue` is
+    None)."""
     url = settings.database_url
     with session_scope(url) as db:
         stream = Stream(name="ladder", stream_key_hash=secrets.token_hex(32), status="live")
@@ -108,13 +111,33 @@ def store_session(
             average_bandwidth=1,
             gop_seconds=None,
             bytes_ingested=0,
+            ladder_queue=ladder_queue,
         )
     return stream_id, session_id
+
+
+def send_ladder(
+    settings: Settings, celery, session_id: uuid.UUID, segments: list[PackagedSegment]
+) -> None:
+    """What the ingest does once a segment is recorded: send its ladder work."""
+    for segment in segments:
+        ladder_outbox.relay(celery, settings.database_url, session_id, segment.sequence, LIVE_QUEUE)
 
 
 def end_session(settings: Settings, session_id: uuid.UUID) -> None:
     with session_scope(settings.database_url) as db:
         db.execute(update(LiveSession).where(LiveSession.id == session_id).values(status="ended"))
+
+
+def outbox(settings: Settings, session_id: uuid.UUID) -> list[LadderJob]:
+    with session_scope(settings.database_url) as db:
+        return list(
+            db.scalars(
+                select(LadderJob)
+                .where(LadderJob.session_id == session_id)
+                .order_by(LadderJob.sequence)
+            )
+        )
 
 
 def rung_rows(settings: Settings, session_id: uuid.UUID) -> dict[str, dict[int, str]]:
@@ -153,8 +176,7 @@ def test_the_worker_makes_every_rung_of_the_session_ladder_and_mirrors_the_playl
     settings: Settings, store: ObjectStore, celery, celery_worker, segments_480p
 ) -> None:
     stream_id, session_id = store_session(settings, store, segments_480p, ladder=SMALL_LADDER)
-    for segment in segments_480p:
-        enqueue_ladder(celery, session_id, segment.sequence)
+    send_ladder(settings, celery, session_id, segments_480p)
     rows = wait_for_rungs(settings, session_id, {"360p", "240p"}, len(segments_480p))
     assert all(status == "ready" for rung in rows.values() for status in rung.values())
 
@@ -179,34 +201,58 @@ def test_the_worker_makes_every_rung_of_the_session_ladder_and_mirrors_the_playl
         "240p/index.m3u8",
     ]
     assert master.playlists[2].stream_info.resolution == (428, 240)
-    mirrored = m3u8.loads(store.get_bytes(media_playlist_key(stream_id, "240p")).decode())
-    assert [s.uri for s in mirrored.segments][-1] == f"{session_id}/00000002.m4s"
+
+    def mirrored_last() -> str:
+        mirrored = m3u8.loads(store.get_bytes(media_playlist_key(stream_id, "240p")).decode())
+        return [s.uri for s in mirrored.segments][-1]
+
+    # The mirror follows the rows: the task that records the last rung writes it just after.
+    wait_for(lambda: mirrored_last() == f"{session_id}/00000002.m4s", 30, "the mirror")
 
     assert not playlist(settings, session_id, "240p").is_endlist
     end_session(settings, session_id)
     assert playlist(settings, session_id, "240p").is_endlist
 
 
-def test_running_a_segment_twice_overwrites_identical_objects_and_keeps_one_row(
+def test_a_task_redelivered_after_its_rungs_are_made_does_nothing_unless_its_work_is_pending(
     settings: Settings, store: ObjectStore, celery, celery_worker, segments_480p
 ) -> None:
     stream_id, session_id = store_session(settings, store, segments_480p[:1])
-    enqueue_ladder(celery, session_id, 0)
+    send_ladder(settings, celery, session_id, segments_480p[:1])
     wait_for_rungs(settings, session_id, {"360p"}, 1)
+    assert outbox(settings, session_id) == []
     key = media_key(stream_id, "360p", session_id, segment_name(0))
     first = store.get_bytes(key)
     store.delete(key)
-    celery.send_task(TRANSCODE_TASK, args=[str(session_id), 0]).get(timeout=60)
+
+    # A copy of the message (a broker redelivery) finds the work done.
+    assert celery.send_task(TRANSCODE_TASK, args=[str(session_id), 0]).get(timeout=60) == {}
+    assert [o.key for o in store.list_keys(key)] == []
+
+    # The worker died after storing the rungs but before its rows: the work is still pending,
+    # and running it again makes the same objects and keeps one row.
+    with session_scope(settings.database_url) as db:
+        segment = db.scalars(
+            select(Segment)
+            .join(Rendition)
+            .where(Rendition.session_id == session_id, Rendition.name == SOURCE)
+        ).one()
+        db.add(
+            LadderJob(
+                segment_id=segment.id, session_id=session_id, sequence=0, queue=LIVE_QUEUE, sends=1
+            )
+        )
+    celery.send_task(TRANSCODE_TASK, args=[str(session_id), 0], queue=LIVE_QUEUE).get(timeout=60)
     assert store.get_bytes(key) == first
     assert rung_rows(settings, session_id) == {"360p": {0: "ready"}}
+    assert outbox(settings, session_id) == []
 
 
 def test_a_corrupt_source_segment_is_a_gap_in_every_rung_while_later_segments_play(
     settings: Settings, store: ObjectStore, celery, celery_worker, segments_480p
 ) -> None:
     _, session_id = store_session(settings, store, segments_480p, corrupt=frozenset({1}))
-    for segment in segments_480p:
-        enqueue_ladder(celery, session_id, segment.sequence)
+    send_ladder(settings, celery, session_id, segments_480p)
     rows = wait_for_rungs(settings, session_id, {"360p"}, len(segments_480p))
     assert rows["360p"] == {0: "ready", 1: "failed", 2: "ready"}
     end_session(settings, session_id)
@@ -223,7 +269,7 @@ def test_a_corrupt_source_segment_is_a_gap_in_every_rung_while_later_segments_pl
 def test_a_rung_lists_only_the_prefix_of_finished_segments_and_ends_when_it_has_all(
     settings: Settings, store: ObjectStore, segments_480p
 ) -> None:
-    _, session_id = store_session(settings, store, segments_480p)
+    _, session_id = store_session(settings, store, segments_480p, ladder_queue=None)
     rung = Rung("360p", 360, 800_000, 640)
     end_session(settings, session_id)
 
@@ -247,8 +293,7 @@ def test_a_worker_killed_mid_transcode_loses_nothing_another_finishes_it(
     settings: Settings, store: ObjectStore, celery, celery_worker, segments_1080p
 ) -> None:
     _, session_id = store_session(settings, store, segments_1080p)
-    for segment in segments_1080p:
-        enqueue_ladder(celery, session_id, segment.sequence)
+    send_ladder(settings, celery, session_id, segments_1080p)
 
     victim: dict = {}
 
