@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
-from core.models import LiveSession, Rendition, Segment
+from core.models import LadderJob, LiveSession, Rendition, Segment
 from media.hls.playlist import (
     MediaPlaylist,
     SegmentEntry,
@@ -72,13 +72,16 @@ def _listable(
     Workers finish a rung's segments out of order, so a rung lists only the prefix before
     its first missing source segment (a failed one has a row and shows as EXT-X-GAP; so does
     a live one past its deadline, `packager.ladder_deadline`), and is complete only once it
-    has every source segment.
+    has every source segment and no ladder work is pending: a late result may still replace
+    a gap, and a VOD playlist must not change once it says ENDLIST.
     """
     listed = Segment.rendition_id == rendition.id
     if rendition.name != SOURCE:
         missing = first_missing_sequence(db, session.id, rendition.id)
         if missing is not None:
             return listed & (Segment.sequence < missing), False
+        pending = db.scalar(select(exists().where(LadderJob.session_id == session.id)))
+        return listed, not pending
     return listed, True
 
 

@@ -35,9 +35,15 @@ def make_celery(redis_url: str | None) -> Celery:
         accept_content=["json"],
         result_expires=3600,
         broker_connection_retry_on_startup=True,
-        # Only upload jobs rely on it: live ladder work lost with its worker is sent again
-        # within seconds, when its lease lapses (packager/ladder_outbox.py).
-        broker_transport_options={"visibility_timeout": 600},
+        broker_transport_options={
+            # Only upload jobs rely on it: live ladder work lost with its worker is sent
+            # again within seconds, when its lease lapses (packager/ladder_outbox.py).
+            "visibility_timeout": 600,
+            # A send connecting on demand tries twice, at once, instead of for seconds: the
+            # ladder outbox sends again later, and sends with retries retry on their own.
+            "max_retries": 1,
+            "interval_start": 0,
+        },
         worker_hijack_root_logger=False,
         task_default_queue=DEFAULT_QUEUE,
         # The ladder task is routed when it is sent (packager.enqueue.ladder_queue).

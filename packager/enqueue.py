@@ -33,8 +33,16 @@ def ladder_queue(stream_id: uuid.UUID | None) -> str:
 
 def enqueue_ladder(celery: Celery, session_id: uuid.UUID, sequence: int, queue: str) -> None:
     """Send the rungs of one closed source segment, once: no retries here, as the outbox
-    (`packager.ladder_outbox`) sends again what the broker did not take."""
-    celery.send_task(TRANSCODE_TASK, args=[str(session_id), sequence], queue=queue, retry=False)
+    (`packager.ladder_outbox`) sends again what the broker did not take. No result is kept:
+    the rows are the result, and a sender waiting on the result store would hang in its
+    reconnect loop while Redis is down."""
+    celery.send_task(
+        TRANSCODE_TASK,
+        args=[str(session_id), sequence],
+        queue=queue,
+        retry=False,
+        ignore_result=True,
+    )
 
 
 def enqueue_upload(celery: Celery, upload_id: uuid.UUID) -> None:

@@ -7,8 +7,10 @@ list them as EXT-X-GAP and the rung moves on. The job stays in the outbox: the w
 runs (or is sent again), and a late result replaces the failed row, so the recording plays
 it; the live playlists keep the GAP they may already have served (`packager.catalog`).
 
-A job whose workers died on it `ladder_max_sends` times is given up: its rungs are recorded
-as failed, as for a segment that does not decode, and the job leaves the outbox.
+A job sent `ladder_max_sends` times that no worker holds a rung deadline after its last
+send (its workers keep dying on it, or it keeps failing) is given up: its rungs are recorded
+as failed, as for a segment that does not decode, and the job leaves the outbox, so the
+session's playlists can end.
 
 Every ingest runs `sweep` every `ladder_sweep_seconds`, with no need for the broker: gaps
 are written while Redis is down too. Rows are taken with SKIP LOCKED and each step is
@@ -61,16 +63,19 @@ def list_overdue_as_gaps(settings: Settings) -> list[SourceSegment]:
 
 
 def give_up_abandoned(settings: Settings) -> list[SourceSegment]:
-    """Jobs whose lease lapsed after their last send: their rungs are recorded as failed and
-    the jobs leave the outbox. Returns their source segments."""
+    """Jobs out of sends that nobody holds: their rungs are recorded as failed and the jobs
+    leave the outbox. Returns their source segments."""
     abandoned: list[SourceSegment] = []
+    now = func.now()
     with session_scope(settings.database_url) as db:
         for job in _locked(
             db,
-            (LadderJob.lease_until < func.now()) & (LadderJob.sends >= settings.ladder_max_sends),
+            (LadderJob.sends >= settings.ladder_max_sends)
+            & (LadderJob.lease_until.is_(None) | (LadderJob.lease_until < now))
+            & (LadderJob.sent_at < now - rung_deadline(settings)),
         ):
             log.error(
-                "segment %s of session %s: %d workers died on it; its rungs are given up",
+                "segment %s of session %s: sent %d times, never done; its rungs are given up",
                 job.sequence,
                 job.session_id,
                 job.sends,

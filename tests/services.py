@@ -111,6 +111,11 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
     raise TimeoutError(f"{what} not ready after {timeout} s (last error: {last})")
 
 
+def tcp_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
 def http_status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
