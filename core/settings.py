@@ -139,8 +139,8 @@ class Settings(BaseSettings):
     ladder_max_sends: int = Field(
         3,
         ge=1,
-        description="Sends of one segment's ladder task, the first included; one still not "
-        "done a rung deadline after its last send is recorded as failed.",
+        description="Sends of one segment's ladder task (the first included) before a "
+        "segment whose workers keep dying on it is recorded as failed.",
     )
 
     webhook_url: str | None = Field(

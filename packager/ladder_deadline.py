@@ -7,10 +7,10 @@ list them as EXT-X-GAP and the rung moves on. The job stays in the outbox: the w
 runs (or is sent again), and a late result replaces the failed row, so the recording plays
 it; the live playlists keep the GAP they may already have served (`packager.catalog`).
 
-A job sent `ladder_max_sends` times that no worker holds a rung deadline after its last
-send (its workers keep dying on it, or it keeps failing) is given up: its rungs are recorded
-as failed, as for a segment that does not decode, and the job leaves the outbox, so the
-session's playlists can end.
+A job whose lease lapses after its last send (`ladder_max_sends`: its workers keep dying on
+it) is given up: its rungs are recorded as failed, as for a segment that does not decode,
+and the job leaves the outbox, so the session's playlists can end. A job that was only
+never taken (it waits behind a backlog) is not: its task still comes.
 
 Every ingest runs `sweep` every `ladder_sweep_seconds`, with no need for the broker: gaps
 are written while Redis is down too. Rows are taken with SKIP LOCKED and each step is
@@ -31,7 +31,7 @@ from core.models import LadderJob
 from core.settings import Settings
 from core.storage import ObjectStore, StorageError
 from packager.enqueue import LIVE_QUEUE
-from packager.ladder_outbox import SWEEP_BATCH, rung_deadline, send_due
+from packager.ladder_outbox import BROKER_ERRORS, SWEEP_BATCH, rung_deadline, send_due
 from packager.ladder_rows import (
     RungOutcome,
     SourceSegment,
@@ -63,19 +63,16 @@ def list_overdue_as_gaps(settings: Settings) -> list[SourceSegment]:
 
 
 def give_up_abandoned(settings: Settings) -> list[SourceSegment]:
-    """Jobs out of sends that nobody holds: their rungs are recorded as failed and the jobs
-    leave the outbox. Returns their source segments."""
+    """Jobs out of sends whose last worker died: their rungs are recorded as failed and the
+    jobs leave the outbox. Returns their source segments."""
     abandoned: list[SourceSegment] = []
-    now = func.now()
     with session_scope(settings.database_url) as db:
         for job in _locked(
             db,
-            (LadderJob.sends >= settings.ladder_max_sends)
-            & (LadderJob.lease_until.is_(None) | (LadderJob.lease_until < now))
-            & (LadderJob.sent_at < now - rung_deadline(settings)),
+            (LadderJob.sends >= settings.ladder_max_sends) & (LadderJob.lease_until < func.now()),
         ):
             log.error(
-                "segment %s of session %s: sent %d times, never done; its rungs are given up",
+                "segment %s of session %s: %d workers died on it; its rungs are given up",
                 job.sequence,
                 job.session_id,
                 job.sends,
@@ -93,7 +90,7 @@ def sweep(settings: Settings, store: ObjectStore, redis: Redis, celery: Celery) 
             publish_rungs(
                 settings, store, redis, celery, source, [RungOutcome(r) for r in source.rungs]
             )
-        except (RedisError, StorageError) as exc:  # the rows are the truth; news is a hint
+        except (RedisError, StorageError, *BROKER_ERRORS) as exc:  # the rows are the truth
             log.warning("ladder sweep: segment %s not announced: %s", source.sequence, exc)
     send_due(settings, celery)
 

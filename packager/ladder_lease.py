@@ -61,7 +61,7 @@ def claim(
             .values(
                 lease_task=task_id,
                 lease_worker=worker,
-                lease_until=func.now() + timedelta(seconds=lease_seconds),
+                lease_until=func.clock_timestamp() + timedelta(seconds=lease_seconds),
             )
             .returning(LadderJob.segment_id)
         ).first()
@@ -76,7 +76,7 @@ def renew(
         renewed = db.execute(
             update(LadderJob)
             .where(_job(session_id, sequence), LadderJob.lease_task == task_id)
-            .values(lease_until=func.now() + timedelta(seconds=lease_seconds))
+            .values(lease_until=func.clock_timestamp() + timedelta(seconds=lease_seconds))
             .returning(LadderJob.segment_id)
         ).first()
     return renewed is not None

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 # Faults of the broker connection: the job stays in the outbox for the sweep.
 BROKER_ERRORS = (KombuError, OSError)
 # Jobs one sweep takes at most; the next sweep continues.
-SWEEP_BATCH = 500
+SWEEP_BATCH = 200
 
 
 def rung_deadline(settings: Settings) -> timedelta:

@@ -223,17 +223,18 @@ def record_segment(
     transaction. Returns the queue the work went to, None when there is none (the session's
     ladder gives this source no rung)."""
     with session_scope(database_url) as db:
-        row = Segment(
-            rendition_id=segment.rendition_id,
-            sequence=segment.sequence,
-            duration=segment.duration,
-            program_date_time=segment.program_date_time,
-            discontinuity=segment.discontinuity,
-            object_key=segment.object_key,
-            init_key=segment.init_key,
-            size_bytes=segment.size_bytes,
+        db.add(
+            row := Segment(
+                rendition_id=segment.rendition_id,
+                sequence=segment.sequence,
+                duration=segment.duration,
+                program_date_time=segment.program_date_time,
+                discontinuity=segment.discontinuity,
+                object_key=segment.object_key,
+                init_key=segment.init_key,
+                size_bytes=segment.size_bytes,
+            )
         )
-        db.add(row)
         db.flush()
         queued = ladder_queue and ladder_outbox.add_job(db, session_id, row, ladder_queue)
         db.execute(
