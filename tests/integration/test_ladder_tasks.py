@@ -453,8 +453,8 @@ def failover(settings: Settings) -> Iterator[Failover]:
             nebula_process("worker", env, logs / "failover-a.log", "--pool", "live") as a,
             nebula_process("worker", env, logs / "failover-b.log", "--pool", "live") as b,
         ):
-            wait_for(lambda: len(app.control.ping(timeout=1)) == 2, 60, "two live workers")
-            wait_for(lambda: tcp_open(own.rtmp_port), 60, "the ingest")
+            wait_for(lambda: len(app.control.ping(timeout=1)) == 2, 120, "two live workers")
+            wait_for(lambda: tcp_open(own.rtmp_port), 120, "the ingest")
             yield Failover(own, app, {a.pid: a, b.pid: b})
         app.close()
 
