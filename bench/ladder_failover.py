@@ -4,8 +4,8 @@
     python bench/ladder_failover.py [--kills 5] [--seconds 120] [--size 1280x720]
 
 Runs `nebula-live ingest`, `api` and two `worker --pool live` processes (one pool process
-each) against the machine's PostgreSQL and Redis (TEST_POSTGRES_URL, TEST_REDIS_URL, as the
-tests do) and an S3 server of its own, all with the default ladder settings. It publishes a
+each) against a fresh database on the machine's PostgreSQL (TEST_POSTGRES_URL, as the tests
+do) and a Redis and an S3 server of its own, all with the default ladder settings. It publishes a
 generated source over RTMP in real time and, `--kills` times, SIGKILLs the process group of
 the worker holding a segment's lease (the whole "host": its worker and its pool process),
 starting a replacement at once. For each kill it prints, from the kill:
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import random
 import signal
 import statistics
 import sys
@@ -37,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 import m3u8  # noqa: E402
-from redis import Redis  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from core.db import session_scope  # noqa: E402
@@ -47,11 +45,11 @@ from core.settings import Settings  # noqa: E402
 from packager.keys import segment_name  # noqa: E402
 from tests.media import make_source, publish  # noqa: E402
 from tests.services import (  # noqa: E402
-    REDIS_BASE_URL,
     free_port,
     fresh_database,
     http_status,
     nebula_process,
+    redis_server,
     s3_server,
     settings_env,
     tcp_open,
@@ -108,17 +106,15 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=120, help="length of the publish")
     parser.add_argument("--size", default="1280x720")
-    parser.add_argument("--redis-db", type=int, default=random.randint(1, 15))
     args = parser.parse_args()
     source = make_source(
         Path(tempfile.gettempdir()) / f"nebula-bench-failover-{args.size}-{args.seconds}s.flv",
         seconds=args.seconds,
         size=args.size,
     )
-    redis_url = f"{REDIS_BASE_URL}/{args.redis_db}"
-    Redis.from_url(redis_url).flushdb()
     with ExitStack() as stack:
         s3 = stack.enter_context(s3_server())
+        redis_url = stack.enter_context(redis_server())
         database_url = stack.enter_context(fresh_database())
         upgrade(database_url)
         data = Path(tempfile.mkdtemp(prefix="nebula-bench-failover-"))

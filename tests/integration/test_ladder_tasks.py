@@ -41,10 +41,10 @@ from packager.ladder_rows import RungOutcome, load_source_segment, record_rung_s
 from tests.conftest import ARTIFACTS
 from tests.media import make_source, package_flv
 from tests.services import (
-    REDIS_BASE_URL,
     free_port,
     fresh_database,
     nebula_process,
+    redis_server,
     settings_env,
     tcp_open,
     wait_for,
@@ -411,14 +411,6 @@ def test_segments_that_close_while_redis_is_down_get_their_rungs_once_it_is_back
     dead_celery.close()
 
 
-def spare_redis_url(settings: Settings) -> str:
-    """A Redis database other than the session's: a broker of its own, emptied first."""
-    db = int(settings.redis_url.rsplit("/", 1)[1]) % 15 + 1
-    url = f"{REDIS_BASE_URL}/{db}"
-    Redis.from_url(url).flushdb()
-    return url
-
-
 @dataclass
 class Failover:
     settings: Settings
@@ -428,16 +420,16 @@ class Failover:
 
 @pytest.fixture
 def failover(settings: Settings) -> Iterator[Failover]:
-    """A stack of its own (database, broker): two live-only `nebula-live worker` processes
+    """A stack of its own (database, Redis): two live-only `nebula-live worker` processes
     of one pool process each, and a `nebula-live ingest` whose ladder sweep re-sends work
     and writes gaps. The deadline (3 s) comes before the lease of a dead worker lapses
     (4 s), so its rung is always listed as a gap before anyone redoes it."""
-    with fresh_database() as url:
+    with fresh_database() as url, redis_server() as redis_url:
         upgrade(url)
         own = settings.model_copy(
             update={
                 "database_url": url,
-                "redis_url": spare_redis_url(settings),
+                "redis_url": redis_url,
                 "live_workers": 1,
                 "rtmp_port": free_port(),
                 "srt_port": free_port(),
