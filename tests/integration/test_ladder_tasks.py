@@ -477,15 +477,14 @@ def test_a_killed_worker_host_s_rung_is_listed_as_a_gap_and_redone_by_another_wo
 
     wait_for(lambda: len(listed()) == len(segments_480p), 60, "the rung past segment 0")
     assert listed()[0].gap_tag
-    # Its lease lapses: the sweep sends it again, and the other worker redoes it.
+    # Its lease lapses: the sweep sends it again, and the other worker (the only one left)
+    # redoes it: seen holding the lease, or done already if that was quicker than a poll.
     wait_for(lambda: holder() not in (None, victim), 30, "another worker taking segment 0")
     rescuer = holder()
     redone_after = time.monotonic() - killed
     record_property("kill_to_redo_seconds", round(redone_after, 2))
-    print(f"segment 0: worker {victim} killed; {rescuer} took it {redone_after:.1f} s later")
-    assert rescuer != "done"
+    print(f"segment 0: worker {victim} killed; {rescuer} {redone_after:.1f} s later")
 
-    rows = wait_for_rungs(own, session_id, {"360p"}, len(segments_480p))
     wait_for(lambda: outbox(own, session_id) == [], 60, "the outbox emptied")
     rows = rung_rows(own, session_id)
     assert all(status == "ready" for status in rows["360p"].values()), rows
