@@ -163,6 +163,9 @@ class Segment(Base):
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16), default=SegmentStatus.READY)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # A live rung segment listed as EXT-X-GAP when it missed its deadline: a late result
+    # still lands (the recording plays it), but a live playlist never takes back a GAP.
+    missed_deadline: Mapped[bool] = mapped_column(Boolean, default=False)
 
     rendition: Mapped[Rendition] = relationship(back_populates="segments")
 
@@ -194,3 +197,35 @@ class Upload(Base):
     chunks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LadderJob(Base):
+    """The ladder work of one closed source segment, until a worker has recorded its rungs.
+
+    A transactional outbox: the row is written in the transaction that records the source
+    segment, so no segment exists without its ladder work, whatever the broker is doing.
+    It is then sent to Celery (`sent_at`), leased by the worker running it (`lease_*`,
+    renewed while it runs, so a dead worker's work is sent again once the lease runs out),
+    and deleted with the rung rows it made.
+    """
+
+    __tablename__ = "ladder_outbox"
+    __table_args__ = (UniqueConstraint("session_id", "sequence"),)
+
+    segment_id: Mapped[int] = mapped_column(
+        ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True
+    )
+    session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    sequence: Mapped[int] = mapped_column(Integer)
+    # The Celery queue: live sessions' work has its own, which uploads cannot hold up.
+    queue: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sends: Mapped[int] = mapped_column(Integer, default=0)
+    # The Celery task id holding the lease (a redelivery of the same message may take it
+    # back at once), and the worker running it.
+    lease_task: Mapped[str | None] = mapped_column(String(64))
+    lease_worker: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the deadline sweep listed the missing rung segments as gaps (live work only).
+    gapped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

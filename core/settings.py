@@ -63,7 +63,22 @@ class Settings(BaseSettings):
         10.0, ge=0, description="A publisher reconnecting within this continues its session."
     )
     workers: int = Field(
-        default_factory=default_worker_count, ge=1, description="Celery worker processes."
+        default_factory=default_worker_count,
+        ge=1,
+        description="Celery worker processes for uploads, webhooks and housekeeping.",
+    )
+    live_workers: int = Field(
+        default_factory=default_worker_count,
+        ge=1,
+        description="Celery worker processes of their own for the live ladder (queue "
+        "nebula.live), so no upload holds up a live rung.",
+    )
+    batch_worker_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness of the upload and housekeeping worker processes: on a host "
+        "that runs both, the live ladder gets the CPU first.",
     )
 
     rtmp_max_message_bytes: int = Field(
@@ -177,6 +192,31 @@ class Settings(BaseSettings):
         ge=1,
         description="Tries of each source segment write (object or row) on storage or "
         "database faults before the segment is given up.",
+    )
+
+    rung_deadline_targets: float = Field(
+        3.0,
+        gt=0,
+        description="A live rung segment still missing this many target segment durations "
+        "after its source segment is listed as EXT-X-GAP, and the rung moves on.",
+    )
+    ladder_lease_seconds: float = Field(
+        3.0,
+        gt=0,
+        description="A running ladder task holds its segment this long, renewed while it "
+        "runs: once it lapses (the worker died), the work is sent again.",
+    )
+    ladder_sweep_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often each ingest sends ladder work the broker has not taken, or "
+        "whose worker died, and lists overdue rung segments as gaps.",
+    )
+    ladder_max_sends: int = Field(
+        3,
+        ge=1,
+        description="Sends of one segment's ladder task (the first included) before a "
+        "segment whose workers keep dying on it is recorded as failed.",
     )
 
     webhook_url: str | None = Field(

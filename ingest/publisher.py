@@ -1,7 +1,9 @@
 """The publish lifecycle shared by every ingest protocol: authorise, package, end.
 
-It also owns this process's periodic work: heartbeats for the sessions it holds, and ending
-sessions whose publisher did not come back within the grace window (held by any process).
+It also owns this process's periodic work: heartbeats for the sessions it holds, ending
+sessions whose publisher did not come back within the grace window (held by any process),
+and the ladder sweep (`packager.ladder_deadline`): the process that makes live segments is
+the one that sees their rungs never wait on a lost task, and it needs no broker for that.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from core.storage import ObjectStore
 from core.webhooks import WebhookEvent, enqueue_webhook
 from ingest import sessions
 from ingest.publication import Publication
+from packager import ladder_deadline
 from packager.celery_app import make_celery
 from packager.keys import recording_path
 from packager.mirror import write_playlists
@@ -113,3 +116,15 @@ class Publisher:
             except Exception:
                 log.exception("housekeeping failed; retrying")
             await asyncio.sleep(SWEEP_SECONDS)
+
+    async def run_ladder_sweeps(self) -> None:
+        """The ladder sweep every `ladder_sweep_seconds`, until cancelled. Apart from the
+        housekeeping above, so a broker that is slow to refuse never delays a heartbeat."""
+        while True:
+            try:
+                await asyncio.to_thread(
+                    ladder_deadline.sweep, self.settings, self.store, self.redis, self.celery
+                )
+            except Exception:
+                log.exception("ladder sweep failed; retrying")
+            await asyncio.sleep(self.settings.ladder_sweep_seconds)

@@ -50,6 +50,7 @@ async def run_ingest(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     housekeeping = asyncio.create_task(publisher.run_housekeeping())
+    ladder_sweeps = asyncio.create_task(publisher.run_ladder_sweeps())
     control = asyncio.create_task(
         follow_control(
             settings.redis_url,
@@ -62,6 +63,7 @@ async def run_ingest(settings: Settings) -> None:
         log.info("stopping: closing the listeners and storing what publishers sent")
         server.close()
         housekeeping.cancel()
+        ladder_sweeps.cancel()
         await stop_following(control)
         await asyncio.gather(handler.close_all(), srt.close())
         libsrt.cleanup()

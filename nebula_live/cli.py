@@ -24,6 +24,7 @@ from rich.progress import (
 )
 
 from core.settings import get_settings
+from nebula_live.worker_pools import WorkerPool, run_worker
 
 app = typer.Typer(
     help="nebula-live: live-streaming ingest and HLS packaging.",
@@ -81,28 +82,19 @@ def ingest() -> None:
 
 
 @app.command()
-def worker() -> None:
-    """Run Celery workers (transcoding, uploads, webhooks) and the housekeeping beat."""
-    import os
-
-    from packager.celery_app import celery_app
-
-    settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    celery_app.worker_main(
-        [
-            "worker",
-            f"--loglevel={settings.log_level}",
-            f"--concurrency={settings.workers}",
-            f"--hostname=worker-{os.getpid()}@%h",
-            "--queues=nebula",
-            "--without-gossip",
-            "--without-mingle",
-            # The embedded beat schedules the retention sweep (see packager/celery_app.py).
-            "--beat",
-            f"--schedule={settings.data_dir / 'celerybeat-schedule'}",
-        ]
-    )
+def worker(
+    pool: Annotated[
+        WorkerPool,
+        typer.Option(
+            "--pool",
+            help="live: the live ladder (NEBULA_LIVE_WORKERS processes); batch: uploads, "
+            "webhooks and the housekeeping beat (NEBULA_WORKERS processes, niced); all: both.",
+        ),
+    ] = WorkerPool.ALL,
+) -> None:
+    """Run Celery workers: the live ladder on processes of its own, then uploads, webhooks
+    and the housekeeping beat."""
+    raise typer.Exit(run_worker(get_settings(), pool))
 
 
 @app.command()

@@ -25,8 +25,16 @@ from core.storage import ObjectStore
 from nebula_live import embedded
 from nebula_live.embedded import EmbeddedServiceError, wait_until
 from nebula_live.processes import ManagedProcess
+from nebula_live.worker_pools import WorkerPool
 
 HEALTH_TIMEOUT_SECONDS = 90.0
+# The children and their `nebula-live` arguments: the worker pools apart, as under compose.
+CHILDREN = {
+    "worker-live": ["worker", "--pool", WorkerPool.LIVE.value],
+    "worker": ["worker", "--pool", WorkerPool.BATCH.value],
+    "ingest": ["ingest"],
+    "api": ["api"],
+}
 
 
 def kept_api_token(settings: Settings) -> str | None:
@@ -98,10 +106,10 @@ class Stack:
         env = dict(os.environ)
         env.update({f"NEBULA_{k.upper()}": str(v) for k, v in overrides.items()})
         children = {}
-        for name in ("worker", "ingest", "api"):
+        for name, command in CHILDREN.items():
             children[name] = ManagedProcess(
                 name,
-                [sys.executable, "-m", "nebula_live.cli", name],
+                [sys.executable, "-m", "nebula_live.cli", *command],
                 self.log_dir / f"{name}.log",
                 env=env,
             )
@@ -120,7 +128,10 @@ class Stack:
         self.say(
             f"  ✔ api        {resolved.public_http_url} (database, redis, storage, worker: ok)"
         )
-        self.say(f"  ✔ worker     {resolved.workers} Celery process(es)")
+        self.say(
+            f"  ✔ workers    {resolved.live_workers} Celery process(es) for the live ladder, "
+            f"{resolved.workers} for uploads and housekeeping"
+        )
         if self.demo:
             self._start_demo(resolved)
         return resolved

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
-from core.models import LiveSession, Rendition, Segment, SegmentStatus, SessionStatus
+from core.models import LadderJob, LiveSession, Rendition, Segment, SegmentStatus, SessionStatus
 from media.hls.playlist import (
     CLOSED_CAPTIONS_NONE,
     MediaPlaylist,
@@ -71,25 +71,32 @@ def _listable(
     """Which of a rendition's segments a playlist may list, and whether that is all of them.
 
     Workers finish a rung's segments out of order, so a rung lists only the prefix before
-    its first missing source segment (a failed one has a row and shows as EXT-X-GAP), and
-    is complete only once it has every source segment.
+    its first missing source segment (a failed one has a row and shows as EXT-X-GAP; so does
+    a live one past its deadline, `packager.ladder_deadline`), and is complete only once it
+    has every source segment and no ladder work is pending: a late result may still replace
+    a gap, and a VOD playlist must not change once it says ENDLIST.
     """
     listed = Segment.rendition_id == rendition.id
     if rendition.name != SOURCE:
         missing = first_missing_sequence(db, session.id, rendition.id)
         if missing is not None:
             return listed & (Segment.sequence < missing), False
+        pending = db.scalar(select(exists().where(LadderJob.session_id == session.id)))
+        return listed, not pending
     return listed, True
 
 
-def _entry(row: Segment, uri_of: Callable[[str], str]) -> SegmentEntry:
+def _entry(row: Segment, uri_of: Callable[[str], str], *, late_is_gap: bool) -> SegmentEntry:
+    """`late_is_gap`: a rung segment that missed its deadline stays a GAP even once its late
+    result has landed. A live (or EVENT) playlist may only grow (RFC 8216bis 6.2.1), and a
+    player that skipped the GAP would not fetch the segment again anyway."""
     return SegmentEntry(
         sequence=row.sequence,
         uri=uri_of(row.object_key),
         duration=row.duration,
         program_date_time=row.program_date_time,
         discontinuity=row.discontinuity,
-        gap=row.status == SegmentStatus.FAILED,
+        gap=row.status == SegmentStatus.FAILED or (late_is_gap and row.missed_deadline),
         map_uri=uri_of(row.init_key),
     )
 
@@ -115,7 +122,7 @@ def render_media(
             )
         )
     prefix = rendition_prefix(session.stream_id, rendition.name) + "/"
-    entries = [_entry(row, lambda key: key.removeprefix(prefix)) for row in rows]
+    entries = [_entry(row, lambda key: key.removeprefix(prefix), late_is_gap=True) for row in rows]
     return render_media_playlist(
         MediaPlaylist(
             segments=entries,
@@ -191,11 +198,14 @@ def render_recording(
 
     URIs are bare object names: the recording's playlists live beside its media, under
     `/hls/sessions/{session}/{rendition}/`, so a later session of the stream changes nothing.
+    Once it is VOD, a rung segment that came late plays where the live playlists had a GAP.
     """
     listed, complete = _listable(db, session, rendition)
     rows = db.scalars(select(Segment).where(listed).order_by(Segment.sequence)).all()
     ended = session.status != SessionStatus.LIVE and complete
-    entries = [_entry(row, lambda key: key.rpartition("/")[2]) for row in rows]
+    entries = [
+        _entry(row, lambda key: key.rpartition("/")[2], late_is_gap=not ended) for row in rows
+    ]
     return render_media_playlist(
         MediaPlaylist(
             segments=entries,

@@ -222,11 +222,19 @@ class RungOutcome:
 
 
 def record_rung_segment(
-    db: Session, source: SourceSegment, outcome: RungOutcome, policy: VariantPolicy
+    db: Session,
+    source: SourceSegment,
+    outcome: RungOutcome,
+    policy: VariantPolicy,
+    *,
+    missed_deadline: bool = False,
 ) -> None:
     """Upsert the rung's segment row and count it in the rung's bandwidths; a failure never
     overwrites a success. The rung's row comes from the plan, which advertised its CODECS:
-    what x264 made is only checked against it."""
+    what x264 made is only checked against it.
+
+    `missed_deadline` marks a failure written because the rung segment is late (listed as a
+    gap); a late success replaces it but keeps the mark."""
     rung = outcome.rung
     rendition = db.scalars(
         select(Rendition)
@@ -245,7 +253,7 @@ def record_rung_segment(
         "size_bytes": outcome.size_bytes,
         "status": outcome.status,
     }
-    upsert = insert(Segment).values(**values)
+    upsert = insert(Segment).values(**values, missed_deadline=missed_deadline)
     if outcome.status == SegmentStatus.FAILED:
         db.execute(upsert.on_conflict_do_nothing(index_elements=["rendition_id", "sequence"]))
         return

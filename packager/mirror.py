@@ -1,10 +1,12 @@
-"""Playlists mirrored into the bucket, so a CDN in front of it serves the same text as the API."""
+"""Playlists mirrored into the bucket, so a CDN in front of it serves the same text as the API,
+and the events that tell listeners a segment is there."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
+from celery import Celery
 from redis import Redis
 
 from core.db import session_scope
@@ -16,6 +18,8 @@ from core.storage import ObjectStore
 from packager import catalog
 from packager.catalog import PlaylistPolicy
 from packager.keys import master_playlist_key, media_playlist_key, segment_name
+from packager.ladder_rows import RungOutcome, SourceSegment
+from packager.uploads import advance_upload
 
 # Ingest and every worker write a stream's playlists; one at a time, so an older rendering
 # never lands after a newer one.
@@ -78,3 +82,30 @@ def announce_segment(
             stream_id, session_id, rendition, sequence, duration, uri, program_date_time, status
         ),
     )
+
+
+def publish_rungs(
+    settings: Settings,
+    store: ObjectStore,
+    redis: Redis,
+    celery: Celery,
+    source: SourceSegment,
+    outcomes: list[RungOutcome],
+) -> None:
+    """After committing a source segment's rung rows: a stream's playlists are mirrored and
+    each rung announced; an upload's progress moves (it has no live playlists, no stream)."""
+    if source.stream_id is None:
+        advance_upload(settings, redis, celery, source.session_id)
+        return
+    write_playlists(settings, store, redis, source.stream_id, master=True)
+    for outcome in outcomes:
+        announce_segment(
+            redis,
+            source.stream_id,
+            source.session_id,
+            outcome.rung.name,
+            source.sequence,
+            source.duration,
+            source.program_date_time,
+            status=outcome.status,
+        )

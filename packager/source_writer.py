@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from celery import Celery
-from redis import Redis
+from redis import Redis, RedisError
 from sqlalchemy import func, select, update
 
 from core.db import session_scope
@@ -28,7 +28,8 @@ from media.hls.segment_packager import InitSegment, PackagedSegment, SegmentPack
 from media.ladder import SOURCE
 from media.source_info import describe_source, video_frame_rate
 from media.types import CLOCK_HZ
-from packager.enqueue import enqueue_ladder
+from packager import ladder_outbox
+from packager.enqueue import ladder_queue
 from packager.keys import init_name, media_key, segment_name
 from packager.ladder_rows import VariantPolicy, plan_ladder
 from packager.mirror import announce_segment
@@ -47,8 +48,9 @@ class SourceWriter:
     """Stores, records and announces the source segments of one session, one at a time.
 
     Shared by live publishes and the upload job (synchronous: keep it off the event loop):
-    the objects, the rows, one ladder task per segment, and the stream's `segment` event
-    (an upload session has no stream; its job reports progress instead).
+    the objects, the rows (with the segment's ladder work, in the same transaction: see
+    `packager.ladder_outbox`), the ladder task sent, and the stream's `segment` event (an
+    upload session has no stream; its job reports progress instead).
     """
 
     def __init__(
@@ -70,7 +72,8 @@ class SourceWriter:
         self.stream_id = stream_id
         self.session_id = session_id
         self.timeline_start = timeline_start
-        self.transcode = transcode
+        # Where its ladder work goes; None: the session's ladder is the source only.
+        self.ladder_queue = ladder_queue(stream_id) if transcode else None
         self.wall_clock_origin = datetime.now(UTC)
         self._rendition_id: int | None = None
         self._stored_inits: set[int] = set()
@@ -96,7 +99,7 @@ class SourceWriter:
         offset = segment.start_ticks - self.timeline_start
         program_date_time = self.wall_clock_origin + timedelta(seconds=offset / CLOCK_HZ)
         gop = packager.segmenter.gop if packager.segmenter else None
-        self._retry(
+        queued = self._retry(
             lambda: record_segment(
                 self.settings.database_url,
                 self.session_id,
@@ -115,10 +118,24 @@ class SourceWriter:
                 gop_seconds=round(gop.max_seconds, 3) if gop else None,
                 bytes_ingested=bytes_ingested,
                 open_gop=not segment.independent,
+                ladder_queue=self.ladder_queue,
             )
         )
-        self._enqueue_ladder(segment.sequence)
+        if queued:
+            ladder_outbox.relay(
+                self.celery, self.settings.database_url, self.session_id, segment.sequence, queued
+            )
         if self.stream_id is not None:
+            self._announce(segment, program_date_time)
+        log.debug(
+            "segment %s stored in %.1f ms", segment.sequence, (time.perf_counter() - started) * 1000
+        )
+        return first
+
+    def _announce(self, segment: PackagedSegment, program_date_time: datetime) -> None:
+        """A hint for listeners, who resync from REST: a Redis outage must not cost the
+        segment, which is stored and recorded by now."""
+        try:
             announce_segment(
                 self.redis,
                 self.stream_id,
@@ -128,21 +145,8 @@ class SourceWriter:
                 segment.duration,
                 program_date_time,
             )
-        log.debug(
-            "segment %s stored in %.1f ms", segment.sequence, (time.perf_counter() - started) * 1000
-        )
-        return first
-
-    def _enqueue_ladder(self, sequence: int) -> None:
-        """Workers transcode the rungs; a lost enqueue costs only that segment's rungs."""
-        if not self.transcode:
-            return
-        try:
-            enqueue_ladder(self.celery, self.session_id, sequence)
-        except Exception:
-            log.exception(
-                "ladder of segment %s of session %s not enqueued", sequence, self.session_id
-            )
+        except RedisError as exc:
+            log.warning("segment %s not announced: %s", segment.sequence, exc)
 
     def _store_init(self, init: InitSegment) -> str:
         key = media_key(self.stream_id, SOURCE, self.session_id, init_name(init.index))
@@ -234,15 +238,18 @@ def record_segment(
     gop_seconds: float | None,
     bytes_ingested: int,
     open_gop: bool = False,
-) -> None:
+    ladder_queue: str | None = None,
+) -> str | None:
     """The segment's row and its count in the source's bandwidths; with `plan` (a writer's
     first segment) also the session's ladder, in the same transaction, so the first master
-    that can be served (the source has media) already lists every rung."""
+    that can be served (the source has media) already lists every rung. Its ladder work goes
+    on `ladder_queue` (None: no ladder) in the same transaction too. Returns the queue the
+    work went to, None when there is none (the session's ladder gives this source no rung)."""
     with session_scope(database_url) as db:
         # Locked: an upload's chunks record segments of one rendition concurrently.
         rendition = db.get(Rendition, segment.rendition_id, with_for_update=True)
         db.add(
-            Segment(
+            row := Segment(
                 rendition_id=segment.rendition_id,
                 sequence=segment.sequence,
                 duration=segment.duration,
@@ -262,6 +269,7 @@ def record_segment(
             added_seconds=segment.duration,
             target_seconds=policy.target_seconds,
         )
+        queued = ladder_queue and ladder_outbox.add_job(db, session_id, row, ladder_queue)
         if plan:
             plan_ladder(db, db.get(LiveSession, session_id), rendition, policy)
         values: dict[str, Any] = {
@@ -275,3 +283,4 @@ def record_segment(
         if open_gop:  # once seen, the session's playlists stop claiming independence
             values["open_gop"] = True
         db.execute(update(LiveSession).where(LiveSession.id == session_id).values(**values))
+    return ladder_queue if queued else None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from celery import Celery
 
 from core.migrate import upgrade
 from core.settings import Settings
@@ -86,6 +87,7 @@ def settings(
         s3_bucket="nebula-test",
         api_token="test-token",
         workers=2,
+        live_workers=2,
         webhook_url=webhook_receiver.url,
         webhook_secret=WEBHOOK_SECRET,
     )
@@ -99,13 +101,18 @@ def store(settings: Settings) -> ObjectStore:
     return store
 
 
+def worker_pools(app: Celery) -> set[str]:
+    """The pools answering a ping, by the prefix of their node names (`live`, `worker`)."""
+    return {name.partition("-")[0] for reply in app.control.ping(timeout=1) for name in reply}
+
+
 @pytest.fixture(scope="session")
 def celery_worker(settings: Settings) -> Iterator[None]:
-    """A real `nebula-live worker` process consuming from the test Redis."""
+    """A real `nebula-live worker` process (both of its pools) consuming from the test Redis."""
     from packager.celery_app import make_celery
 
     env = settings_env(settings)
     with nebula_process("worker", env, ARTIFACTS / "logs" / "worker.log"):
         app = make_celery(settings.redis_url)
-        wait_for(lambda: bool(app.control.ping(timeout=1)), 60, "celery worker")
+        wait_for(lambda: worker_pools(app) == {"live", "worker"}, 60, "celery worker pools")
         yield

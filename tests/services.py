@@ -88,6 +88,18 @@ def s3_server() -> Iterator[S3Server]:
         service.process.stop()
 
 
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A Redis server of our own (the embedded stack's), for processes that must not share
+    the machine's: its URL."""
+    data = world_readable_tmpdir("nebula-redis-")
+    service = embedded.start_redis(data, data / "logs", free_port())
+    try:
+        yield service.url
+    finally:
+        service.process.stop()
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that hands `settings` to a child process, and nothing of ours else."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEBULA_")}
@@ -103,6 +115,11 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
         poll(check, timeout=timeout)
     except PollTimeout as exc:
         raise TimeoutError(f"{what} {exc}") from None
+
+
+def tcp_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
 
 
 def http_status(url: str) -> int:

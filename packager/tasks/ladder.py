@@ -8,19 +8,20 @@ import socket
 import uuid
 from typing import Any
 
+from celery import current_task
+
 from core.db import session_scope
 from core.delivery import INIT_TYPE, MEDIA_CACHE, SEGMENT_TYPE
 from core.settings import get_settings
 from core.storage import ObjectNotFoundError
-from packager import ladder_rows
+from packager import ladder_lease, ladder_rows
 from packager.celery_app import celery_app
 from packager.enqueue import TRANSCODE_TASK
 from packager.keys import segment_name
 from packager.ladder_rows import RungOutcome, SourceSegment
-from packager.mirror import announce_segment, write_playlists
+from packager.mirror import publish_rungs
 from packager.tasks.base import MediaTask, worker_services
 from packager.transcoding.transcode import EncoderOptions, TranscodeError, transcode_segment
-from packager.uploads import advance_upload
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,16 @@ def transcode_ladder_segment(session_id: str, sequence: int) -> dict[str, Any]:
 
 
 def _ladder_segment(session_id: uuid.UUID, sequence: int) -> dict[str, Any]:
+    """The rungs, made by the task holding the segment's lease; a copy of work that is done,
+    or running elsewhere, returns at once (packager/ladder_lease.py)."""
+    request = current_task.request
+    with ladder_lease.hold(
+        get_settings(), session_id, sequence, request.id, request.hostname
+    ) as held:
+        return _make_rungs(session_id, sequence) if held else {}
+
+
+def _make_rungs(session_id: uuid.UUID, sequence: int) -> dict[str, Any]:
     settings = get_settings()
     with session_scope(settings.database_url) as db:
         source = ladder_rows.load_source_segment(db, session_id, sequence)
@@ -100,23 +111,9 @@ def _record(source: SourceSegment, outcomes: list[RungOutcome]) -> dict[str, Any
     policy = ladder_rows.VariantPolicy.from_settings(settings)
     with session_scope(settings.database_url) as db:
         ladder_rows.plan_missing_rungs(db, source, policy)
+        ladder_lease.finish(db, source.session_id, source.sequence)
         for outcome in outcomes:
             ladder_rows.record_rung_segment(db, source, outcome, policy)
     store, redis = worker_services()
-    if source.stream_id is None:
-        # An upload: no live playlists to mirror, no stream to tell; its progress moves.
-        advance_upload(settings, redis, celery_app, source.session_id)
-    else:
-        write_playlists(settings, store, redis, source.stream_id, master=True)
-        for outcome in outcomes:
-            announce_segment(
-                redis,
-                source.stream_id,
-                source.session_id,
-                outcome.rung.name,
-                source.sequence,
-                source.duration,
-                source.program_date_time,
-                status=outcome.status,
-            )
+    publish_rungs(settings, store, redis, celery_app, source, outcomes)
     return {o.rung.name: o.status for o in outcomes}

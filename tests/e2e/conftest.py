@@ -13,7 +13,14 @@ import pytest
 from core.settings import Settings
 from tests.conftest import ARTIFACTS
 from tests.media import make_source
-from tests.services import free_port, http_status, nebula_process, settings_env, wait_for
+from tests.services import (
+    free_port,
+    http_status,
+    nebula_process,
+    settings_env,
+    tcp_open,
+    wait_for,
+)
 
 GRACE_SECONDS = 4.0
 
@@ -55,11 +62,6 @@ def free_udp_port() -> int:
         return sock.getsockname()[1]
 
 
-def _tcp_open(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
-
-
 @pytest.fixture(scope="session")
 def live_stack(settings: Settings) -> Iterator[LiveStack]:
     own = settings.model_copy(
@@ -76,7 +78,7 @@ def live_stack(settings: Settings) -> Iterator[LiveStack]:
         nebula_process("ingest", env, logs / "e2e-ingest.log"),
         nebula_process("api", env, logs / "e2e-api.log"),
     ):
-        wait_for(lambda: _tcp_open(own.rtmp_port), 60, "ingest")
+        wait_for(lambda: tcp_open(own.rtmp_port), 60, "ingest")
         wait_for(lambda: http_status(f"http://127.0.0.1:{own.http_port}/docs") == 200, 60, "api")
         yield LiveStack(own)
 

@@ -91,7 +91,7 @@ def test_up_starts_everything_stops_cleanly_and_keeps_its_data(
         created = httpx.post(f"{base}/api/v1/streams", json={"name": "kept"}, headers=headers)
         assert created.status_code == 201
         children = process_tree(up.pid)
-        assert len(children) >= 7  # up, postgres, redis, s3, api, ingest, worker
+        assert len(children) >= 8  # up, postgres, redis, s3, api, ingest, both worker pools
         up.send_signal(signal.SIGTERM)
         assert up.wait(60) == 0
     assert [pid for pid in children if _alive(pid)] == []

@@ -10,7 +10,13 @@ import yaml
 from core.settings import Settings
 from tests.services import REPO_ROOT, settings_env
 
-APP_SERVICES = {"api": "api", "ingest": "ingest", "worker": "worker", "migrate": "migrate"}
+APP_SERVICES = {
+    "api": ["api"],
+    "ingest": ["ingest"],
+    "worker-live": ["worker", "--pool", "live"],
+    "worker": ["worker", "--pool", "batch"],
+    "migrate": ["migrate"],
+}
 
 
 def _compose() -> dict:
@@ -19,14 +25,14 @@ def _compose() -> dict:
 
 def test_compose_runs_the_official_stores_and_our_services_from_one_image() -> None:
     services = _compose()["services"]
-    assert {"postgres", "redis", "minio", "api", "ingest", "worker"} <= set(services)
+    assert {"postgres", "redis", "minio", *APP_SERVICES} <= set(services)
     assert services["postgres"]["image"].startswith("postgres:")
     assert services["redis"]["image"].startswith("redis:")
     assert services["minio"]["image"].startswith("minio/minio")
-    for name, subcommand in APP_SERVICES.items():
+    for name, command in APP_SERVICES.items():
         service = services[name]
         assert service["build"] == "."
-        assert service["command"] == [subcommand]
+        assert service["command"] == command
         env = service["environment"]
         assert env["NEBULA_DATABASE_URL"].startswith("postgresql://")
         assert env["NEBULA_REDIS_URL"].startswith("redis://redis:")
@@ -36,9 +42,9 @@ def test_compose_runs_the_official_stores_and_our_services_from_one_image() -> N
 def test_every_compose_subcommand_is_a_real_nebula_live_command() -> None:
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["nebula-live"]' in dockerfile
-    for subcommand in APP_SERVICES.values():
+    for command in APP_SERVICES.values():
         result = subprocess.run(
-            [sys.executable, "-m", "nebula_live.cli", subcommand, "--help"],
+            [sys.executable, "-m", "nebula_live.cli", *command, "--help"],
             capture_output=True,
             text=True,
             cwd=REPO_ROOT,

@@ -11,7 +11,7 @@ from core.migrate import downgrade, upgrade
 from core.models import LiveSession, Rendition, Segment, Stream
 from tests.services import fresh_database
 
-TABLES = {"streams", "sessions", "renditions", "segments", "uploads"}
+TABLES = {"streams", "sessions", "renditions", "segments", "uploads", "ladder_outbox"}
 
 
 def _tables(url: str) -> set[str]:
