@@ -12,6 +12,7 @@ import pytest
 
 from core.settings import Settings
 from tests.conftest import ARTIFACTS
+from tests.hls_poller import CheckedHls
 from tests.media import make_source
 from tests.services import free_port, http_status, nebula_process, settings_env, wait_for
 
@@ -79,6 +80,15 @@ def live_stack(settings: Settings) -> Iterator[LiveStack]:
         wait_for(lambda: _tcp_open(own.rtmp_port), 60, "ingest")
         wait_for(lambda: http_status(f"http://127.0.0.1:{own.http_port}/docs") == 200, 60, "api")
         yield LiveStack(own)
+
+
+@pytest.fixture
+def hls(live_stack: LiveStack) -> Iterator[CheckedHls]:
+    """The test's HLS client: it checks every playlist it fetches (tests/hls_checker.py), and
+    the test fails on any rule broken."""
+    with CheckedHls(live_stack.api_url) as client:
+        yield client
+    client.assert_clean()
 
 
 @pytest.fixture(scope="session")
