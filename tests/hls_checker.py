@@ -229,6 +229,7 @@ class _History:
     last: MediaView
     grew_at: float  # when the last segment (by MSN) was first seen
     stale_reported_for: int | None = None
+    media_seen: dict[int, float] = field(default_factory=dict)  # MSN -> first seen, not GAP
 
 
 @dataclass(frozen=True)
@@ -638,14 +639,36 @@ class HlsChecker:
             snapshot = self._latest.get(url)
         return snapshot.view if snapshot else None
 
+    def first_media_at(self, url: str, from_msn: int) -> float | None:
+        """When `url` first listed media (a segment that is not a GAP) numbered `from_msn`
+        or later; None if it has not yet."""
+        with self._lock:
+            history = self._media.get(url)
+            seen = (
+                [at for msn, at in history.media_seen.items() if msn >= from_msn] if history else []
+            )
+        return min(seen, default=None)
+
+    def rule_counts(self) -> dict[str, int]:
+        """How many responses broke each rule."""
+        with self._lock:
+            counts: dict[str, int] = {}
+            for (_, rule), seen in self._counts.items():
+                counts[rule] = counts.get(rule, 0) + seen
+        return dict(sorted(counts.items()))
+
     def rules_broken(self) -> set[str]:
         return {v.rule for v in self.violations}
 
     def report(self) -> str:
+        """Every rule broken, then each first violation (per playlist URL, or per folder of
+        media objects) with how often it was seen."""
         with self._lock:
-            items = list(self._violations.items())
+            items = sorted(self._violations.items(), key=lambda item: item[0][1])
             counts = dict(self._counts)
-        return "\n".join(f"{v}\n    (seen {counts[key]} times)" for key, v in items)
+        rules = sorted({key[1] for key, _ in items})
+        found = (f"{v}\n    (seen {counts[key]} times)" for key, v in items)
+        return "\n".join([f"rules broken: {', '.join(rules)}", *found])
 
     def playlist(self, fetch: Fetch) -> Listing:
         """Check one playlist response; returns what it lists, for the caller to fetch."""
@@ -664,11 +687,12 @@ class HlsChecker:
         else:
             self._check_cors(fetch, report)
         with self._lock:
-            self._file(report)
+            self._file(report, fetch.url.rsplit("/", 1)[0] + "/*")
 
-    def _file(self, report: _Report) -> None:
+    def _file(self, report: _Report, where: str | None = None) -> None:
+        """File violations once per place (`where`, else the URL) and rule, counting repeats."""
         for violation in report.found:
-            key = (violation.url, violation.rule)
+            key = (where or violation.url, violation.rule)
             self._violations.setdefault(key, violation)
             self._counts[key] = self._counts.get(key, 0) + 1
 
@@ -733,7 +757,11 @@ class HlsChecker:
     def _media_over_time(self, fetch: Fetch, view: MediaView, report: _Report) -> None:
         history = self._media.get(fetch.url)
         if history is None:
-            self._media[fetch.url] = _History(view, view, fetch.received_at)
+            history = self._media[fetch.url] = _History(view, view, fetch.received_at)
+        for segment in view.segments:
+            if not segment.gap:
+                history.media_seen.setdefault(segment.msn, fetch.received_at)
+        if history.last is view:
             return
         before = history.last
         if view.media_sequence < before.media_sequence:

@@ -282,3 +282,25 @@ def test_a_stalled_playlist_is_reported_once_per_stall_and_counted() -> None:
     [violation] = checker.violations
     assert violation.rule == "RFC 6.2.1-M22"
     assert "after segment 5" in violation.message
+
+
+def test_media_objects_of_one_folder_are_reported_once_and_counted() -> None:
+    checker = HlsChecker()
+    for n in range(3):
+        checker.media_object(Fetch(BASE + f"source/{n:08d}.m4s", 404, SENT, b"", 0, 0, ASKED))
+    [violation] = checker.violations
+    assert violation.url == BASE + "source/00000000.m4s"
+    assert checker.rule_counts() == {"RFC 6.2.1-M6": 3}
+    assert "(seen 3 times)" in checker.report()
+
+
+def test_the_first_time_media_was_listed_from_a_segment_on_is_kept() -> None:
+    checker = shown(
+        ok(RUNG, media(0, 4), 1.0),
+        ok(RUNG, media(0, 5, gap_at=4), 2.0),  # segment 4 as a GAP: not media yet
+        ok(RUNG, media(0, 6), 3.0),
+    )
+    assert checker.first_media_at(RUNG, 3) == 1.0
+    assert checker.first_media_at(RUNG, 4) == 3.0
+    assert checker.first_media_at(RUNG, 6) is None
+    assert checker.first_media_at(SOURCE, 0) is None
