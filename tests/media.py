@@ -58,10 +58,13 @@ def make_media_file(
     return path
 
 
-def publish(source: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
-    """`ffmpeg -re -c copy` to an RTMP URL, the way an encoder streams in real time."""
+def publish(source: Path, url: str, *extra: str, loop: bool = False) -> subprocess.Popen[bytes]:
+    """`ffmpeg -re -c copy` to an RTMP URL, the way an encoder streams in real time; `loop`
+    repeats the file until the process is stopped."""
+    looping = ["-stream_loop", "-1"] if loop else []
     return subprocess.Popen(
-        ["ffmpeg", "-v", "error", "-re", "-i", str(source), *extra, "-c", "copy", "-f", "flv", url],
+        ["ffmpeg", "-v", "error", "-re", *looping, "-i", str(source), *extra]
+        + ["-c", "copy", "-f", "flv", url],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -17,6 +17,7 @@ from tests.media import make_source
 from tests.services import free_port, http_status, nebula_process, settings_env, wait_for
 
 GRACE_SECONDS = 4.0
+LADDER_360P = [{"name": "360p", "height": 360, "bitrate": 800_000}]
 
 
 @dataclass
