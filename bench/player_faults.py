@@ -20,20 +20,16 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-
 from bench.stack import running_stack  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from packager.celery_app import make_celery  # noqa: E402
-from tests.faults import FaultScenario, LoopingPublisher, worker_host  # noqa: E402
+from tests.faults import FaultStage, play_through_faults, worker_host  # noqa: E402
 from tests.hls_poller import CheckedHls  # noqa: E402
 from tests.media import make_source  # noqa: E402
-from tests.players import TwoPlayers, chromium, page_server  # noqa: E402
 
 DEFAULT_SOURCE = Path(tempfile.gettempdir()) / "nebula-bench-src720-20s.flv"
 # `up` runs with the default grace window; the bench says how long that is.
@@ -44,55 +40,26 @@ START_TIMEOUT = 90
 def run(minutes: float, workers: int, source: Path) -> dict:
     total = minutes * 60
     scratch = Path(tempfile.mkdtemp(prefix="nebula-bench-faults-"))
-    with running_stack(workers=workers) as stack:
-        stream = stack.create_stream("players through faults")
-        master = f"/hls/{stream['id']}/master.m3u8"
-        headers = {"Authorization": f"Bearer {stack.token}"}
-        with (
-            CheckedHls(stack.base_url) as hls,
-            chromium() as browser,
-            page_server() as page_url,
-            LoopingPublisher(source, stream["rtmp_url"]) as publisher,
-            hls.watch(master),
-            httpx.Client(base_url=stack.base_url, headers=headers, timeout=30) as api,
-        ):
-            deadline = time.monotonic() + START_TIMEOUT
-            while hls.get(master).status_code != 200:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the stream never went live")
-                time.sleep(0.5)
-            players = TwoPlayers(browser, page_url)
-            players.open(hls.url(master))
-            if not all(players.wait_started(START_TIMEOUT).values()):
-                raise SystemExit(f"the players did not start: {players.stats()}")
-            scenario = FaultScenario(
-                players=players,
-                hls=hls,
-                api=api,
-                stream_id=stream["id"],
-                publisher=publisher,
-                new_worker_host=lambda: worker_host(
-                    stack.service_env(scratch / "doomed-worker"), scratch / "doomed-worker.log"
-                ),
-                celery=make_celery(stack.redis_url),
-                grace_seconds=GRACE_SECONDS,
-                relist_timeout=total / 4,
-            )
-            faults = [scenario.kill_worker, scenario.drop_within_grace, scenario.drop_past_grace]
-            for quarter, fault in enumerate(faults, start=1):
-                time.sleep(max(0.0, scenario.started + quarter * total / 4 - time.monotonic()))
-                fault()
-            time.sleep(max(0.0, scenario.started + total - time.monotonic()))
-            stats = players.stats()
-            page_loads = players.page_loads()
-            players.close()
+    with running_stack(workers=workers) as stack, CheckedHls(stack.base_url) as hls:
+        stage = FaultStage(
+            hls=hls,
+            api_token=stack.token,
+            stream=stack.create_stream("players through faults"),
+            source=source,
+            new_worker_host=lambda: worker_host(
+                stack.service_env(scratch / "doomed-worker"), scratch / "doomed-worker.log"
+            ),
+            celery=make_celery(stack.redis_url),
+            grace_seconds=GRACE_SECONDS,
+            relist_timeout=total / 4,
+            start_timeout=START_TIMEOUT,
+        )
+        played = play_through_faults(stage, spacing=total / 4, duration=total)
     return {
         "minutes": minutes,
         "workers": workers,
         "grace_s": GRACE_SECONDS,
-        "page_loads": page_loads,
-        "players": {player.name: player.summary() for player in stats},
-        "faults": [outcome.summary() for outcome in scenario.outcomes],
+        **played.figures(),
         "hls_rules_broken": hls.checker.rule_counts(),
     }
 

@@ -2,10 +2,10 @@
 SIGKILLed in the middle of a ladder task, and a publisher whose connection drops and comes
 back, within the reconnect grace window or after it (a new session).
 
-Shared by tests/e2e/test_players_through_faults.py (short) and bench/player_faults.py (a
-10-minute stream): `FaultScenario` injects one fault at a time and records whether each
-player's position advanced afterwards and, for the worker, how long until the rungs listed
-media again.
+Shared by tests/e2e/test_players_through_faults.py (back to back) and bench/player_faults.py
+(spread over a 10-minute stream): `play_through_faults` runs the whole thing; `FaultScenario`
+injects one fault at a time and records whether each player played on into media made after
+it, the stall it cost, and, for the worker, how long until the rungs listed media again.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from celery import Celery
 from packager.enqueue import TRANSCODE_TASK
 from tests.hls_poller import CheckedHls
 from tests.media import publish
-from tests.players import TwoPlayers
+from tests.players import PlayerStats, TwoPlayers, chromium, page_server
 from tests.services import nebula_process
 
 POLL_SECONDS = 0.25
@@ -125,29 +125,96 @@ class FaultOutcome:
         return shown
 
 
+@dataclass(frozen=True)
+class FaultStage:
+    """What a caller brings: the stream (as the API created it), a file to publish in a loop,
+    the HLS client of the API, and how to start a worker host that may be killed."""
+
+    hls: CheckedHls
+    api_token: str
+    stream: dict
+    source: Path
+    new_worker_host: Callable[[], AbstractContextManager[WorkerHost]]
+    celery: Celery
+    grace_seconds: float
+    relist_timeout: float = 60.0
+    advance_seconds: float = 2.0
+    advance_timeout: float = 60.0
+    start_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class FaultRun:
+    page_loads: int
+    players: list[PlayerStats]
+    outcomes: list[FaultOutcome]
+
+    def figures(self) -> dict[str, object]:
+        return {
+            "page_loads": self.page_loads,
+            "players": {player.name: player.summary() for player in self.players},
+            "faults": [outcome.summary() for outcome in self.outcomes],
+        }
+
+
+def play_through_faults(stage: FaultStage, spacing: float = 0.0, duration: float = 0.0) -> FaultRun:
+    """Publish the stream, open the players as a viewer would (once the master answers, not
+    once the ladder is complete), inject the three faults `spacing` seconds apart from when
+    both play (back to back with 0), play on until `duration` has passed, and return what
+    the players went through. The HLS checker watches the master all along."""
+    master = f"/hls/{stage.stream['id']}/master.m3u8"
+    auth = {"Authorization": f"Bearer {stage.api_token}"}
+    with (
+        chromium() as browser,
+        page_server() as page_url,
+        LoopingPublisher(stage.source, stage.stream["rtmp_url"]) as publisher,
+        stage.hls.watch(master),
+        httpx.Client(base_url=stage.hls.base_url, headers=auth, timeout=30) as api,
+    ):
+        deadline = time.monotonic() + stage.start_timeout
+        while stage.hls.get(master).status_code != 200:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{master} did not answer in {stage.start_timeout} s")
+            time.sleep(POLL_SECONDS)
+        players = TwoPlayers(browser, page_url)
+        players.open(stage.hls.url(master))
+        if not all(players.wait_started(stage.start_timeout).values()):
+            raise TimeoutError(f"the players did not start: {players.stats()}")
+        scenario = FaultScenario(stage, players, publisher, api)
+        faults = [scenario.kill_worker, scenario.drop_within_grace, scenario.drop_past_grace]
+        for number, fault in enumerate(faults, start=1):
+            time.sleep(max(0.0, scenario.started + number * spacing - time.monotonic()))
+            fault()
+        time.sleep(max(0.0, scenario.started + duration - time.monotonic()))
+        run = FaultRun(players.page_loads(), players.stats(), scenario.outcomes)
+        players.close()
+    return run
+
+
 @dataclass
 class FaultScenario:
-    """One live stream, two players and a running `hls.watch()` on its master; faults one at
-    a time. `api` is an authenticated client on the API.
+    """The faults, one at a time, while `players` play the stage's stream and the stage's
+    HLS client watches its master. `api` is an authenticated client on the API.
 
     "Advanced" means a player showed media dated (EXT-X-PROGRAM-DATE-TIME) `advance_seconds`
     after the fault ended, within `advance_timeout`: not what it had buffered before, but
     what the stream made after, on the variant the player chose.
     """
 
+    stage: FaultStage
     players: TwoPlayers
-    hls: CheckedHls
-    api: httpx.Client
-    stream_id: str
     publisher: LoopingPublisher
-    new_worker_host: Callable[[], AbstractContextManager[WorkerHost]]
-    celery: Celery
-    grace_seconds: float
-    advance_seconds: float = 2.0
-    advance_timeout: float = 60.0
-    relist_timeout: float = 60.0
+    api: httpx.Client
     outcomes: list[FaultOutcome] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def hls(self) -> CheckedHls:
+        return self.stage.hls
+
+    @property
+    def stream_id(self) -> str:
+        return self.stage.stream["id"]
 
     @property
     def master_path(self) -> str:
@@ -158,9 +225,9 @@ class FaultScenario:
         every rung lists media (not a GAP) at or after the source's live edge at the kill."""
         stalled = self._stall_totals()
         rungs = self._rungs(timeout=60)
-        with self.new_worker_host() as host:
-            host.wait_ready(self.celery, 60)
-            task = host.kill_mid_task(self.celery, 60)
+        with self.stage.new_worker_host() as host:
+            host.wait_ready(self.stage.celery, 60)
+            task = host.kill_mid_task(self.stage.celery, 60)
         killed_at, killed_date = time.monotonic(), time.time()
         source = self.hls.playlist(f"/hls/{self.stream_id}/source/index.m3u8")
         edge = source.media_sequence + len(source.segments) - 1
@@ -173,7 +240,7 @@ class FaultScenario:
         """The publisher's connection drops and it comes back inside the grace window."""
         stalled = self._stall_totals()
         self.publisher.drop()
-        time.sleep(self.grace_seconds / 3)
+        time.sleep(self.stage.grace_seconds / 3)
         self.publisher.start()
         return self._after("publisher back within grace", stalled)
 
@@ -181,7 +248,7 @@ class FaultScenario:
         """The publisher drops and comes back once its session has ended: a new session."""
         stalled = self._stall_totals()
         self.publisher.drop()
-        deadline = time.monotonic() + self.grace_seconds + 60
+        deadline = time.monotonic() + self.stage.grace_seconds + 60
         while self._latest_session_status() != "ended":
             if time.monotonic() > deadline:
                 raise TimeoutError("the session did not end after the grace window")
@@ -195,8 +262,8 @@ class FaultScenario:
         return self._record(outcome, stalled)
 
     def _played_past(self, fault: str, at: float, fault_date: float) -> FaultOutcome:
-        moment = fault_date + self.advance_seconds
-        stats = self.players.wait_played_past(moment, self.advance_timeout)
+        moment = fault_date + self.stage.advance_seconds
+        stats = self.players.wait_played_past(moment, self.stage.advance_timeout)
         return FaultOutcome(
             fault,
             at,
@@ -228,7 +295,7 @@ class FaultScenario:
             time.sleep(self.hls.poll_seconds)
 
     def _rungs_relisted(self, rungs: list[str], edge: int, killed_at: float) -> float | None:
-        deadline = killed_at + self.relist_timeout
+        deadline = killed_at + self.stage.relist_timeout
         while True:
             seen = [self.hls.checker.first_media_at(rung, edge) for rung in rungs]
             if all(at is not None for at in seen):

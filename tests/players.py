@@ -163,12 +163,13 @@ class TwoPlayers:
         return max(self.navigations, self.page.evaluate("window.playerStats().pageLoads"))
 
     def wait_started(self, timeout: float) -> dict[str, bool]:
-        """Wait until both play; returns which did."""
+        """Wait until each player plays or has failed for good; returns which play."""
         deadline = time.monotonic() + timeout
         while True:
-            started = {player.name: player.started for player in self.stats()}
-            if all(started.values()) or time.monotonic() > deadline:
-                return started
+            stats = self.stats()
+            settled = all(p.started or p.fatal_errors for p in stats)
+            if settled or time.monotonic() > deadline:
+                return {p.name: p.started for p in stats}
             time.sleep(POLL_SECONDS)
 
     def wait_played_past(self, moment: float, timeout: float) -> list[PlayerStats]:
