@@ -222,7 +222,8 @@ class FaultScenario:
 
     def kill_worker(self) -> FaultOutcome:
         """A worker host dies mid-task; the other workers carry on. Measures how long until
-        every rung lists media (not a GAP) at or after the source's live edge at the kill."""
+        every rung lists media (not a GAP) newer than the newest source segment at the kill:
+        the rungs have moved past whatever the dead host held."""
         stalled = self._stall_totals()
         rungs = self._rungs(timeout=60)
         with self.stage.new_worker_host() as host:
@@ -230,9 +231,9 @@ class FaultScenario:
             task = host.kill_mid_task(self.stage.celery, 60)
         killed_at, killed_date = time.monotonic(), time.time()
         source = self.hls.playlist(f"/hls/{self.stream_id}/source/index.m3u8")
-        edge = source.media_sequence + len(source.segments) - 1
+        newest = source.media_sequence + len(source.segments) - 1
         outcome = self._played_past("worker SIGKILL", killed_at, killed_date)
-        outcome.rungs_relisted_seconds = self._rungs_relisted(rungs, edge, killed_at)
+        outcome.rungs_relisted_seconds = self._rungs_relisted(rungs, newest + 1, killed_at)
         outcome.task = task
         return self._record(outcome, stalled)
 
@@ -294,10 +295,12 @@ class FaultScenario:
                 raise TimeoutError(f"the master listed no rung in {timeout} s")
             time.sleep(self.hls.poll_seconds)
 
-    def _rungs_relisted(self, rungs: list[str], edge: int, killed_at: float) -> float | None:
+    def _rungs_relisted(self, rungs: list[str], from_msn: int, killed_at: float) -> float | None:
+        """Seconds from the kill until every rung had listed media from `from_msn` on (as the
+        watch saw it, to its poll interval); None if not within the relist timeout."""
         deadline = killed_at + self.stage.relist_timeout
         while True:
-            seen = [self.hls.checker.first_media_at(rung, edge) for rung in rungs]
+            seen = [self.hls.checker.first_media_at(rung, from_msn) for rung in rungs]
             if all(at is not None for at in seen):
                 return max(0.0, max(seen) - killed_at)
             if time.monotonic() > deadline:

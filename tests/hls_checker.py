@@ -22,6 +22,8 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from urllib.parse import urljoin
 
+__all__ = ["RULES", "Fetch", "HlsChecker", "Listing", "MediaView", "Violation"]
+
 RULES: dict[str, str] = {
     "RFC 4.1": "UTF-8 without a byte order mark or control characters",
     "RFC 4.2": "attribute lists are NAME=value pairs, no name twice",
@@ -608,7 +610,7 @@ def _is_master(text: str) -> bool:
 
 
 def _max_age(headers: Mapping[str, str]) -> int | None:
-    """How long a cache may keep the response; None when nothing says (caches guess)."""
+    """How long a cache may keep the response; None when Cache-Control does not say."""
     value = headers.get("cache-control", "")
     if re.search(r"no-cache|no-store", value, re.IGNORECASE):
         return 0
@@ -632,12 +634,6 @@ class HlsChecker:
     def violations(self) -> list[Violation]:
         with self._lock:
             return list(self._violations.values())
-
-    def latest(self, url: str) -> MediaView | None:
-        """The media playlist at `url` as last shown."""
-        with self._lock:
-            snapshot = self._latest.get(url)
-        return snapshot.view if snapshot else None
 
     def first_media_at(self, url: str, from_msn: int) -> float | None:
         """When `url` first listed media (a segment that is not a GAP) numbered `from_msn`
@@ -910,13 +906,3 @@ def _compare_variants(mine: MediaView, other_url: str, other: MediaView, report:
 def _identities(view: MediaView) -> list[tuple[int, str, float | None]]:
     """What a segment is to a player; EXT-X-GAP may give way to the late media (issue 12)."""
     return [(s.msn, s.uri, s.duration) for s in view.segments]
-
-
-__all__ = [
-    "RULES",
-    "Fetch",
-    "HlsChecker",
-    "Listing",
-    "MediaView",
-    "Violation",
-]

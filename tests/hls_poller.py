@@ -19,7 +19,7 @@ from urllib.parse import urljoin
 import httpx
 import m3u8
 
-from tests.hls_checker import Fetch, HlsChecker, Listing, MediaView
+from tests.hls_checker import Fetch, HlsChecker, Listing
 
 ORIGIN = "https://player.example"
 POLL_SECONDS = 1.0
@@ -58,10 +58,6 @@ class CheckedHls:
         response = self.get(path)
         assert response.status_code == 200, (path, response.status_code, response.text)
         return m3u8.loads(response.text, uri=self.url(path))
-
-    def latest(self, path: str) -> MediaView | None:
-        """The media playlist at `path` as last checked."""
-        return self.checker.latest(self.url(path))
 
     @contextmanager
     def watch(self, path: str) -> Iterator[None]:
