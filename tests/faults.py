@@ -61,32 +61,33 @@ class WorkerHost:
     """One more `nebula-live worker` with a data dir of its own: a host that can die."""
 
     process: subprocess.Popen[bytes]
-
-    @property
-    def node_prefix(self) -> str:
-        return f"worker-{self.process.pid}@"  # `nebula-live worker` names its node so
+    node: str = ""  # its Celery node name, once it answered a ping
 
     def wait_ready(self, celery: Celery, timeout: float) -> None:
+        prefix = f"worker-{self.process.pid}@"  # how `nebula-live worker` names its node
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            replies = celery.control.ping(timeout=1) or []
-            if any(name.startswith(self.node_prefix) for reply in replies for name in reply):
+            for reply in celery.control.ping(timeout=1) or []:
+                self.node = next((name for name in reply if name.startswith(prefix)), self.node)
+            if self.node:
                 return
-        raise TimeoutError(f"worker {self.node_prefix} did not answer a ping in {timeout} s")
+        raise TimeoutError(f"worker {prefix}... did not answer a ping in {timeout} s")
 
     def kill_mid_task(self, celery: Celery, timeout: float) -> dict:
-        """SIGKILL the whole host (its Celery process and every pool child) as soon as it
-        runs a ladder task; returns that task as Celery's inspect reported it."""
+        """SIGKILL the whole host (its Celery process and every pool child) as soon as it is
+        seen running a ladder task, to catch the transcode itself rather than its last
+        writes; returns that task as Celery's inspect reported it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            active = celery.control.inspect(timeout=1).active() or {}
-            for node, tasks in active.items():
-                running = [t for t in tasks if t.get("name") == TRANSCODE_TASK]
-                if node.startswith(self.node_prefix) and running:
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                    self.process.wait(10)
-                    return running[0]
-        raise TimeoutError(f"worker {self.node_prefix} ran no ladder task in {timeout} s")
+            inspect = celery.control.inspect(destination=[self.node], limit=1, timeout=1)
+            tasks = (inspect.active() or {}).get(self.node, [])
+            running = [task for task in tasks if task.get("name") == TRANSCODE_TASK]
+            if running:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+                return running[0]
+            time.sleep(0.05)
+        raise TimeoutError(f"worker {self.node} ran no ladder task in {timeout} s")
 
 
 @contextmanager
