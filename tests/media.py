@@ -80,10 +80,13 @@ def explicit_he_aac_asc(core_rate_index: int = 6, output_rate_index: int = 3) ->
     return int(bits, 2).to_bytes(len(bits) // 8, "big")
 
 
-def publish(source: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
-    """`ffmpeg -re -c copy` to an RTMP URL, the way an encoder streams in real time."""
+def publish(source: Path, url: str, *extra: str, loop: bool = False) -> subprocess.Popen[bytes]:
+    """`ffmpeg -re -c copy` to an RTMP URL, the way an encoder streams in real time; `loop`
+    repeats the file until the process is stopped."""
+    looping = ["-stream_loop", "-1"] if loop else []
     return subprocess.Popen(
-        ["ffmpeg", "-v", "error", "-re", "-i", str(source), *extra, "-c", "copy", "-f", "flv", url],
+        ["ffmpeg", "-v", "error", "-re", *looping, "-i", str(source), *extra]
+        + ["-c", "copy", "-f", "flv", url],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

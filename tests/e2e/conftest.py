@@ -12,6 +12,7 @@ import pytest
 
 from core.settings import Settings
 from tests.conftest import ARTIFACTS
+from tests.hls_poller import CheckedHls
 from tests.media import make_source
 from tests.services import (
     free_port,
@@ -23,6 +24,7 @@ from tests.services import (
 )
 
 GRACE_SECONDS = 4.0
+LADDER_360P = [{"name": "360p", "height": 360, "bitrate": 800_000}]
 
 
 @dataclass
@@ -81,6 +83,15 @@ def live_stack(settings: Settings) -> Iterator[LiveStack]:
         wait_for(lambda: tcp_open(own.rtmp_port), 60, "ingest")
         wait_for(lambda: http_status(f"http://127.0.0.1:{own.http_port}/docs") == 200, 60, "api")
         yield LiveStack(own)
+
+
+@pytest.fixture
+def hls(live_stack: LiveStack) -> Iterator[CheckedHls]:
+    """The test's HLS client: it checks every playlist it fetches (tests/hls_checker.py), and
+    the test fails on any rule broken."""
+    with CheckedHls(live_stack.api_url) as client:
+        yield client
+    client.assert_clean()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import m3u8
 import pytest
 
 from tests.e2e.conftest import LiveStack
+from tests.hls_poller import CheckedHls
 from tests.media import decode, make_source, probe, publish
 from tests.services import wait_for
 
@@ -25,21 +26,20 @@ def _get(stack: LiveStack, path: str) -> bytes:
     return response.content
 
 
-def _master(stack: LiveStack, stream_id: str) -> m3u8.M3U8:
-    return m3u8.loads(_get(stack, f"/hls/{stream_id}/master.m3u8").decode())
+def _master(hls: CheckedHls, stream_id: str) -> m3u8.M3U8:
+    return hls.playlist(f"/hls/{stream_id}/master.m3u8")
 
 
-def _media(stack: LiveStack, stream_id: str, name: str) -> m3u8.M3U8:
-    return m3u8.loads(_get(stack, f"/hls/{stream_id}/{name}/index.m3u8").decode())
+def _media(hls: CheckedHls, stream_id: str, name: str) -> m3u8.M3U8:
+    return hls.playlist(f"/hls/{stream_id}/{name}/index.m3u8")
 
 
-def _first_master(stack: LiveStack, stream_id: str) -> m3u8.M3U8:
+def _first_master(hls: CheckedHls, stream_id: str) -> m3u8.M3U8:
     """The first master a player can fetch, polled from the moment the publish starts."""
     served: list[str] = []
 
     def fetched() -> bool:
-        with stack.client() as client:
-            response = client.get(f"/hls/{stream_id}/master.m3u8")
+        response = hls.get(f"/hls/{stream_id}/master.m3u8")
         if response.status_code == 200:
             served.append(response.text)
         else:
@@ -51,28 +51,29 @@ def _first_master(stack: LiveStack, stream_id: str) -> m3u8.M3U8:
 
 
 def _publish_and_wait_for_ladder(
-    stack: LiveStack, source: Path, rungs: list[str]
+    stack: LiveStack, hls: CheckedHls, source: Path, rungs: list[str]
 ) -> tuple[str, m3u8.M3U8]:
-    """Publish the whole file, then wait until every rendition is complete (EXT-X-ENDLIST).
-    Returns the stream and the first master served while it was live."""
+    """Publish the whole file, watching the playlists, then wait until every rendition is
+    complete (EXT-X-ENDLIST). Returns the stream and the first master served while live."""
     stream = stack.create_stream("ladder")
     publisher = publish(source, stack.rtmp_url(stream["stream_key"]))
-    first_master = _first_master(stack, stream["id"])
-    assert publisher.wait(90) == 0, publisher.stderr.read().decode()
+    first_master = _first_master(hls, stream["id"])
 
     def complete() -> bool:
-        names = [p.uri.split("/")[0] for p in _master(stack, stream["id"]).playlists]
+        names = [p.uri.split("/")[0] for p in _master(hls, stream["id"]).playlists]
         return sorted(names) == sorted(["source", *rungs]) and all(
-            _media(stack, stream["id"], name).is_endlist for name in names
+            _media(hls, stream["id"], name).is_endlist for name in names
         )
 
-    wait_for(complete, 240, f"every rendition of {['source', *rungs]} ended")
+    with hls.watch(f"/hls/{stream['id']}/master.m3u8"):
+        assert publisher.wait(90) == 0, publisher.stderr.read().decode()
+        wait_for(complete, 240, f"every rendition of {['source', *rungs]} ended")
     return stream["id"], first_master
 
 
-def _segment_starts(stack: LiveStack, stream_id: str, name: str) -> list[int]:
+def _segment_starts(stack: LiveStack, hls: CheckedHls, stream_id: str, name: str) -> list[int]:
     """The first video decode time (tfdt) of every segment, read from the served bytes."""
-    playlist = _media(stack, stream_id, name)
+    playlist = _media(hls, stream_id, name)
     base = f"/hls/{stream_id}/{name}/"
     starts = []
     for segment in playlist.segments:
@@ -85,11 +86,11 @@ def _segment_starts(stack: LiveStack, stream_id: str, name: str) -> list[int]:
 
 
 def test_a_1080p_publish_plays_as_a_four_variant_ladder_with_aligned_segments(
-    live_stack: LiveStack, celery_worker, media_dir: Path
+    live_stack: LiveStack, hls: CheckedHls, celery_worker, media_dir: Path
 ) -> None:
     source = make_source(media_dir / "ladder1080.flv", seconds=20)
     stream_id, first_master = _publish_and_wait_for_ladder(
-        live_stack, source, ["720p", "480p", "360p"]
+        live_stack, hls, source, ["720p", "480p", "360p"]
     )
 
     # The first master already held the whole ladder, nearest 2 Mbit/s first, and what it
@@ -100,7 +101,7 @@ def test_a_1080p_publish_plays_as_a_four_variant_ladder_with_aligned_segments(
         "720p",
         "360p",
     ]
-    master = _master(live_stack, stream_id)
+    master = _master(hls, stream_id)
     assert [p.uri for p in master.playlists] == [p.uri for p in first_master.playlists]
     expected = {"source": (1920, 1080), "720p": (1280, 720), "480p": (854, 480), "360p": (640, 360)}
     for variant, final in zip(first_master.playlists, master.playlists, strict=True):
@@ -123,9 +124,9 @@ def test_a_1080p_publish_plays_as_a_four_variant_ladder_with_aligned_segments(
         assert abs(seconds - 20.0) <= 0.3, (name, seconds)
 
     names = [p.uri.split("/")[0] for p in master.playlists]
-    starts = {name: _segment_starts(live_stack, stream_id, name) for name in names}
+    starts = {name: _segment_starts(live_stack, hls, stream_id, name) for name in names}
     durations = {
-        name: [s.duration for s in _media(live_stack, stream_id, name).segments] for name in names
+        name: [s.duration for s in _media(hls, stream_id, name).segments] for name in names
     }
     assert len(starts["source"]) == 10
     for name in names:
@@ -138,12 +139,12 @@ def test_a_1080p_publish_plays_as_a_four_variant_ladder_with_aligned_segments(
 
 
 def test_a_480p_publish_gets_only_the_360p_rung_besides_the_source(
-    live_stack: LiveStack, celery_worker, media_dir: Path
+    live_stack: LiveStack, hls: CheckedHls, celery_worker, media_dir: Path
 ) -> None:
     source = make_source(media_dir / "ladder480.flv", seconds=6, size="854x480")
-    stream_id, first_master = _publish_and_wait_for_ladder(live_stack, source, ["360p"])
+    stream_id, first_master = _publish_and_wait_for_ladder(live_stack, hls, source, ["360p"])
     assert sorted(p.uri for p in first_master.playlists) == ["360p/index.m3u8", "source/index.m3u8"]
-    [rung] = [p for p in _master(live_stack, stream_id).playlists if p.uri.startswith("360p/")]
+    [rung] = [p for p in _master(hls, stream_id).playlists if p.uri.startswith("360p/")]
     assert rung.stream_info.resolution == (640, 360)
     errors, _ = decode(f"{live_stack.api_url}/hls/{stream_id}/360p/index.m3u8")
     assert errors == ""

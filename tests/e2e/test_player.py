@@ -13,41 +13,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.conftest import ARTIFACTS
-from tests.e2e.conftest import LiveStack
+from tests.e2e.conftest import LADDER_360P, LiveStack
+from tests.hls_poller import CheckedHls
 from tests.media import make_source, publish
+from tests.players import chromium
 from tests.services import free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 WAIT_MS = 30_000
 VIDEO = "document.getElementById('video')"
 HLS_JS = Path(__file__).resolve().parents[2] / "player_demo/node_modules/hls.js/dist/hls.min.js"
-LADDER_360P = [{"name": "360p", "height": 360, "bitrate": 800_000}]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make system-deps)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -67,54 +52,54 @@ def _create_stream(stack: LiveStack, name: str, ladder: list[dict]) -> dict:
     return response.json()
 
 
-def _master_has(stack: LiveStack, stream_id: str, rendition: str) -> bool:
-    with stack.client() as client:
-        response = client.get(f"/hls/{stream_id}/master.m3u8")
+def _master_has(hls: CheckedHls, stream_id: str, rendition: str) -> bool:
+    response = hls.get(f"/hls/{stream_id}/master.m3u8")
     return response.status_code == 200 and f"{rendition}/index.m3u8" in response.text
 
 
 def test_the_page_plays_a_live_stream_switches_quality_and_sees_it_end(
-    live_stack: LiveStack, celery_worker, media_dir: Path, page: Page
+    live_stack: LiveStack, hls: CheckedHls, celery_worker, media_dir: Path, page: Page
 ) -> None:
     source = make_source(media_dir / "src720-25s.flv", seconds=25, size="1280x720")
     stream = _create_stream(live_stack, "player live", LADDER_360P)
     publisher = publish(source, live_stack.rtmp_url(stream["stream_key"]))
-    try:
-        # hls.js reads the master playlist once: the first one served lists the rung already.
-        wait_for(lambda: _master_has(live_stack, stream["id"], "360p"), 30, "360p in master")
-        requests: list[str] = []
-        page.on("request", lambda request: requests.append(request.url))
-        page.goto(f"{live_stack.api_url}/player?stream={stream['id']}")
+    with hls.watch(f"/hls/{stream['id']}/master.m3u8"):
+        try:
+            # hls.js reads the master playlist once: open the page when the rung is in it.
+            wait_for(lambda: _master_has(hls, stream["id"], "360p"), 30, "360p in master")
+            requests: list[str] = []
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(f"{live_stack.api_url}/player?stream={stream['id']}")
 
-        listed_live = f'#streams li[data-id="{stream["id"]}"] .badge.live'
-        page.wait_for_selector(listed_live, timeout=WAIT_MS)
-        page.wait_for_function(f"{VIDEO}.currentTime > 0", timeout=WAIT_MS)
-        start = page.evaluate(f"{VIDEO}.currentTime")
-        page.wait_for_function(f"{VIDEO}.currentTime >= {start + 4}", timeout=WAIT_MS)
+            listed_live = f'#streams li[data-id="{stream["id"]}"] .badge.live'
+            page.wait_for_selector(listed_live, timeout=WAIT_MS)
+            page.wait_for_function(f"{VIDEO}.currentTime > 0", timeout=WAIT_MS)
+            start = page.evaluate(f"{VIDEO}.currentTime")
+            page.wait_for_function(f"{VIDEO}.currentTime >= {start + 4}", timeout=WAIT_MS)
 
-        page.wait_for_function("nebulaPlayer.hls.levels.length === 2", timeout=WAIT_MS)
-        labels = page.locator("#quality button").all_inner_texts()
-        assert labels[0].startswith("Auto")
-        assert sorted(labels[1:]) == ["360p", "source"]
-        rung = page.evaluate("nebulaPlayer.hls.levels.findIndex(l => l.name === '360p')")
-        seen = len(requests)
-        page.click(f'#quality button[data-level="{rung}"]')
-        page.wait_for_function(f"nebulaPlayer.hls.currentLevel === {rung}", timeout=WAIT_MS)
-        page.wait_for_selector(
-            f'#quality button[data-level="{rung}"][aria-pressed="true"]', timeout=WAIT_MS
-        )
-        wait_for(lambda: any("/360p/" in url for url in requests[seen:]), 20, "a 360p request")
-        page.wait_for_function(f"{VIDEO}.videoHeight === 360", timeout=WAIT_MS)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=ARTIFACTS / "player.png")
+            page.wait_for_function("nebulaPlayer.hls.levels.length === 2", timeout=WAIT_MS)
+            labels = page.locator("#quality button").all_inner_texts()
+            assert labels[0].startswith("Auto")
+            assert sorted(labels[1:]) == ["360p", "source"]
+            rung = page.evaluate("nebulaPlayer.hls.levels.findIndex(l => l.name === '360p')")
+            seen = len(requests)
+            page.click(f'#quality button[data-level="{rung}"]')
+            page.wait_for_function(f"nebulaPlayer.hls.currentLevel === {rung}", timeout=WAIT_MS)
+            page.wait_for_selector(
+                f'#quality button[data-level="{rung}"][aria-pressed="true"]', timeout=WAIT_MS
+            )
+            wait_for(lambda: any("/360p/" in url for url in requests[seen:]), 20, "a 360p request")
+            page.wait_for_function(f"{VIDEO}.videoHeight === 360", timeout=WAIT_MS)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=ARTIFACTS / "player.png")
 
-        assert publisher.wait(60) == 0, publisher.stderr.read().decode()
-        page.wait_for_selector("#message:has-text('The stream has ended')", timeout=WAIT_MS)
-        page.wait_for_selector("#status.ended", timeout=WAIT_MS)
-        page.screenshot(path=ARTIFACTS / "player-ended.png")
-    finally:
-        publisher.kill()
-        publisher.wait(10)
+            assert publisher.wait(60) == 0, publisher.stderr.read().decode()
+            page.wait_for_selector("#message:has-text('The stream has ended')", timeout=WAIT_MS)
+            page.wait_for_selector("#status.ended", timeout=WAIT_MS)
+            page.screenshot(path=ARTIFACTS / "player-ended.png")
+        finally:
+            publisher.kill()
+            publisher.wait(10)
 
 
 def test_a_recording_of_an_ended_session_plays_to_its_end(

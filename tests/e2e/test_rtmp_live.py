@@ -16,6 +16,7 @@ from core.models import LiveSession, Rendition, Segment
 from core.storage import ObjectStore
 from media.demux.flv import iter_flv_tags
 from tests.e2e.conftest import GRACE_SECONDS, LiveStack
+from tests.hls_poller import CheckedHls
 from tests.media import (
     audio_ahead_of_the_first_keyframe,
     decode,
@@ -52,11 +53,8 @@ def _source_segments(stack: LiveStack, session_id: uuid.UUID) -> list[Segment]:
         )
 
 
-def _media_playlist(stack: LiveStack, stream_id: str) -> m3u8.M3U8:
-    with stack.client() as client:
-        response = client.get(f"/hls/{stream_id}/source/index.m3u8")
-    assert response.status_code == 200, response.text
-    return m3u8.loads(response.text)
+def _media_playlist(hls: CheckedHls, stream_id: str) -> m3u8.M3U8:
+    return hls.playlist(f"/hls/{stream_id}/source/index.m3u8")
 
 
 def _wait_for_segments(stack: LiveStack, stream_id: str, count: int) -> None:
@@ -67,40 +65,37 @@ def _wait_for_segments(stack: LiveStack, stream_id: str, count: int) -> None:
     wait_for(enough, 20, f"{count} segments")
 
 
-def _wait_ended(stack: LiveStack, stream_id: str, timeout: float = 30) -> None:
+def _wait_ended(hls: CheckedHls, stream_id: str, timeout: float = 30) -> None:
     wait_for(
-        lambda: _media_playlist(stack, stream_id).is_endlist,
+        lambda: _media_playlist(hls, stream_id).is_endlist,
         timeout,
         "EXT-X-ENDLIST in the media playlist",
     )
 
 
 def test_an_ffmpeg_publish_plays_back_as_hls_with_the_published_duration(
-    live_stack: LiveStack, source_1080p
+    live_stack: LiveStack, hls: CheckedHls, source_1080p
 ) -> None:
     stream = live_stack.create_stream("first light")
     assert stream["rtmp_url"].endswith(f"/live/{stream['stream_key']}")
     assert stream["playback_url"].endswith(f"/hls/{stream['id']}/master.m3u8")
+    master_path = f"/hls/{stream['id']}/master.m3u8"
     publisher = publish(source_1080p, live_stack.rtmp_url(stream["stream_key"]))
 
-    with live_stack.client() as client:
+    with hls.watch(master_path), live_stack.client() as client:
         wait_for(
             lambda: client.get(f"/api/v1/streams/{stream['id']}").json()["status"] == "live",
             15,
             "stream live",
         )
-        wait_for(
-            lambda: client.get(f"/hls/{stream['id']}/master.m3u8").status_code == 200,
-            15,
-            "master playlist",
-        )
-        master_response = client.get(f"/hls/{stream['id']}/master.m3u8")
-        live_playlist = client.get(f"/hls/{stream['id']}/source/index.m3u8")
-    assert master_response.headers["content-type"] == "application/vnd.apple.mpegurl"
-    assert live_playlist.headers["cache-control"] == "no-cache"
-    assert "#EXT-X-ENDLIST" not in live_playlist.text
-    assert publisher.wait(60) == 0, publisher.stderr.read().decode()
-    _wait_ended(live_stack, stream["id"])
+        wait_for(lambda: hls.get(master_path).status_code == 200, 15, "master playlist")
+        master_response = hls.get(master_path)
+        live_playlist = hls.get(f"/hls/{stream['id']}/source/index.m3u8")
+        assert master_response.headers["content-type"] == "application/vnd.apple.mpegurl"
+        assert live_playlist.headers["cache-control"] == "no-cache"
+        assert "#EXT-X-ENDLIST" not in live_playlist.text
+        assert publisher.wait(60) == 0, publisher.stderr.read().decode()
+        _wait_ended(hls, stream["id"])
 
     # The master lists the whole ladder planned for the 1080p source from the start, whether
     # or not a worker has made any rung segment yet (this test needs none).
@@ -117,9 +112,9 @@ def test_an_ffmpeg_publish_plays_back_as_hls_with_the_published_duration(
     assert variant.stream_info.bandwidth > 1_000_000
     assert variant.stream_info.frame_rate == 30.0
 
-    playlist = _media_playlist(live_stack, stream["id"])
+    playlist = _media_playlist(hls, stream["id"])
     text = "\n".join(["#EXT-X-VERSION:7", "#EXT-X-MAP", "#EXT-X-PROGRAM-DATE-TIME"])
-    raw = live_stack.client().get(f"/hls/{stream['id']}/source/index.m3u8").text
+    raw = hls.get(f"/hls/{stream['id']}/source/index.m3u8").text
     for tag in text.splitlines():
         assert tag in raw
     durations = [s.duration for s in playlist.segments]
@@ -154,7 +149,7 @@ def test_an_ffmpeg_publish_plays_back_as_hls_with_the_published_duration(
     store = ObjectStore.from_settings(live_stack.settings)
     mirrored = store.get_bytes(f"hls/{stream['id']}/source/index.m3u8").decode()
     assert mirrored == raw
-    final_master = live_stack.client().get(f"/hls/{stream['id']}/master.m3u8").text
+    final_master = hls.get(master_path).text
     assert store.get_bytes(f"hls/{stream['id']}/master.m3u8").decode() == final_master
 
 
@@ -165,7 +160,7 @@ def test_a_wrong_key_is_refused_with_badname(live_stack: LiveStack, source_1080p
 
 
 def test_a_second_publisher_on_a_live_key_is_refused_and_the_first_keeps_going(
-    live_stack: LiveStack, source_1080p
+    live_stack: LiveStack, hls: CheckedHls, source_1080p
 ) -> None:
     stream = live_stack.create_stream("contested")
     first = publish(source_1080p, live_stack.rtmp_url(stream["stream_key"]))
@@ -173,13 +168,13 @@ def test_a_second_publisher_on_a_live_key_is_refused_and_the_first_keeps_going(
     second = publish(source_1080p, live_stack.rtmp_url(stream["stream_key"]))
     assert second.wait(30) != 0
     assert first.wait(60) == 0
-    _wait_ended(live_stack, stream["id"])
+    _wait_ended(hls, stream["id"])
     [session] = _sessions(live_stack, stream["id"])
     assert len(_source_segments(live_stack, session.id)) == 6
 
 
 def test_garbage_on_the_rtmp_port_does_not_disturb_a_running_publish(
-    live_stack: LiveStack, source_1080p
+    live_stack: LiveStack, hls: CheckedHls, source_1080p
 ) -> None:
     stream = live_stack.create_stream("resilient")
     publisher = publish(source_1080p, live_stack.rtmp_url(stream["stream_key"]))
@@ -194,21 +189,22 @@ def test_garbage_on_the_rtmp_port_does_not_disturb_a_running_publish(
             sock.sendall(payload)
             time.sleep(0.1)
     assert publisher.wait(60) == 0
-    _wait_ended(live_stack, stream["id"])
+    _wait_ended(hls, stream["id"])
     errors, decoded = decode(f"{live_stack.api_url}/hls/{stream['id']}/source/index.m3u8")
     assert errors == ""
     assert abs(decoded - media_duration(source_1080p)) <= 0.3
 
 
 def test_a_publisher_killed_mid_stream_ends_its_session_after_the_grace_window(
-    live_stack: LiveStack, source_1080p
+    live_stack: LiveStack, hls: CheckedHls, source_1080p
 ) -> None:
     stream = live_stack.create_stream("crash")
     publisher = publish(source_1080p, live_stack.rtmp_url(stream["stream_key"]))
-    _wait_for_segments(live_stack, stream["id"], 2)
-    publisher.send_signal(signal.SIGKILL)
-    publisher.wait(10)
-    _wait_ended(live_stack, stream["id"], timeout=GRACE_SECONDS + 10)
+    with hls.watch(f"/hls/{stream['id']}/master.m3u8"):
+        _wait_for_segments(live_stack, stream["id"], 2)
+        publisher.send_signal(signal.SIGKILL)
+        publisher.wait(10)
+        _wait_ended(hls, stream["id"], timeout=GRACE_SECONDS + 10)
     [session] = _sessions(live_stack, stream["id"])
     assert session.status == "ended"
     errors, decoded = decode(f"{live_stack.api_url}/hls/{stream['id']}/source/index.m3u8")
@@ -217,24 +213,25 @@ def test_a_publisher_killed_mid_stream_ends_its_session_after_the_grace_window(
 
 
 def test_a_reconnect_within_the_grace_window_continues_one_session_with_a_discontinuity(
-    live_stack: LiveStack, source_1080p
+    live_stack: LiveStack, hls: CheckedHls, source_1080p
 ) -> None:
     stream = live_stack.create_stream("flaky uplink")
     url = live_stack.rtmp_url(stream["stream_key"])
     dropped = publish(source_1080p, url)
-    _wait_for_segments(live_stack, stream["id"], 2)
-    dropped.send_signal(signal.SIGKILL)  # a network drop: no unpublish is sent
-    dropped.wait(10)
-    reconnected = publish(source_1080p, url)
-    assert reconnected.wait(60) == 0
-    _wait_ended(live_stack, stream["id"])
+    with hls.watch(f"/hls/{stream['id']}/master.m3u8"):
+        _wait_for_segments(live_stack, stream["id"], 2)
+        dropped.send_signal(signal.SIGKILL)  # a network drop: no unpublish is sent
+        dropped.wait(10)
+        reconnected = publish(source_1080p, url)
+        assert reconnected.wait(60) == 0
+        _wait_ended(hls, stream["id"])
 
     [session] = _sessions(live_stack, stream["id"])
     segments = _source_segments(live_stack, session.id)
     assert [s.sequence for s in segments] == list(range(len(segments)))
     assert sum(s.discontinuity for s in segments) == 1
     assert len({s.init_key for s in segments}) == 2
-    raw = live_stack.client().get(f"/hls/{stream['id']}/source/index.m3u8").text
+    raw = hls.get(f"/hls/{stream['id']}/source/index.m3u8").text
     assert raw.count("#EXT-X-DISCONTINUITY\n") == 1
     errors, decoded = decode(f"{live_stack.api_url}/hls/{stream['id']}/source/index.m3u8")
     assert errors == ""

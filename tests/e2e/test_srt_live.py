@@ -22,6 +22,7 @@ from sqlalchemy import select as sql_select
 from core.db import session_scope
 from core.models import LiveSession
 from tests.e2e.conftest import GRACE_SECONDS, LiveStack, free_udp_port
+from tests.hls_poller import CheckedHls
 from tests.media import decode, make_ts_source, media_duration, publish_ts
 from tests.services import wait_for
 
@@ -46,25 +47,22 @@ def _sessions(stack: LiveStack, stream_id: str) -> list[LiveSession]:
         )
 
 
-def _playlist(stack: LiveStack, path: str) -> m3u8.M3U8:
-    with stack.client() as client:
-        response = client.get(path)
-    assert response.status_code == 200, (path, response.text)
-    return m3u8.loads(response.text)
-
-
-def _wait_for_ladder(stack: LiveStack, stream_id: str, names: list[str]) -> m3u8.M3U8:
+def _wait_for_ladder(hls: CheckedHls, stream_id: str, names: list[str]) -> m3u8.M3U8:
     """Every rendition complete (EXT-X-ENDLIST); returns the master playlist."""
 
     def complete() -> bool:
-        master = _playlist(stack, f"/hls/{stream_id}/master.m3u8")
+        master = hls.playlist(f"/hls/{stream_id}/master.m3u8")
         have = [p.uri.split("/")[0] for p in master.playlists]
         return sorted(have) == sorted(names) and all(
-            _playlist(stack, f"/hls/{stream_id}/{name}/index.m3u8").is_endlist for name in have
+            hls.playlist(f"/hls/{stream_id}/{name}/index.m3u8").is_endlist for name in have
         )
 
     wait_for(complete, 90, f"every rendition of {names} ended")
-    return _playlist(stack, f"/hls/{stream_id}/master.m3u8")
+    return hls.playlist(f"/hls/{stream_id}/master.m3u8")
+
+
+def _wait_source_ended(hls: CheckedHls, stream_id: str, what: str) -> None:
+    wait_for(lambda: hls.playlist(f"/hls/{stream_id}/source/index.m3u8").is_endlist, 30, what)
 
 
 def _assert_every_variant_decodes(
@@ -78,20 +76,19 @@ def _assert_every_variant_decodes(
 
 
 def test_ffmpeg_publishing_over_srt_with_a_stream_id_plays_as_a_ladder(
-    live_stack: LiveStack, celery_worker, ts_480p: Path
+    live_stack: LiveStack, hls: CheckedHls, celery_worker, ts_480p: Path
 ) -> None:
     stream = live_stack.create_stream("srt first light")
     assert stream["srt_url"].endswith(f"?streamid=#!::r=live/{stream['stream_key']},m=publish")
     publisher = publish_ts(ts_480p, live_stack.srt_url(stream["stream_key"]))
-    with live_stack.client() as client:
+    with hls.watch(f"/hls/{stream['id']}/master.m3u8"), live_stack.client() as client:
         wait_for(
             lambda: client.get(f"/api/v1/streams/{stream['id']}").json()["status"] == "live",
             15,
             "stream live",
         )
-    assert publisher.wait(60) == 0, publisher.stderr.read().decode()
-
-    master = _wait_for_ladder(live_stack, stream["id"], ["source", "360p"])
+        assert publisher.wait(60) == 0, publisher.stderr.read().decode()
+        master = _wait_for_ladder(hls, stream["id"], ["source", "360p"])
     [source] = [p for p in master.playlists if p.uri.startswith("source/")]
     assert source.stream_info.resolution == (854, 480)
     assert source.stream_info.codecs.startswith("avc1.64")
@@ -108,14 +105,14 @@ def test_ffmpeg_publishing_over_srt_with_a_stream_id_plays_as_a_ladder(
 
 
 def test_hevc_over_srt_with_a_bare_stream_id_plays_as_hvc1_with_h264_rungs(
-    live_stack: LiveStack, celery_worker, media_dir: Path
+    live_stack: LiveStack, hls: CheckedHls, celery_worker, media_dir: Path
 ) -> None:
     source = make_ts_source(media_dir / "srt480-hevc.ts", seconds=SECONDS, video_codec="libx265")
     stream = live_stack.create_stream("srt hevc")
     publisher = publish_ts(source, live_stack.srt_url(stream["stream_key"], bare=True))
     assert publisher.wait(60) == 0, publisher.stderr.read().decode()
 
-    master = _wait_for_ladder(live_stack, stream["id"], ["source", "360p"])
+    master = _wait_for_ladder(hls, stream["id"], ["source", "360p"])
     source_variant, rung = sorted(master.playlists, key=lambda p: not p.uri.startswith("source/"))
     assert source_variant.stream_info.codecs.startswith("hvc1.")
     assert rung.stream_info.codecs.startswith("avc1.")
@@ -126,17 +123,15 @@ def test_hevc_over_srt_with_a_bare_stream_id_plays_as_hvc1_with_h264_rungs(
     # rungs' (encoded here) do not, and the streamer is told.
     assert session.open_gop
     assert not master.is_independent_segments
-    assert not _playlist(
-        live_stack, f"/hls/{stream['id']}/source/index.m3u8"
-    ).is_independent_segments
-    assert _playlist(live_stack, f"/hls/{stream['id']}/360p/index.m3u8").is_independent_segments
+    assert not hls.playlist(f"/hls/{stream['id']}/source/index.m3u8").is_independent_segments
+    assert hls.playlist(f"/hls/{stream['id']}/360p/index.m3u8").is_independent_segments
     with live_stack.client() as client:
         warnings = client.get(f"/api/v1/sessions/{session.id}").json()["warnings"]
     assert any("open-gop=0" in warning for warning in warnings)
 
 
 def test_mp2_audio_is_ignored_and_the_session_says_why(
-    live_stack: LiveStack, media_dir: Path
+    live_stack: LiveStack, hls: CheckedHls, media_dir: Path
 ) -> None:
     """ffmpeg's MPEG-TS default audio codec is MP2: the video goes live, the audio cannot."""
     source = make_ts_source(media_dir / "srt480-mp2.ts", seconds=4, audio_codec="mp2")
@@ -153,11 +148,7 @@ def test_mp2_audio_is_ignored_and_the_session_says_why(
 
     wait_for(shown_while_live, 4, "the warning, while the stream is live")
     assert publisher.wait(60) == 0, publisher.stderr.read().decode()
-    wait_for(
-        lambda: _playlist(live_stack, f"/hls/{stream['id']}/source/index.m3u8").is_endlist,
-        30,
-        "the publish ended",
-    )
+    _wait_source_ended(hls, stream["id"], "the publish ended")
     [session] = _sessions(live_stack, stream["id"])
     with live_stack.client() as client:
         shown = client.get(f"/api/v1/sessions/{session.id}").json()
@@ -165,7 +156,7 @@ def test_mp2_audio_is_ignored_and_the_session_says_why(
     assert "MPEG-1 audio (MP2/MP3)" in warning or "MPEG-2 audio (MP2/MP3)" in warning
     assert "AAC" in warning
     assert "audio" not in shown["media_info"]
-    master = _playlist(live_stack, f"/hls/{stream['id']}/master.m3u8")
+    master = hls.playlist(f"/hls/{stream['id']}/master.m3u8")
     [variant] = [p for p in master.playlists if p.uri.startswith("source/")]
     assert variant.stream_info.codecs.startswith("avc1.")
     assert "mp4a" not in variant.stream_info.codecs
@@ -198,7 +189,7 @@ def _stream_with_refused_publish(stack: LiveStack, url: str, source: Path) -> st
 
 
 def test_a_wrong_stream_id_is_refused_at_the_handshake_and_a_right_one_then_works(
-    live_stack: LiveStack, ts_480p: Path
+    live_stack: LiveStack, hls: CheckedHls, ts_480p: Path
 ) -> None:
     stream = live_stack.create_stream("srt gatekeeper")
     key = stream["stream_key"]
@@ -213,17 +204,13 @@ def test_a_wrong_stream_id_is_refused_at_the_handshake_and_a_right_one_then_work
 
     publisher = publish_ts(ts_480p, live_stack.srt_url(key, bare=True))
     assert publisher.wait(60) == 0, publisher.stderr.read().decode()
-    wait_for(
-        lambda: _playlist(live_stack, f"/hls/{stream['id']}/source/index.m3u8").is_endlist,
-        30,
-        "the good publish ended",
-    )
+    _wait_source_ended(hls, stream["id"], "the good publish ended")
     [session] = _sessions(live_stack, stream["id"])
     assert session.protocol == "srt"
 
 
 def test_srt_live_transmit_relaying_a_udp_feed_plays_as_a_ladder(
-    live_stack: LiveStack, celery_worker, ts_480p: Path, tmp_path: Path
+    live_stack: LiveStack, hls: CheckedHls, celery_worker, ts_480p: Path, tmp_path: Path
 ) -> None:
     stream = live_stack.create_stream("srt relay")
     udp_port = free_udp_port()
@@ -253,7 +240,7 @@ def test_srt_live_transmit_relaying_a_udp_feed_plays_as_a_ladder(
     finally:
         relay.terminate()  # srt-live-transmit closes its SRT connection on SIGTERM
         relay.wait(10)
-    master = _wait_for_ladder(live_stack, stream["id"], ["source", "360p"])
+    master = _wait_for_ladder(hls, stream["id"], ["source", "360p"])
     _assert_every_variant_decodes(live_stack, stream["id"], master, media_duration(ts_480p))
 
 
@@ -320,7 +307,7 @@ class LossyRelay:
 
 
 def test_a_lossy_path_keeps_the_session_alive_and_the_recording_decodes(
-    live_stack: LiveStack, ts_480p: Path
+    live_stack: LiveStack, hls: CheckedHls, ts_480p: Path
 ) -> None:
     stream = live_stack.create_stream("srt lossy")
     with LossyRelay(live_stack.settings.srt_port, loss=0.03, seed=7).running() as relay:
@@ -328,11 +315,7 @@ def test_a_lossy_path_keeps_the_session_alive_and_the_recording_decodes(
         publisher = publish_ts(ts_480p, url)
         assert publisher.wait(60) == 0, publisher.stderr.read().decode()
     assert relay.dropped > 10
-    wait_for(
-        lambda: _playlist(live_stack, f"/hls/{stream['id']}/source/index.m3u8").is_endlist,
-        30,
-        "the lossy publish ended",
-    )
+    _wait_source_ended(hls, stream["id"], "the lossy publish ended")
     [session] = _sessions(live_stack, stream["id"])
     assert session.status == "ended"
     # SRT resent what the relay dropped: lost, then recovered.
@@ -399,7 +382,7 @@ def test_heavy_loss_with_low_latency_drops_counted_units_and_the_session_survive
 
 
 def test_garbage_from_an_srt_publisher_does_not_disturb_another_live_stream(
-    live_stack: LiveStack, ts_480p: Path
+    live_stack: LiveStack, hls: CheckedHls, ts_480p: Path
 ) -> None:
     good = live_stack.create_stream("srt steady")
     noisy = live_stack.create_stream("srt garbage")
@@ -420,11 +403,7 @@ def test_garbage_from_an_srt_publisher_does_not_disturb_another_live_stream(
         garbage.terminate()
         garbage.wait(10)
     assert publisher.wait(60) == 0, publisher.stderr.read().decode()
-    wait_for(
-        lambda: _playlist(live_stack, f"/hls/{good['id']}/source/index.m3u8").is_endlist,
-        30,
-        "the good publish ended",
-    )
+    _wait_source_ended(hls, good["id"], "the good publish ended")
     errors, decoded = decode(f"{live_stack.api_url}/hls/{good['id']}/master.m3u8")
     assert errors == ""
     assert abs(decoded - media_duration(ts_480p)) <= 0.4

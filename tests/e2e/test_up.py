@@ -17,6 +17,7 @@ import pytest
 
 from nebula_live.processes import process_tree
 from tests.e2e.conftest import free_udp_port
+from tests.hls_poller import CheckedHls
 from tests.media import probe
 from tests.services import REPO_ROOT, free_port, free_port_block, wait_for, world_readable_tmpdir
 
@@ -106,8 +107,10 @@ def test_up_starts_everything_stops_cleanly_and_keeps_its_data(
         demo_line = re.compile(r"demo\s+(http://\S+/master\.m3u8)")
         wait_for(lambda: demo_line.search(log.read_text()) is not None, 30, "the demo's URL")
         demo_url = demo_line.search(log.read_text()).group(1)
-        wait_for(lambda: httpx.get(demo_url).status_code == 200, 60, "demo stream playlist")
-        assert probe(demo_url)["streams"][0]["codec_name"] == "h264"
+        with CheckedHls(base) as hls:
+            wait_for(lambda: hls.get(demo_url).status_code == 200, 60, "demo stream playlist")
+            assert probe(demo_url)["streams"][0]["codec_name"] == "h264"
+        hls.assert_clean()
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0
 

@@ -12,8 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
-import m3u8
 import psutil
 import pytest
 from websockets.sync.client import connect
@@ -22,6 +20,7 @@ from core.webhooks import verify_signature
 from nebula_live.processes import resident_bytes
 from tests.conftest import WEBHOOK_SECRET
 from tests.e2e.conftest import LiveStack
+from tests.hls_poller import CheckedHls
 from tests.media import decode, make_media_file, probe
 from tests.services import REPO_ROOT, WebhookReceiver, settings_env, wait_for
 
@@ -85,17 +84,21 @@ def _assert_only_grows_to_one(progress: list[float]) -> None:
 
 
 def _assert_vod_ladder(
-    stack: LiveStack, state: dict, renditions: dict[str, tuple[int, int]], audio: bool
+    stack: LiveStack,
+    hls: CheckedHls,
+    state: dict,
+    renditions: dict[str, tuple[int, int]],
+    audio: bool,
 ) -> None:
     """Every variant: VOD with ENDLIST, H.264 (+ AAC), the right size, decodes, lasts SECONDS."""
     playback = state["playback_url"].replace(stack.settings.public_http_url, stack.api_url)
-    master = m3u8.loads(httpx.get(playback, timeout=30).text)
+    master = hls.playlist(playback)
     names = [variant.uri.split("/")[0] for variant in master.playlists]
     assert sorted(names) == sorted(renditions)
     for variant in master.playlists:
         name = variant.uri.split("/")[0]
         url = playback.rsplit("/", 1)[0] + "/" + variant.uri
-        text = httpx.get(url, timeout=30).text
+        text = hls.get(url).text
         assert "#EXT-X-PLAYLIST-TYPE:VOD" in text and "#EXT-X-ENDLIST" in text, (name, text)
         streams = probe(url)["streams"]
         video = next(s for s in streams if s["codec_type"] == "video")
@@ -138,6 +141,7 @@ def _ready_webhook(receiver: WebhookReceiver, upload_id: str) -> dict:
 
 def test_an_h264_aac_mp4_is_remuxed_into_a_vod_ladder_announced_by_websocket_and_webhook(
     live_stack: LiveStack,
+    hls: CheckedHls,
     celery_worker,
     webhook_receiver: WebhookReceiver,
     uploads: dict[str, Path],
@@ -172,6 +176,7 @@ def test_an_h264_aac_mp4_is_remuxed_into_a_vod_ladder_announced_by_websocket_and
     assert hook["data"]["playback_url"].endswith(recording)
     _assert_vod_ladder(
         live_stack,
+        hls,
         state,
         {"source": (1280, 720), "480p": (854, 480), "360p": (640, 360)},
         audio=True,
@@ -187,13 +192,15 @@ def test_an_h264_aac_mp4_is_remuxed_into_a_vod_ladder_announced_by_websocket_and
 
 
 def test_a_vp9_opus_mkv_is_transcoded_into_the_same_ladder(
-    live_stack: LiveStack, celery_worker, uploads: dict[str, Path]
+    live_stack: LiveStack, hls: CheckedHls, celery_worker, uploads: dict[str, Path]
 ) -> None:
     accepted = _post(live_stack, uploads["vp9-opus"])
     state, polled = _follow(live_stack, accepted["id"])
     assert state["status"] == "ready", state
     _assert_only_grows_to_one(polled)
-    _assert_vod_ladder(live_stack, state, {"source": (854, 480), "360p": (640, 360)}, audio=True)
+    _assert_vod_ladder(
+        live_stack, hls, state, {"source": (854, 480), "360p": (640, 360)}, audio=True
+    )
     with live_stack.client() as client:
         session = client.get(f"/api/v1/sessions/{accepted['session_id']}").json()
     assert session["media_info"]["upload"]["video"]["codec"] == "vp9"
@@ -201,13 +208,15 @@ def test_a_vp9_opus_mkv_is_transcoded_into_the_same_ladder(
 
 
 def test_a_file_without_audio_becomes_a_video_only_ladder(
-    live_stack: LiveStack, celery_worker, uploads: dict[str, Path]
+    live_stack: LiveStack, hls: CheckedHls, celery_worker, uploads: dict[str, Path]
 ) -> None:
     accepted = _post(live_stack, uploads["video-only"])
     state, polled = _follow(live_stack, accepted["id"])
     assert state["status"] == "ready", state
     _assert_only_grows_to_one(polled)
-    _assert_vod_ladder(live_stack, state, {"source": (854, 480), "360p": (640, 360)}, audio=False)
+    _assert_vod_ladder(
+        live_stack, hls, state, {"source": (854, 480), "360p": (640, 360)}, audio=False
+    )
 
 
 def _cli(stack: LiveStack, path: Path) -> subprocess.CompletedProcess[str]:
