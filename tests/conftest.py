@@ -24,7 +24,9 @@ from tests.services import (
     wait_for,
 )
 
-for _name in [n for n in os.environ if n.startswith("NEBULA_")]:
+# The tests choose every setting themselves; NEBULA_UPDATE_GOLDEN is no setting but the
+# golden-file tests' switch (tests/unit/test_playlist.py).
+for _name in [n for n in os.environ if n.startswith("NEBULA_") and n != "NEBULA_UPDATE_GOLDEN"]:
     del os.environ[_name]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
