@@ -3,6 +3,11 @@
 A publisher's clock starts wherever its encoder likes; the packager re-bases it onto the
 session timeline (`timeline_start`), so a publisher that reconnects into the same session
 continues where the previous connection stopped, with sequence numbers continuing too.
+
+Segments stay within what the presentation's target duration allows where the keyframes let
+them (`Segmenter.max_duration_ticks`). `target_duration` is that value when the presentation
+already has one; without it, the packager fixes it from its first segment, as the
+presentation's first segment fixes it (`media.hls.target_duration`).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from media.hls.segmenter import SegmentClosed, Segmenter, SegmenterEvent
+from media.hls.target_duration import max_segment_ticks, presentation_target_duration
 from media.mp4.fmp4 import (
     AAC_FRAME_SAMPLES,
     fragments_from_access_units,
@@ -81,6 +87,7 @@ class SegmentPackager:
     timeline_start: int = 0
     init_index: int = 0
     discontinuity: bool = False
+    target_duration: int | None = None
     video: VideoConfig | None = None
     audio: AudioConfig | None = None
     bitrate: BitrateMeter = field(default_factory=BitrateMeter)
@@ -174,6 +181,9 @@ class SegmentPackager:
             round(self.target_seconds * CLOCK_HZ),
             has_video=has_video,
             first_sequence=self.first_sequence,
+            max_duration_ticks=max_segment_ticks(
+                self.target_duration or presentation_target_duration(self.target_seconds, 0.0)
+            ),
         )
         if self.discontinuity:
             self._segmenter.mark_discontinuity()
@@ -206,6 +216,12 @@ class SegmentPackager:
         )
         data = media_segment(closed.sequence + 1, fragments)
         self.bitrate.add(len(data), closed.duration_seconds)
+        if self.target_duration is None:
+            self.target_duration = presentation_target_duration(
+                self.target_seconds, closed.duration_seconds
+            )
+            assert self._segmenter is not None
+            self._segmenter.max_duration_ticks = max_segment_ticks(self.target_duration)
         return PackagedSegment(
             closed.sequence,
             closed.start_dts,
