@@ -27,7 +27,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 STREAM_STATUSES = ("idle", "live", "disabled")
 SESSION_STATUSES = ("live", "ended", "failed")
-SEGMENT_STATUSES = ("ready", "failed")
+SEGMENT_STATUSES = ("ready", "failed", "gap")  # gap: no publisher, on the timeline only
 UPLOAD_STATUSES = ("processing", "ready", "failed")
 
 
@@ -48,6 +48,12 @@ class Stream(Base):
     stream_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="idle")
     ladder: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
+    # The stream URL's live presentation, which sessions join until its playlists end: its
+    # first sequence number, its target duration (fixed by its first segment) and when its
+    # playlists got EXT-X-ENDLIST (null while a publisher may still join it).
+    presentation_sequence: Mapped[int | None] = mapped_column(Integer)
+    target_duration: Mapped[int | None] = mapped_column(Integer)
+    presentation_ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
@@ -75,11 +81,18 @@ class LiveSession(Base):
     disconnected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Refreshed by the ingest holding the publisher; a stale one means that process died.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the current connection's first segment took its place on the stream's timeline;
+    # null until then, while the outage sweep keeps the stream's playlists advancing.
+    fed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     media_info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # The stream's ladder when the session started (null: the default ladder), so editing
     # a stream never changes the rungs of a session in progress.
     ladder: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     gop_seconds: Mapped[float | None] = mapped_column(Float)
+    # The stream presentation this session belongs to (its first sequence number), and the
+    # target duration of the session's own recording: the presentation's.
+    presentation_sequence: Mapped[int | None] = mapped_column(Integer)
+    target_duration: Mapped[int | None] = mapped_column(Integer)
     bytes_ingested: Mapped[int] = mapped_column(BigInteger, default=0)
     error: Mapped[str | None] = mapped_column(Text)
 
