@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session
 from core.models import LiveSession, Rendition, Segment
 from media.ladder import DEFAULT_LADDER, SOURCE, Rung, parse_ladder, rungs_for_source
 from packager.keys import media_key, segment_name
-
-READY, FAILED = "ready", "failed"
+from packager.timeline import FAILED, READY
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,19 +45,23 @@ def master_playlist(stream_id: uuid.UUID, db: DbSession) -> Response:
     renditions = [r for r in session.renditions] if session else []
     if not renditions:
         raise _not_found(f"stream {stream_id} has no media yet")
-    return _playlist(catalog.render_master(renditions), session.status != "live")
+    presentation = catalog.current_presentation(db, stream_id)
+    ended = presentation is None or presentation.ended
+    return _playlist(catalog.render_master(renditions), ended)
 
 
 @router.get("/{stream_id}/{rendition}/index.m3u8", summary="Media playlist of one rendition")
 def media_playlist(
     stream_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
 ) -> Response:
-    session = catalog.latest_session(db, stream_id)
-    found = catalog.find_rendition(db, session.id, rendition) if session else None
-    if found is None:
+    """Any rendition a master of the stream's live presentation lists: a session that lacks
+    it (or a rung not transcoded yet) shows as EXT-X-GAP, never as a 404."""
+    presentation = catalog.current_presentation(db, stream_id)
+    if presentation is None or rendition not in presentation.renditions:
         raise _not_found(f"stream {stream_id} has no rendition {rendition!r}")
     policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
-    return _playlist(catalog.render_media(db, session, found, policy), session.status != "live")
+    listing = catalog.render_stream_media(db, presentation, rendition, policy)
+    return _playlist(listing.text, listing.ended)
 
 
 # The recording routes come before `media_object`: their paths have the same shape.

@@ -70,8 +70,15 @@ def store_session(
     """What ingest leaves behind for a publish: objects in the bucket and rows in Postgres."""
     url = settings.database_url
     with session_scope(url) as db:
-        stream = Stream(name="ladder", stream_key_hash=secrets.token_hex(32), status="live")
-        session = LiveSession(stream=stream, protocol="rtmp", status="live", ladder=ladder)
+        stream = Stream(
+            name="ladder",
+            stream_key_hash=secrets.token_hex(32),
+            status="live",
+            presentation_sequence=0,
+        )
+        session = LiveSession(
+            stream=stream, protocol="rtmp", status="live", ladder=ladder, presentation_sequence=0
+        )
         db.add(stream)
         db.flush()
         stream_id, session_id = stream.id, session.id
@@ -142,11 +149,12 @@ def wait_for_rungs(
 
 
 def playlist(settings: Settings, session_id: uuid.UUID, name: str) -> m3u8.M3U8:
+    """The session's recording of one rendition."""
     policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
     with session_scope(settings.database_url) as db:
         session = db.get(LiveSession, session_id)
         rendition = catalog.find_rendition(db, session_id, name)
-        return m3u8.loads(catalog.render_media(db, session, rendition, policy))
+        return m3u8.loads(catalog.render_recording(db, session, rendition, policy))
 
 
 def test_the_worker_makes_every_rung_of_the_session_ladder_and_mirrors_the_playlists(
@@ -179,8 +187,13 @@ def test_the_worker_makes_every_rung_of_the_session_ladder_and_mirrors_the_playl
         "240p/index.m3u8",
     ]
     assert master.playlists[2].stream_info.resolution == (428, 240)
-    mirrored = m3u8.loads(store.get_bytes(media_playlist_key(stream_id, "240p")).decode())
-    assert [s.uri for s in mirrored.segments][-1] == f"{session_id}/00000002.m4s"
+
+    # The last task mirrors the playlists after it recorded its rows.
+    def mirrored_uris() -> list[str]:
+        text = store.get_bytes(media_playlist_key(stream_id, "240p")).decode()
+        return [s.uri for s in m3u8.loads(text).segments]
+
+    wait_for(lambda: mirrored_uris()[-1:] == [f"{session_id}/00000002.m4s"], 10, "mirror")
 
     assert not playlist(settings, session_id, "240p").is_endlist
     end_session(settings, session_id)
@@ -211,7 +224,7 @@ def test_a_corrupt_source_segment_is_a_gap_in_every_rung_while_later_segments_pl
     assert rows["360p"] == {0: "ready", 1: "failed", 2: "ready"}
     end_session(settings, session_id)
     raw = playlist(settings, session_id, "360p")
-    assert [s.uri.rsplit("/", 1)[1] for s in raw.segments] == [
+    assert [s.uri.rsplit("/", 1)[-1] for s in raw.segments] == [
         "00000000.m4s",
         "00000001.m4s",
         "00000002.m4s",
