@@ -18,13 +18,14 @@ from redis import Redis
 from sqlalchemy import func, select, update
 
 from core.db import session_scope
-from core.models import LiveSession, Rendition, Segment
+from core.models import LiveSession, Rendition, Segment, Stream
 from core.settings import Settings
 from core.storage import ObjectStore
 from media.hls.segment_packager import InitSegment, PackagedSegment, SegmentPackager
 from media.ladder import SOURCE
 from media.source_info import describe_source, video_frame_rate
 from media.types import CLOCK_HZ
+from packager import timeline
 from packager.enqueue import enqueue_ladder
 from packager.keys import init_name, media_key, segment_name
 from packager.mirror import announce_segment
@@ -63,6 +64,7 @@ class SourceWriter:
         self.timeline_start = timeline_start
         self.transcode = transcode
         self.wall_clock_origin = datetime.now(UTC)
+        self._sequence_offset: int | None = None  # the stream's numbers minus the packager's
         self._rendition_id: int | None = None
         self._stored_inits: set[int] = set()
 
@@ -76,8 +78,9 @@ class SourceWriter:
     ) -> bool:
         """Store, record and announce one segment; True for the session's first one."""
         started = time.perf_counter()
+        sequence = self._place(segment)
         init_key = self._store_init(segment.init)
-        key = media_key(self.stream_id, SOURCE, self.session_id, segment_name(segment.sequence))
+        key = media_key(self.stream_id, SOURCE, self.session_id, segment_name(sequence))
         _retry(lambda: self.store.put_bytes(key, segment.data, "video/iso.segment"))
         first = self._rendition_id is None
         if first:
@@ -91,7 +94,7 @@ class SourceWriter:
                 self.session_id,
                 SegmentRecord(
                     rendition_id=self._rendition_id,
-                    sequence=segment.sequence,
+                    sequence=sequence,
                     duration=round(segment.duration, 6),
                     program_date_time=program_date_time,
                     discontinuity=segment.discontinuity,
@@ -103,23 +106,39 @@ class SourceWriter:
                 average_bandwidth=packager.bitrate.average,
                 gop_seconds=round(gop.max_seconds, 3) if gop else None,
                 bytes_ingested=bytes_ingested,
+                # An upload's session is a recording only: its chunks have no common first.
+                target_duration=packager.target_duration if self.stream_id else None,
             )
         )
-        self._enqueue_ladder(segment.sequence)
+        self._enqueue_ladder(sequence)
         if self.stream_id is not None:
             announce_segment(
                 self.redis,
                 self.stream_id,
                 self.session_id,
                 SOURCE,
-                segment.sequence,
+                sequence,
                 segment.duration,
                 program_date_time,
             )
-        log.debug(
-            "segment %s stored in %.1f ms", segment.sequence, (time.perf_counter() - started) * 1000
-        )
+        log.debug("segment %s stored in %.1f ms", sequence, (time.perf_counter() - started) * 1000)
         return first
+
+    def _place(self, segment: PackagedSegment) -> int:
+        """The segment's number on its stream's timeline. A live connection's first segment
+        claims the next one (gaps may have been added since the publish was granted), and
+        its date starts no earlier than where the timeline ends; the rest follow it. An
+        upload's segments keep the numbers their job planned."""
+        if self.stream_id is None:
+            return segment.sequence
+        if self._sequence_offset is None:
+            place = _retry(
+                lambda: claim(self.settings.database_url, self.stream_id, self.session_id)
+            )
+            self._sequence_offset = place.sequence - segment.sequence
+            if place.not_before is not None:
+                self.wall_clock_origin = max(self.wall_clock_origin, place.not_before)
+        return segment.sequence + self._sequence_offset
 
     def _enqueue_ladder(self, sequence: int) -> None:
         """Workers transcode the rungs; a lost enqueue costs only that segment's rungs."""
@@ -152,6 +171,11 @@ class SourceWriter:
             frame_rate=video_frame_rate(video, metadata) if video else None,
             media_info=describe_source(video, init.audio, metadata),
         )
+
+
+def claim(database_url: str, stream_id: uuid.UUID, session_id: uuid.UUID) -> timeline.Place:
+    with session_scope(database_url) as db:
+        return timeline.claim_place(db, stream_id, session_id)
 
 
 def _retry(action: Any) -> Any:
@@ -213,7 +237,10 @@ def record_segment(
     average_bandwidth: int,
     gop_seconds: float | None,
     bytes_ingested: int,
+    target_duration: int | None = None,
 ) -> None:
+    """One source segment's row and what it tells about its session; `target_duration` is
+    the presentation's, kept by the session and its stream from the first segment on."""
     with session_scope(database_url) as db:
         db.add(
             Segment(
@@ -242,5 +269,18 @@ def record_segment(
         if gop_seconds is not None:
             values["gop_seconds"] = func.greatest(
                 func.coalesce(LiveSession.gop_seconds, 0), gop_seconds
+            )
+        if target_duration is not None:
+            values["target_duration"] = func.coalesce(LiveSession.target_duration, target_duration)
+            # Once set it matches no row, so later segments take no lock on the stream.
+            session = select(LiveSession).where(LiveSession.id == session_id).subquery()
+            db.execute(
+                update(Stream)
+                .where(
+                    Stream.id == session.c.stream_id,
+                    Stream.presentation_sequence == session.c.presentation_sequence,
+                    Stream.target_duration.is_(None),
+                )
+                .values(target_duration=target_duration)
             )
         db.execute(update(LiveSession).where(LiveSession.id == session_id).values(**values))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from media.demux.flv import FlvDemuxer, FlvTagType, iter_flv_tags
 from media.hls.segment_packager import PackagedSegment, SegmentPackager
-from media.types import AccessUnit
+from media.types import AccessUnit, AudioConfig, VideoConfig
 
 
 def make_source(
@@ -100,23 +100,27 @@ def media_duration(path: Path) -> float:
     return float(probe(str(path))["format"]["duration"])
 
 
+def flv_items(path: Path) -> list[AccessUnit | VideoConfig | AudioConfig]:
+    """An FLV file through the ingest path's demuxer: what a publisher's connection pushes."""
+    demuxer = FlvDemuxer()
+    items: list[AccessUnit | VideoConfig | AudioConfig] = []
+    for tag in iter_flv_tags(path.read_bytes()):
+        if tag.tag_type is FlvTagType.VIDEO:
+            items += demuxer.video(tag.timestamp_ms, tag.payload)
+        elif tag.tag_type is FlvTagType.AUDIO:
+            items += demuxer.audio(tag.timestamp_ms, tag.payload)
+    return items
+
+
 def package_flv(path: Path, packager: SegmentPackager | None = None) -> list[PackagedSegment]:
     """Run an FLV file through the ingest path's demuxer and packager: the source segments."""
     packager = packager or SegmentPackager(2.0)
-    demuxer = FlvDemuxer()
     segments: list[PackagedSegment] = []
-    for tag in iter_flv_tags(path.read_bytes()):
-        if tag.tag_type is FlvTagType.VIDEO:
-            items = demuxer.video(tag.timestamp_ms, tag.payload)
-        elif tag.tag_type is FlvTagType.AUDIO:
-            items = demuxer.audio(tag.timestamp_ms, tag.payload)
+    for item in flv_items(path):
+        if isinstance(item, AccessUnit):
+            segments += packager.push(item)
         else:
-            continue
-        for item in items:
-            if isinstance(item, AccessUnit):
-                segments += packager.push(item)
-            else:
-                segments += packager.configure(item)
+            segments += packager.configure(item)
     return segments + packager.flush()
 
 
