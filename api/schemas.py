@@ -10,7 +10,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from core.models import LiveSession, SessionStatus, Stream, StreamStatus, Upload, UploadStatus
 from core.settings import Settings
+from media.hls.target_duration import max_segment_ticks
 from media.ladder import SOURCE, parse_ladder
+from media.types import CLOCK_HZ
 from packager.catalog import quality_order
 from packager.keys import recording_path
 from packager.uploads import playback_url
@@ -190,6 +192,16 @@ def session_warnings(session: LiveSession, settings: Settings) -> list[str]:
             "them, so players cannot start or switch on them cleanly and the playlists do "
             "not claim independent segments. Set the encoder to closed GOPs (x265: "
             "open-gop=0)."
+        )
+    td = session.target_duration
+    if td and session.gop_seconds and session.gop_seconds * CLOCK_HZ > max_segment_ticks(td):
+        warnings.append(
+            f"keyframes arrived up to {session.gop_seconds:g} s apart, so segments ran longer "
+            f"than the {td} s target duration this stream's players were promised (it never "
+            "changes while the stream is live): some players stall or skip. Keep the "
+            f"keyframe interval at {settings.segment_seconds:g} s; a new target duration "
+            "applies once the stream has been off air for "
+            f"{settings.presentation_hold_seconds:g} s."
         )
     # What the ingest could not take (e.g. an MPEG-TS audio track in MP2).
     warnings += (session.media_info or {}).get("ingest", {}).get("warnings", [])

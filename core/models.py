@@ -47,6 +47,7 @@ class SessionStatus(StrEnum):
 class SegmentStatus(StrEnum):
     READY = "ready"
     FAILED = "failed"  # a rung segment that could not be made: EXT-X-GAP in its playlist
+    GAP = "gap"  # no publisher fed the presentation: on the stream's timeline only
 
 
 class UploadStatus(StrEnum):
@@ -72,6 +73,12 @@ class Stream(Base):
     stream_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(16), default=StreamStatus.IDLE)
     ladder: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
+    # The stream URL's live presentation, which sessions join until its playlists end: its
+    # first sequence number, its target duration (fixed by its first segment) and when its
+    # playlists got EXT-X-ENDLIST (null while a publisher may still join it).
+    presentation_sequence: Mapped[int | None] = mapped_column(Integer)
+    target_duration: Mapped[int | None] = mapped_column(Integer)
+    presentation_ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
@@ -99,6 +106,9 @@ class LiveSession(Base):
     disconnected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Refreshed by the ingest holding the publisher; a stale one means that process died.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the current connection's first segment took its place on the stream's timeline;
+    # null until then, while the outage sweep keeps the stream's playlists advancing.
+    fed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     media_info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # The stream's ladder when the session started (null: the default ladder), so editing
     # a stream never changes the rungs of a session in progress.
@@ -107,6 +117,10 @@ class LiveSession(Base):
     # A source segment started on an open-GOP picture that needs the one before it (HEVC
     # CRA with RASL): its playlists may not claim EXT-X-INDEPENDENT-SEGMENTS.
     open_gop: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The stream presentation this session belongs to (its first sequence number), and the
+    # target duration of the session's own recording: the presentation's.
+    presentation_sequence: Mapped[int | None] = mapped_column(Integer)
+    target_duration: Mapped[int | None] = mapped_column(Integer)
     bytes_ingested: Mapped[int] = mapped_column(BigInteger, default=0)
     error: Mapped[str | None] = mapped_column(Text)
 

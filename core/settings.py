@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     reconnect_grace_seconds: float = Field(
         10.0, ge=0, description="A publisher reconnecting within this continues its session."
     )
+    presentation_hold_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="After the last publisher left, the stream URL's playlists go on with "
+        "EXT-X-GAP this long (from the disconnect) before EXT-X-ENDLIST, so a player left "
+        "open plays the stream's next session without a reload.",
+    )
     workers: int = Field(
         default_factory=default_worker_count,
         ge=1,

@@ -45,7 +45,8 @@ class Publication:
             first_sequence=grant.first_sequence,
             timeline_start=grant.timeline_start,
             init_index=grant.init_index,
-            discontinuity=grant.resumed,
+            discontinuity=grant.discontinuity,
+            target_duration=grant.target_duration,
         )
         self.metadata: dict[str, Any] = {}
         self.bytes_ingested = 0

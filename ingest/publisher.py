@@ -2,8 +2,9 @@
 
 It also owns this process's periodic work: heartbeats for the sessions it holds, ending
 sessions whose publisher did not come back within the grace window (held by any process),
-and the ladder sweep (`packager.ladder_deadline`): the process that makes live segments is
-the one that sees their rungs never wait on a lost task, and it needs no broker for that.
+advancing the playlists of streams nobody feeds (`ingest.outages`), and the ladder sweep
+(`packager.ladder_deadline`): the process that makes live segments is the one that sees
+their rungs never wait on a lost task, and it needs no broker for that.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from core.models import StreamStatus
 from core.settings import Settings
 from core.storage import ObjectStore
 from core.webhooks import WebhookEvent, enqueue_webhook
-from ingest import sessions
+from ingest import outages, sessions
 from ingest.publication import Publication
 from packager import ladder_deadline
 from packager.celery_app import make_celery
@@ -47,6 +48,7 @@ class Publisher:
                 stream_key,
                 protocol,
                 self.settings.reconnect_grace_seconds,
+                hold_seconds=self.settings.presentation_hold_seconds,
             )
         except sessions.PublishRefusedError as refused:
             return None, str(refused)
@@ -96,9 +98,12 @@ class Publisher:
         log.info("stream %s idle (session %s ended)", ended.stream_id, ended.session_id)
 
     async def run_housekeeping(self) -> None:
-        """Heartbeats and the grace-window sweep, until cancelled."""
+        """Heartbeats, the grace-window sweep and the outage sweep, until cancelled. The
+        sweeps run at least four times per segment target, so a gap is never much later
+        than a segment would have been."""
         loop = asyncio.get_running_loop()
         next_heartbeat = 0.0
+        sweep_seconds = min(SWEEP_SECONDS, self.settings.segment_seconds / 4)
         while True:
             try:
                 if loop.time() >= next_heartbeat:
@@ -113,9 +118,23 @@ class Publisher:
                 )
                 for session in ended:
                     await asyncio.to_thread(self._announce_end, session)
+                advanced = await asyncio.to_thread(
+                    outages.advance_outages,
+                    self.settings.database_url,
+                    self.settings.presentation_hold_seconds,
+                )
+                for stream_id in advanced:
+                    await asyncio.to_thread(
+                        write_playlists,
+                        self.settings,
+                        self.store,
+                        self.redis,
+                        stream_id,
+                        master=False,
+                    )
             except Exception:
                 log.exception("housekeeping failed; retrying")
-            await asyncio.sleep(SWEEP_SECONDS)
+            await asyncio.sleep(sweep_seconds)
 
     async def run_ladder_sweeps(self) -> None:
         """The ladder sweep every `ladder_sweep_seconds`, until cancelled. Apart from the

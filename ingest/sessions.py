@@ -2,6 +2,12 @@
 
 Every decision happens in one transaction holding the stream row's lock, so any number of
 ingest processes can take publishes for the same keys without racing each other.
+
+A publish continues the stream's timeline (`packager.timeline`): a reconnect within the
+grace window resumes its session, any other publish starts a session that joins the
+stream's live presentation while it lasts (the hold after the last publisher left) or
+starts a new one. Either way its segments take their numbers when its first one is stored
+(`timeline.claim_place`), after the stream's last row, gaps included.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from core.models import LiveSession, Rendition, Segment, SessionStatus, Stream, 
 from core.stream_keys import hash_stream_key, key_matches
 from media.ladder import SOURCE
 from media.types import CLOCK_HZ
+from packager import timeline
 
 # A live session whose ingest has not refreshed it for this long lost its process.
 HEARTBEAT_STALE_SECONDS = 15.0
@@ -33,10 +40,14 @@ class PublishGrant:
     stream_id: uuid.UUID
     session_id: uuid.UUID
     resumed: bool
-    first_sequence: int
+    first_sequence: int  # the stream's next number now; gaps may still come before it
     timeline_start: int
     init_index: int
     transcode: bool = True  # False when the session's ladder is empty: the source only
+    # The first segment follows other media on the stream URL: a resumed session, or one
+    # that joined the stream's live presentation.
+    discontinuity: bool = False
+    target_duration: int | None = None  # the presentation's, once its first segment closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +86,17 @@ def check_publish_key(database_url: str, stream_key: str) -> None:
 
 
 def open_publish(
-    database_url: str, stream_key: str, protocol: str, grace_seconds: float
+    database_url: str,
+    stream_key: str,
+    protocol: str,
+    grace_seconds: float,
+    *,
+    hold_seconds: float = 0.0,
 ) -> PublishGrant:
-    """Authorise a publish and start a session, or continue one a publisher dropped from."""
+    """Authorise a publish and start a session, or continue one a publisher dropped from.
+
+    A new session joins the stream's live presentation while it is open: until
+    `hold_seconds` after its last session ended (and the outage sweep ended it)."""
     with session_scope(database_url) as db:
         stream = _publishable_stream(db, stream_key, lock=True)
         at = now()
@@ -101,44 +120,79 @@ def open_publish(
             else:
                 _end(db, session, at)
         stream.status = StreamStatus.LIVE
+        next_sequence = timeline.next_sequence(db, stream.id)
         if resumable is not None:
             resumable.disconnected_at = None
+            resumable.fed_at = None
             resumable.heartbeat_at = at
-            return _resume_grant(db, stream.id, resumable)
+            return _resume_grant(db, stream, resumable, next_sequence)
+        joins = _presentation_open(db, stream, at, hold_seconds)
+        if not joins:
+            stream.presentation_sequence = next_sequence
+            stream.target_duration = None
+            stream.presentation_ended_at = None
         session = LiveSession(
             stream_id=stream.id,
             protocol=protocol,
             status=SessionStatus.LIVE,
             heartbeat_at=at,
             ladder=stream.ladder,
+            presentation_sequence=stream.presentation_sequence,
+            target_duration=stream.target_duration,
         )
         db.add(session)
         db.flush()
-        return PublishGrant(stream.id, session.id, False, 0, 0, 0, transcode=stream.ladder != [])
+        return PublishGrant(
+            stream.id,
+            session.id,
+            False,
+            next_sequence,
+            0,
+            0,
+            transcode=stream.ladder != [],
+            discontinuity=joins,
+            target_duration=stream.target_duration,
+        )
 
 
-def _resume_grant(db: Session, stream_id: uuid.UUID, session: LiveSession) -> PublishGrant:
-    """Continue the session's source timeline after its last segment."""
+def _presentation_open(db: Session, stream: Stream, at: datetime, hold_seconds: float) -> bool:
+    """Whether a new session of the stream joins its current presentation: it has not
+    ended, and its last session (no longer live) ended within the hold."""
+    if stream.presentation_sequence is None or stream.presentation_ended_at is not None:
+        return False
+    last = timeline.presentation_last_session(db, stream)
+    ended_at = last.ended_at if last is not None else None
+    return ended_at is not None and at - ended_at < timedelta(seconds=hold_seconds)
+
+
+def _resume_grant(
+    db: Session,
+    stream: Stream,
+    session: LiveSession,
+    next_sequence: int,
+) -> PublishGrant:
+    """Continue the session's source timeline after its last segment (or gap), and the
+    stream's sequence numbers after its last one."""
     row = db.execute(
         select(
-            func.max(Segment.sequence),
             func.sum(Segment.duration),
             func.count(Segment.init_key.distinct()),
         )
         .join(Rendition, Segment.rendition_id == Rendition.id)
         .where(Rendition.session_id == session.id, Rendition.name == SOURCE)
     ).one()
-    last_sequence, total_seconds, inits = row
-    next_sequence = 0 if last_sequence is None else last_sequence + 1
+    total_seconds, inits = row
     timeline = round((total_seconds or 0.0) * CLOCK_HZ)
     return PublishGrant(
-        stream_id,
+        stream.id,
         session.id,
         True,
         next_sequence,
         timeline,
         inits or 0,
         transcode=session.ladder != [],
+        discontinuity=True,
+        target_duration=session.target_duration or stream.target_duration,
     )
 
 

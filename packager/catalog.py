@@ -1,4 +1,14 @@
-"""How playlists read: the rows a rendition may list, rendered as media and master playlists.
+"""How playlists read: a stream's live presentation and a session's recording, from rows.
+
+The stream URL (`/hls/{stream}/...`) is one live presentation across sessions: sessions
+join it one after another on the stream's timeline (`packager.timeline`), so its media
+sequence and discontinuity sequence never go back, each new session starts with
+EXT-X-DISCONTINUITY and its own EXT-X-MAP, and it keeps one target duration. A rendition's
+playlist lists the last `window` sequence numbers of the timeline, each as its own segment
+or as EXT-X-GAP where it has none (an outage, a failed transcode, a session without that
+rung), so no playlist a master ever listed answers 404. It ends with EXT-X-ENDLIST only
+when the presentation does (`Stream.presentation_ended_at`). A session's recording
+(`/hls/sessions/{id}/...`) is a presentation of its own: every segment it made.
 
 Where the objects live is `packager.keys`; the text itself is the pure `media.hls.playlist`.
 """
@@ -7,13 +17,21 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
-from sqlalchemy import ColumnElement, exists, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session, aliased, selectinload
 
-from core.models import LadderJob, LiveSession, Rendition, Segment, SegmentStatus, SessionStatus
+from core.models import (
+    LadderJob,
+    LiveSession,
+    Rendition,
+    Segment,
+    SegmentStatus,
+    SessionStatus,
+    Stream,
+)
 from media.hls.playlist import (
     CLOSED_CAPTIONS_NONE,
     MediaPlaylist,
@@ -22,8 +40,14 @@ from media.hls.playlist import (
     render_master_playlist,
     render_media_playlist,
 )
+from media.hls.target_duration import fitting_target_duration
 from media.ladder import SOURCE
-from packager.keys import rendition_prefix
+from packager.keys import segment_name
+from packager.ladder_rows import session_rungs
+from packager.timeline import stream_source_rows
+
+# How a listed object is named: from the session that made it and its object name.
+UriOf = Callable[[uuid.UUID, str], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +57,41 @@ class PlaylistPolicy:
 
     @property
     def target_duration(self) -> int:
+        """The least target duration, for a playlist without a fixed one: a presentation
+        before its first segment, or a recording made before target durations were kept."""
         return max(1, math.ceil(self.target_seconds))
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPlaylist:
+    text: str
+    ended: bool  # EXT-X-ENDLIST is in it: the text never changes again
+
+
+@dataclass(frozen=True, slots=True)
+class Presentation:
+    """A stream's current live presentation: its row and the sessions that joined it,
+    oldest first, with the renditions each one plans (`planned_renditions`)."""
+
+    stream: Stream
+    sessions: tuple[LiveSession, ...]
+    planned: Mapping[uuid.UUID, frozenset[str]]
+
+    @property
+    def first_sequence(self) -> int:
+        return self.stream.presentation_sequence or 0
+
+    @property
+    def ended(self) -> bool:
+        return self.stream.presentation_ended_at is not None
+
+    @property
+    def renditions(self) -> frozenset[str]:
+        """Every rendition a master of this presentation can have listed."""
+        return frozenset().union(*self.planned.values())
+
+    def planning(self, name: str) -> list[uuid.UUID]:
+        return [s.id for s in self.sessions if name in self.planned[s.id]]
 
 
 def latest_session(db: Session, stream_id: uuid.UUID) -> LiveSession | None:
@@ -51,88 +109,185 @@ def find_rendition(db: Session, session_id: uuid.UUID, name: str) -> Rendition |
     ).first()
 
 
-def first_missing_sequence(db: Session, session_id: uuid.UUID, rendition_id: int) -> int | None:
-    """The first source segment a ladder rung has no row for (None: the rung has them all)."""
-    source, rung = aliased(Segment), aliased(Segment)
-    return db.scalar(
-        select(func.min(source.sequence))
-        .join(Rendition, source.rendition_id == Rendition.id)
-        .where(
-            Rendition.session_id == session_id,
-            Rendition.name == SOURCE,
-            ~exists().where(rung.rendition_id == rendition_id, rung.sequence == source.sequence),
-        )
-    )
+def planned_renditions(session: LiveSession) -> frozenset[str]:
+    """The renditions a session has or will have: the source, and the rungs its ladder gives
+    the source's size (known from the session's first segment on)."""
+    source = next((r for r in session.renditions if r.name == SOURCE), None)
+    rungs = session_rungs(session, source) if source is not None else []
+    return frozenset({SOURCE, *(rung.name for rung in rungs)})
 
 
-def _listable(
-    db: Session, session: LiveSession, rendition: Rendition
-) -> tuple[ColumnElement[bool], bool]:
-    """Which of a rendition's segments a playlist may list, and whether that is all of them.
-
-    Workers finish a rung's segments out of order, so a rung lists only the prefix before
-    its first missing source segment (a failed one has a row and shows as EXT-X-GAP; so does
-    a live one past its deadline, `packager.ladder_deadline`), and is complete only once it
-    has every source segment and no ladder work is pending: a late result may still replace
-    a gap, and a VOD playlist must not change once it says ENDLIST.
-    """
-    listed = Segment.rendition_id == rendition.id
-    if rendition.name != SOURCE:
-        missing = first_missing_sequence(db, session.id, rendition.id)
-        if missing is not None:
-            return listed & (Segment.sequence < missing), False
-        pending = db.scalar(select(exists().where(LadderJob.session_id == session.id)))
-        return listed, not pending
-    return listed, True
-
-
-def _entry(row: Segment, uri_of: Callable[[str], str], *, late_is_gap: bool) -> SegmentEntry:
-    """`late_is_gap`: a rung segment that missed its deadline stays a GAP even once its late
-    result has landed. A live (or EVENT) playlist may only grow (RFC 8216bis 6.2.1), and a
-    player that skipped the GAP would not fetch the segment again anyway."""
-    return SegmentEntry(
-        sequence=row.sequence,
-        uri=uri_of(row.object_key),
-        duration=row.duration,
-        program_date_time=row.program_date_time,
-        discontinuity=row.discontinuity,
-        gap=row.status == SegmentStatus.FAILED or (late_is_gap and row.missed_deadline),
-        map_uri=uri_of(row.init_key),
-    )
-
-
-def render_media(
-    db: Session, session: LiveSession, rendition: Rendition, policy: PlaylistPolicy
-) -> str:
-    """The live sliding window of a rendition, with EXT-X-ENDLIST once the session is over
-    and the rendition has every segment."""
-    listed, complete = _listable(db, session, rendition)
-    rows = db.scalars(
-        select(Segment).where(listed).order_by(Segment.sequence.desc()).limit(policy.window)
-    ).all()[::-1]
-    earlier_discontinuities = 0
-    if rows:
-        earlier_discontinuities = db.scalar(
-            select(func.count())
-            .select_from(Segment)
+def current_presentation(db: Session, stream_id: uuid.UUID) -> Presentation | None:
+    """The presentation the stream URL serves; None before the stream's first publish."""
+    stream = db.get(Stream, stream_id)
+    if stream is None or stream.presentation_sequence is None:
+        return None
+    sessions = tuple(
+        db.scalars(
+            select(LiveSession)
             .where(
-                Segment.rendition_id == rendition.id,
-                Segment.discontinuity.is_(True),
-                Segment.sequence < rows[0].sequence,
+                LiveSession.stream_id == stream_id,
+                LiveSession.presentation_sequence == stream.presentation_sequence,
             )
+            .order_by(LiveSession.started_at)
+            .options(selectinload(LiveSession.renditions))
         )
-    prefix = rendition_prefix(session.stream_id, rendition.name) + "/"
-    entries = [_entry(row, lambda key: key.removeprefix(prefix), late_is_gap=True) for row in rows]
-    return render_media_playlist(
+    )
+    return Presentation(stream, sessions, {s.id: planned_renditions(s) for s in sessions})
+
+
+def first_pending_sequence(
+    db: Session, session_ids: Iterable[uuid.UUID], name: str, from_sequence: int | None = None
+) -> int | None:
+    """The first media segment of these sessions' timeline that rendition `name` has no row
+    for yet (None: it has them all). Workers finish a rung's segments out of order, so a
+    rung lists only the prefix before it; a failed one has a row and shows as EXT-X-GAP."""
+    source, own = aliased(Segment), aliased(Segment)
+    source_rendition, own_rendition = aliased(Rendition), aliased(Rendition)
+    query = (
+        select(func.min(source.sequence))
+        .join(source_rendition, source.rendition_id == source_rendition.id)
+        .where(
+            source_rendition.session_id.in_(list(session_ids)),
+            source_rendition.name == SOURCE,
+            source.status != SegmentStatus.GAP,
+            ~exists().where(
+                own.rendition_id == own_rendition.id,
+                own_rendition.session_id == source_rendition.session_id,
+                own_rendition.name == name,
+                own.sequence == source.sequence,
+            ),
+        )
+    )
+    if from_sequence is not None:
+        query = query.where(source.sequence >= from_sequence)
+    return db.scalar(query)
+
+
+def _own_rows(
+    db: Session, session_ids: list[uuid.UUID], name: str, sequences: list[int]
+) -> dict[int, Segment]:
+    if name == SOURCE or not sequences or not session_ids:
+        return {}
+    rows = db.scalars(
+        select(Segment)
+        .join(Rendition, Segment.rendition_id == Rendition.id)
+        .where(
+            Rendition.session_id.in_(session_ids),
+            Rendition.name == name,
+            Segment.sequence.between(sequences[0], sequences[-1]),
+        )
+    )
+    return {row.sequence: row for row in rows}
+
+
+def timeline_entry(
+    source: Segment,
+    session_id: uuid.UUID,
+    own: Segment | None,
+    uri_of: UriOf,
+    *,
+    late_is_gap: bool,
+) -> SegmentEntry:
+    """One sequence number of a rendition's playlist, from the timeline's row there and the
+    rendition's own (for the source, the same row; None where the rendition has no media).
+
+    Duration, date and discontinuity come from the timeline, so every variant lists the
+    same ones; without media of its own the entry is a GAP under the name it would have had.
+    `late_is_gap`: a rung segment that missed its deadline stays a GAP even once its late
+    result has landed. A live (or EVENT) playlist may only grow (RFC 8216bis 6.2.1), and a
+    player that skipped the GAP would not fetch the segment again anyway.
+    """
+    if source.status == SegmentStatus.GAP or own is None:
+        return SegmentEntry(
+            sequence=source.sequence,
+            uri=uri_of(session_id, segment_name(source.sequence)),
+            duration=source.duration,
+            program_date_time=source.program_date_time,
+            discontinuity=source.discontinuity,
+            gap=True,
+        )
+    return SegmentEntry(
+        sequence=source.sequence,
+        uri=uri_of(session_id, own.object_key.rpartition("/")[2]),
+        duration=source.duration,
+        program_date_time=source.program_date_time,
+        discontinuity=source.discontinuity,
+        gap=own.status == SegmentStatus.FAILED or (late_is_gap and own.missed_deadline),
+        map_uri=uri_of(session_id, own.init_key.rpartition("/")[2]),
+    )
+
+
+def stream_uri(session_id: uuid.UUID, name: str) -> str:
+    """Relative to `/hls/{stream}/{rendition}/`: objects of every session sit below it."""
+    return f"{session_id}/{name}"
+
+
+def recording_uri(_session_id: uuid.UUID, name: str) -> str:
+    """Relative to `/hls/sessions/{session}/{rendition}/`, beside the recording's playlist."""
+    return name
+
+
+def render_stream_media(
+    db: Session, presentation: Presentation, name: str, policy: PlaylistPolicy
+) -> RenderedPlaylist:
+    """The live window of rendition `name` (one of `presentation.renditions`) across the
+    presentation's sessions."""
+    start = presentation.first_sequence
+    planning = presentation.planning(name)
+    pending = first_pending_sequence(db, planning, name, start) if name != SOURCE else None
+    query = (
+        select(Segment, Rendition.session_id)
+        .join(Rendition, Segment.rendition_id == Rendition.id)
+        .where(
+            Rendition.session_id.in_([s.id for s in presentation.sessions]),
+            Rendition.name == SOURCE,
+            Segment.sequence >= start,
+        )
+    )
+    if pending is not None:
+        query = query.where(Segment.sequence < pending)
+    rows = db.execute(query.order_by(Segment.sequence.desc()).limit(policy.window)).all()[::-1]
+    own = _own_rows(db, planning, name, [row.sequence for row, _ in rows])
+    entries = [
+        timeline_entry(
+            row,
+            session_id,
+            row if name == SOURCE else own.get(row.sequence),
+            stream_uri,
+            late_is_gap=True,
+        )
+        for row, session_id in rows
+    ]
+    media_sequence = entries[0].sequence if entries else (start if pending is None else pending)
+    stream = presentation.stream
+    ended = presentation.ended and pending is None and not ladder_pending(db, presentation.sessions)
+    text = render_media_playlist(
         MediaPlaylist(
             segments=entries,
-            target_duration=policy.target_duration,
-            ended=session.status != SessionStatus.LIVE and complete,
-            media_sequence=rows[0].sequence if rows else 0,
-            discontinuity_sequence=earlier_discontinuities,
-            independent_segments=independent_segments(session, rendition),
+            target_duration=stream.target_duration
+            or fitting_target_duration((e.duration for e in entries), policy.target_duration),
+            ended=ended,
+            media_sequence=media_sequence,
+            discontinuity_sequence=db.scalar(
+                select(func.count()).select_from(
+                    stream_source_rows(stream.id)
+                    .where(Segment.discontinuity.is_(True), Segment.sequence < media_sequence)
+                    .subquery()
+                )
+            ),
+            independent_segments=name != SOURCE
+            or not any(s.open_gop for s in presentation.sessions),
         )
     )
+    return RenderedPlaylist(text, ended)
+
+
+def ladder_pending(db: Session, sessions: Iterable[LiveSession]) -> bool:
+    """Whether ladder work of these sessions is still queued or running: until it is done a
+    late result may still replace a gap, and a playlist must not change once it says ENDLIST."""
+    ids = [s.id for s in sessions]
+    return bool(db.scalar(select(exists().where(LadderJob.session_id.in_(ids)))))
 
 
 HEVC_CODECS = ("hvc1", "hev1")
@@ -196,23 +351,51 @@ def render_recording(
     """Every segment the session made in a rendition (live-to-VOD): an EVENT playlist that
     grows while live, a VOD one with EXT-X-ENDLIST once ended.
 
-    URIs are bare object names: the recording's playlists live beside its media, under
+    It runs from the session's first segment to its last media: gaps of an outage the
+    publisher came back from are listed (their sequence numbers are the stream's), those
+    after its last media (the publisher never came back) are not. URIs are bare object
+    names: the recording's playlists live beside its media, under
     `/hls/sessions/{session}/{rendition}/`, so a later session of the stream changes nothing.
     Once it is VOD, a rung segment that came late plays where the live playlists had a GAP.
     """
-    listed, complete = _listable(db, session, rendition)
-    rows = db.scalars(select(Segment).where(listed).order_by(Segment.sequence)).all()
-    ended = session.status != SessionStatus.LIVE and complete
+    name = rendition.name
+    pending = first_pending_sequence(db, [session.id], name) if name != SOURCE else None
+    query = (
+        select(Segment)
+        .join(Rendition, Segment.rendition_id == Rendition.id)
+        .where(Rendition.session_id == session.id, Rendition.name == SOURCE)
+    )
+    if pending is not None:
+        query = query.where(Segment.sequence < pending)
+    rows = list(db.scalars(query.order_by(Segment.sequence)))
+    while rows and rows[-1].status == SegmentStatus.GAP:
+        rows.pop()
+    own = _own_rows(db, [session.id], name, [row.sequence for row in rows])
+    ended = (
+        session.status != SessionStatus.LIVE
+        and pending is None
+        and not ladder_pending(db, [session])
+    )
     entries = [
-        _entry(row, lambda key: key.rpartition("/")[2], late_is_gap=not ended) for row in rows
+        timeline_entry(
+            row,
+            session.id,
+            row if name == SOURCE else own.get(row.sequence),
+            recording_uri,
+            late_is_gap=not ended,
+        )
+        for row in rows
     ]
+    if entries:  # joining the stream's earlier sessions is no discontinuity of its own
+        entries[0] = replace(entries[0], discontinuity=False)
     return render_media_playlist(
         MediaPlaylist(
             segments=entries,
-            target_duration=policy.target_duration,
+            target_duration=session.target_duration
+            or fitting_target_duration((e.duration for e in entries), policy.target_duration),
             ended=ended,
             playlist_type="VOD" if ended else "EVENT",
-            media_sequence=rows[0].sequence if rows else 0,
+            media_sequence=entries[0].sequence if entries else (pending or 0),
             independent_segments=independent_segments(session, rendition),
         )
     )

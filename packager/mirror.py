@@ -41,16 +41,20 @@ def write_playlists(
     )
     with lock:
         with session_scope(settings.database_url) as db:
-            session = catalog.latest_session(db, stream_id)
-            if session is None:
+            presentation = catalog.current_presentation(db, uuid.UUID(str(stream_id)))
+            if presentation is None:
                 return
-            renditions = list(session.renditions)
             texts = {
-                media_playlist_key(stream_id, r.name): catalog.render_media(db, session, r, policy)
-                for r in renditions
+                media_playlist_key(stream_id, name): catalog.render_stream_media(
+                    db, presentation, name, policy
+                ).text
+                for name in sorted(presentation.renditions)
             }
+            session = presentation.sessions[-1]
             master_text = (
-                catalog.render_master(renditions, independent=catalog.independent_segments(session))
+                catalog.render_master(
+                    session.renditions, independent=catalog.independent_segments(session)
+                )
                 if master
                 else None
             )

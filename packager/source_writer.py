@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 
 from core.db import session_scope
 from core.delivery import INIT_TYPE, MEDIA_CACHE, SEGMENT_TYPE
-from core.models import LiveSession, Rendition, Segment
+from core.models import LiveSession, Rendition, Segment, Stream
 from core.retry import retry
 from core.settings import Settings
 from core.storage import ObjectStore
@@ -28,7 +28,7 @@ from media.hls.segment_packager import InitSegment, PackagedSegment, SegmentPack
 from media.ladder import SOURCE
 from media.source_info import describe_source, video_frame_rate
 from media.types import CLOCK_HZ
-from packager import ladder_outbox
+from packager import ladder_outbox, timeline
 from packager.enqueue import ladder_queue
 from packager.keys import init_name, media_key, segment_name
 from packager.ladder_rows import VariantPolicy, plan_ladder
@@ -75,6 +75,7 @@ class SourceWriter:
         # Where its ladder work goes; None: the session's ladder is the source only.
         self.ladder_queue = ladder_queue(stream_id) if transcode else None
         self.wall_clock_origin = datetime.now(UTC)
+        self._sequence_offset: int | None = None  # the stream's numbers minus the packager's
         self._rendition_id: int | None = None
         self._stored_inits: set[int] = set()
 
@@ -88,8 +89,9 @@ class SourceWriter:
     ) -> bool:
         """Store, record and announce one segment; True for the session's first one."""
         started = time.perf_counter()
+        sequence = self._place(segment)
         init_key = self._store_init(segment.init)
-        key = media_key(self.stream_id, SOURCE, self.session_id, segment_name(segment.sequence))
+        key = media_key(self.stream_id, SOURCE, self.session_id, segment_name(sequence))
         self._retry(
             lambda: self.store.put_bytes(key, segment.data, SEGMENT_TYPE, cache_control=MEDIA_CACHE)
         )
@@ -105,7 +107,7 @@ class SourceWriter:
                 self.session_id,
                 SegmentRecord(
                     rendition_id=self._rendition_id,
-                    sequence=segment.sequence,
+                    sequence=sequence,
                     duration=round(segment.duration, 6),
                     program_date_time=program_date_time,
                     discontinuity=segment.discontinuity,
@@ -119,20 +121,22 @@ class SourceWriter:
                 bytes_ingested=bytes_ingested,
                 open_gop=not segment.independent,
                 ladder_queue=self.ladder_queue,
+                # An upload's session is a recording only: its chunks have no common first.
+                target_duration=packager.target_duration if self.stream_id else None,
             )
         )
         if queued:
             ladder_outbox.relay(
-                self.celery, self.settings.database_url, self.session_id, segment.sequence, queued
+                self.celery, self.settings.database_url, self.session_id, sequence, queued
             )
         if self.stream_id is not None:
-            self._announce(segment, program_date_time)
-        log.debug(
-            "segment %s stored in %.1f ms", segment.sequence, (time.perf_counter() - started) * 1000
-        )
+            self._announce(sequence, segment, program_date_time)
+        log.debug("segment %s stored in %.1f ms", sequence, (time.perf_counter() - started) * 1000)
         return first
 
-    def _announce(self, segment: PackagedSegment, program_date_time: datetime) -> None:
+    def _announce(
+        self, sequence: int, segment: PackagedSegment, program_date_time: datetime
+    ) -> None:
         """A hint for listeners, who resync from REST: a Redis outage must not cost the
         segment, which is stored and recorded by now."""
         try:
@@ -141,12 +145,28 @@ class SourceWriter:
                 self.stream_id,
                 self.session_id,
                 SOURCE,
-                segment.sequence,
+                sequence,
                 segment.duration,
                 program_date_time,
             )
         except RedisError as exc:
-            log.warning("segment %s not announced: %s", segment.sequence, exc)
+            log.warning("segment %s not announced: %s", sequence, exc)
+
+    def _place(self, segment: PackagedSegment) -> int:
+        """The segment's number on its stream's timeline. A live connection's first segment
+        claims the next one (gaps may have been added since the publish was granted), and
+        its date starts no earlier than where the timeline ends; the rest follow it. An
+        upload's segments keep the numbers their job planned."""
+        if self.stream_id is None:
+            return segment.sequence
+        if self._sequence_offset is None:
+            place = self._retry(
+                lambda: claim(self.settings.database_url, self.stream_id, self.session_id)
+            )
+            self._sequence_offset = place.sequence - segment.sequence
+            if place.not_before is not None:
+                self.wall_clock_origin = max(self.wall_clock_origin, place.not_before)
+        return segment.sequence + self._sequence_offset
 
     def _store_init(self, init: InitSegment) -> str:
         key = media_key(self.stream_id, SOURCE, self.session_id, init_name(init.index))
@@ -188,6 +208,11 @@ class SourceWriter:
             frame_rate=video_frame_rate(video, metadata, counted) if video else None,
             media_info=describe_source(video, init.audio, metadata, counted),
         )
+
+
+def claim(database_url: str, stream_id: uuid.UUID, session_id: uuid.UUID) -> timeline.Place:
+    with session_scope(database_url) as db:
+        return timeline.claim_place(db, stream_id, session_id)
 
 
 def ensure_source_rendition(
@@ -239,12 +264,14 @@ def record_segment(
     bytes_ingested: int,
     open_gop: bool = False,
     ladder_queue: str | None = None,
+    target_duration: int | None = None,
 ) -> str | None:
     """The segment's row and its count in the source's bandwidths; with `plan` (a writer's
     first segment) also the session's ladder, in the same transaction, so the first master
     that can be served (the source has media) already lists every rung. Its ladder work goes
-    on `ladder_queue` (None: no ladder) in the same transaction too. Returns the queue the
-    work went to, None when there is none (the session's ladder gives this source no rung)."""
+    on `ladder_queue` (None: no ladder) in the same transaction too. `target_duration` is
+    the presentation's, kept by the session and its stream from the first segment on.
+    Returns the queue the work went to, None when there is none (no rung for this source)."""
     with session_scope(database_url) as db:
         # Locked: an upload's chunks record segments of one rendition concurrently.
         rendition = db.get(Rendition, segment.rendition_id, with_for_update=True)
@@ -282,5 +309,18 @@ def record_segment(
             )
         if open_gop:  # once seen, the session's playlists stop claiming independence
             values["open_gop"] = True
+        if target_duration is not None:
+            values["target_duration"] = func.coalesce(LiveSession.target_duration, target_duration)
+            # Once set it matches no row, so later segments take no lock on the stream.
+            session = select(LiveSession).where(LiveSession.id == session_id).subquery()
+            db.execute(
+                update(Stream)
+                .where(
+                    Stream.id == session.c.stream_id,
+                    Stream.presentation_sequence == session.c.presentation_sequence,
+                    Stream.target_duration.is_(None),
+                )
+                .values(target_duration=target_duration)
+            )
         db.execute(update(LiveSession).where(LiveSession.id == session_id).values(**values))
     return ladder_queue if queued else None

@@ -12,7 +12,7 @@ from pathlib import Path
 from media.demux.flv import FlvDemuxer, FlvTag, FlvTagType, iter_flv_tags
 from media.demux.mpegts import TsDemuxer
 from media.hls.segment_packager import PackagedSegment, SegmentPackager
-from media.types import AccessUnit
+from media.types import AccessUnit, AudioConfig, VideoConfig
 from tests.fixtures.rtmp.client_bytes import (
     HANDSHAKE_SIZE,
     ServerOutput,
@@ -125,27 +125,32 @@ def media_duration(path: Path) -> float:
     return float(probe(str(path))["format"]["duration"])
 
 
+def flv_items(path: Path | Iterable[FlvTag]) -> list[AccessUnit | VideoConfig | AudioConfig]:
+    """An FLV file (or its tags) through the ingest path's demuxer: what a publisher's
+    connection pushes."""
+    demuxer = FlvDemuxer()
+    items: list[AccessUnit | VideoConfig | AudioConfig] = []
+    tags = iter_flv_tags(path.read_bytes()) if isinstance(path, Path) else path
+    for tag in tags:
+        if tag.tag_type is FlvTagType.VIDEO:
+            items += demuxer.video(tag.timestamp_ms, tag.payload)
+        elif tag.tag_type is FlvTagType.AUDIO:
+            items += demuxer.audio(tag.timestamp_ms, tag.payload)
+    return items
+
+
 def package_flv(
     path: Path | Iterable[FlvTag], packager: SegmentPackager | None = None
 ) -> list[PackagedSegment]:
     """Run an FLV file (or its tags) through the ingest path's demuxer and packager: the
     source segments."""
     packager = packager or SegmentPackager(2.0)
-    demuxer = FlvDemuxer()
     segments: list[PackagedSegment] = []
-    tags = iter_flv_tags(path.read_bytes()) if isinstance(path, Path) else path
-    for tag in tags:
-        if tag.tag_type is FlvTagType.VIDEO:
-            items = demuxer.video(tag.timestamp_ms, tag.payload)
-        elif tag.tag_type is FlvTagType.AUDIO:
-            items = demuxer.audio(tag.timestamp_ms, tag.payload)
+    for item in flv_items(path):
+        if isinstance(item, AccessUnit):
+            segments += packager.push(item)
         else:
-            continue
-        for item in items:
-            if isinstance(item, AccessUnit):
-                segments += packager.push(item)
-            else:
-                segments += packager.configure(item)
+            segments += packager.configure(item)
     return segments + packager.flush()
 
 

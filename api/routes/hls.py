@@ -66,12 +66,13 @@ def master_playlist(
 def media_playlist(
     request: Request, stream_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
 ) -> Response:
-    session = catalog.latest_session(db, stream_id)
-    found = catalog.find_rendition(db, session.id, rendition) if session else None
-    if found is None:
+    """Any rendition a master of the stream's live presentation lists: a session that lacks
+    it (or a rung not transcoded yet) shows as EXT-X-GAP, never as a 404."""
+    presentation = catalog.current_presentation(db, stream_id)
+    if presentation is None or rendition not in presentation.renditions:
         raise _not_found(f"stream {stream_id} has no rendition {rendition!r}")
     policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
-    text = catalog.render_media(db, session, found, policy)
+    text = catalog.render_stream_media(db, presentation, rendition, policy).text
     return playlist_response(request, settings, text, recording=False)
 
 

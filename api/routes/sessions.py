@@ -11,16 +11,19 @@ from sqlalchemy.orm import selectinload
 
 from api.deps import Authorized, DbSession, PageLimit, PageOffset, SettingsDep, get_stream_or_404
 from api.schemas import SessionOut, SessionPage
-from core.models import LiveSession, Rendition, Segment
+from core.models import LiveSession, Rendition, Segment, SegmentStatus
 
 router = APIRouter(prefix="/api/v1", tags=["sessions"], dependencies=[Authorized])
 
 
 def _segment_counts(db: DbSession, session_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
-    """Segments per rendition of each session, in one query for a whole page."""
+    """Segments per rendition of each session, in one query for a whole page (the gaps of
+    an outage are no segments: they carry no media)."""
     rows = db.execute(
         select(Rendition.session_id, Rendition.name, func.count(Segment.id))
-        .outerjoin(Segment, Segment.rendition_id == Rendition.id)
+        .outerjoin(
+            Segment, (Segment.rendition_id == Rendition.id) & (Segment.status != SegmentStatus.GAP)
+        )
         .where(Rendition.session_id.in_(session_ids))
         .group_by(Rendition.session_id, Rendition.name)
     ).all()

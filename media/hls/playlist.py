@@ -17,7 +17,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+
+from media.hls.target_duration import fitting_target_duration
 
 __all__ = [
     "CLOSED_CAPTIONS_NONE",
@@ -95,12 +96,16 @@ class PreloadHint:
 class MediaPlaylist:
     """A media playlist.
 
-    `target_duration` is the configured segment target, used as a floor: the rendered
-    EXT-X-TARGETDURATION is the larger of it and every listed EXTINF rounded half up, so a
-    long GOP raises it and it never drops below the configuration. None means "from the
-    segments only". `media_sequence` defaults to the first listed segment's sequence;
+    `target_duration` is the presentation's EXT-X-TARGETDURATION, rendered as given: a live
+    playlist must keep one value for its whole life (RFC 8216bis 6.2.1), so the caller fixes
+    it once (`media.hls.target_duration`) instead of deriving it from whatever the window
+    holds. A segment longer than it is still listed with its true EXTINF. None means "the
+    smallest that fits every listed segment", for a playlist whose segments are all known.
+    `media_sequence` defaults to the first listed segment's sequence;
     `discontinuity_sequence` counts the EXT-X-DISCONTINUITY tags that left the window
-    (`live_window()` computes both).
+    (`live_window()` computes both). EXT-X-DISCONTINUITY-SEQUENCE is written in every
+    playlist but a VOD one, 0 included (Apple's authoring spec 8.17: a player switching
+    variants needs it whenever a live playlist can ever hold a discontinuity).
     """
 
     segments: Sequence[SegmentEntry]
@@ -212,14 +217,14 @@ def render_media_playlist(pl: MediaPlaylist) -> str:
     lines = [
         "#EXTM3U",
         f"#EXT-X-VERSION:{pl.version}",
-        f"#EXT-X-TARGETDURATION:{_target_duration(pl.target_duration, extinfs)}",
+        f"#EXT-X-TARGETDURATION:{_target_duration(pl.target_duration, segments)}",
     ]
     if pl.server_control is not None:
         lines.append(_server_control_line(pl.server_control))
     if pl.part_target is not None:
         lines.append(f"#EXT-X-PART-INF:PART-TARGET={_decimal(pl.part_target, 'part target')}")
     lines.append(f"#EXT-X-MEDIA-SEQUENCE:{media_sequence}")
-    if pl.discontinuity_sequence:
+    if pl.playlist_type != "VOD" or pl.discontinuity_sequence:
         lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{pl.discontinuity_sequence}")
     if pl.playlist_type is not None:
         lines.append(f"#EXT-X-PLAYLIST-TYPE:{pl.playlist_type}")
@@ -299,14 +304,14 @@ def _stream_inf_attributes(v: Variant) -> list[str]:
     return attrs
 
 
-def _target_duration(floor: int | None, extinfs: list[str]) -> int:
-    """Max of the floor and every EXTINF as written, rounded half up (RFC 8216 4.3.3.1)."""
-    if floor is not None and floor <= 0:
-        raise ValueError(f"target_duration must be positive, got {floor}")
-    rounded = [int(Decimal(e).to_integral_value(rounding=ROUND_HALF_UP)) for e in extinfs]
-    if floor is None and not rounded:
+def _target_duration(fixed: int | None, segments: Sequence[SegmentEntry]) -> int:
+    if fixed is not None:
+        if fixed <= 0:
+            raise ValueError(f"target_duration must be positive, got {fixed}")
+        return fixed
+    if not segments:
         raise ValueError("an empty playlist needs a target_duration")
-    return max([floor or 1, *rounded])
+    return fitting_target_duration(s.duration for s in segments)
 
 
 def _decimal(value: float, what: str) -> str:

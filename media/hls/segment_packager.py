@@ -3,6 +3,11 @@
 A publisher's clock starts wherever its encoder likes; the packager re-bases it onto the
 session timeline (`timeline_start`), so a publisher that reconnects into the same session
 continues where the previous connection stopped, with sequence numbers continuing too.
+
+Segments stay within what the presentation's target duration allows where the keyframes let
+them (`Segmenter.max_duration_ticks`). `target_duration` is that value when the presentation
+already has one; without it, the packager fixes it from its first segment, as the
+presentation's first segment fixes it (`media.hls.target_duration`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from dataclasses import dataclass, field
 
 from media.codecs.hevc import skipped_leading_pictures
 from media.hls.segmenter import SegmentClosed, Segmenter, SegmenterEvent
+from media.hls.target_duration import max_segment_ticks, presentation_target_duration
 from media.mp4.fmp4 import fragments_from_access_units, init_segment, media_segment
 from media.types import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind, VideoCodec, VideoConfig
 
@@ -68,6 +74,7 @@ class SegmentPackager:
     timeline_start: int = 0
     init_index: int = 0
     discontinuity: bool = False
+    target_duration: int | None = None
     video: VideoConfig | None = None
     audio: AudioConfig | None = None
     _segmenter: Segmenter | None = None
@@ -158,6 +165,9 @@ class SegmentPackager:
             round(self.target_seconds * CLOCK_HZ),
             has_video=has_video,
             first_sequence=self.first_sequence,
+            max_duration_ticks=max_segment_ticks(
+                self.target_duration or presentation_target_duration(self.target_seconds, 0.0)
+            ),
         )
         if self.discontinuity:
             self._segmenter.mark_discontinuity()
@@ -191,6 +201,12 @@ class SegmentPackager:
             audio_config=self._init.audio,
             audio_anchor_dts=self._audio_anchor,
         )
+        if self.target_duration is None:
+            self.target_duration = presentation_target_duration(
+                self.target_seconds, closed.duration_seconds
+            )
+            assert self._segmenter is not None
+            self._segmenter.max_duration_ticks = max_segment_ticks(self.target_duration)
         hevc = self._init.video is not None and self._init.video.codec is VideoCodec.HEVC
         return PackagedSegment(
             closed.sequence,

@@ -19,6 +19,11 @@ Rules (with video):
 * Keyframes come from the encoder: a GOP longer than the target gives segments as long as
   the GOP. The observed keyframe interval is reported by `Segmenter.gop` so the caller can
   store it and warn the streamer.
+* A segment never grows past ``max_duration_ticks`` (the presentation's target duration
+  allows no longer EXTINF, see `media.hls.target_duration`) if a keyframe inside it allows a
+  cut: once the open segment would pass it, it closes at the last keyframe it holds after
+  its first, and that keyframe opens the next one. An encoder whose keyframes are further
+  apart than the limit leaves no such keyframe; its segments run as long as the GOP.
 * Audio never triggers a cut; it joins the open segment in arrival order.
 
 Without video (``has_video=False``) audio is the leading track: the first audio unit opens
@@ -131,10 +136,12 @@ class Segmenter:
         "_gop_last",
         "_gop_max",
         "_has_video",
+        "_inner_keyframe",
         "_last_keyframe_dts",
         "_last_lead_dts",
         "_lead",
         "_lead_delta",
+        "_max_duration",
         "_next_sequence",
         "_open",
         "_part_cap",
@@ -161,6 +168,7 @@ class Segmenter:
         has_video: bool,
         part_target_ticks: int | None = None,
         first_sequence: int = 0,
+        max_duration_ticks: int | None = None,
     ) -> None:
         if target_ticks <= 0:
             raise ValueError(f"target_ticks must be positive, got {target_ticks}")
@@ -171,7 +179,14 @@ class Segmenter:
             )
         if first_sequence < 0:
             raise ValueError(f"first_sequence must be >= 0, got {first_sequence}")
+        if max_duration_ticks is not None and part_target_ticks is not None:
+            raise ValueError(
+                "max_duration_ticks cannot be combined with parts: a part already published"
+                " cannot move into the next segment"
+            )
         self._target = target_ticks
+        self._max_duration: int | None = None
+        self.max_duration_ticks = max_duration_ticks
         self._target_cap = target_ticks // 4
         self._parts = part_target_ticks is not None
         self._part_target = part_target_ticks or 0
@@ -195,7 +210,21 @@ class Segmenter:
         self._gop_max = 0
         self._pending_discontinuity = False
         self._timeline_start: int | None = None  # dts of the timeline's first segment
+        self._inner_keyframe: tuple[int, int, int] | None = None  # index in _aus, dts, pts
         self.dropped_before_keyframe = 0
+
+    @property
+    def max_duration_ticks(self) -> int | None:
+        """The longest segment a keyframe inside it allows cutting to; None: no limit."""
+        return self._max_duration
+
+    @max_duration_ticks.setter
+    def max_duration_ticks(self, ticks: int | None) -> None:
+        if ticks is not None and ticks < self._target:
+            raise ValueError(
+                f"max_duration_ticks must be at least the target {self._target}, got {ticks}"
+            )
+        self._max_duration = ticks
 
     @property
     def next_sequence(self) -> int:
@@ -237,16 +266,20 @@ class Segmenter:
         if delta:
             self._lead_delta = delta
         self._last_lead_dts = dts
+        # The open segment would pass the limit: end it at the keyframe inside it first.
+        events = self._split_if_longer(dts)
 
         if au.keyframe and self._has_video:
             self._note_keyframe(dts)
             tolerance = min(self._lead_delta >> 1, self._target_cap)
             elapsed = max(dts - self._seg_start, au.pts - self._seg_start_pts)
             if dts > self._seg_start and elapsed >= self._target - tolerance:
-                events = self._close_segment(dts)
+                events += self._close_segment(dts)
                 self._open_segment(au)
                 return events
             self._seg_keyframes += 1
+            if dts > self._seg_start:
+                self._inner_keyframe = (len(self._aus), dts, au.pts)
         elif not self._has_video:
             tolerance = min(self._lead_delta >> 1, self._target_cap)
             if dts - self._seg_start >= self._target - tolerance:
@@ -265,7 +298,7 @@ class Segmenter:
                 self._aus.append(au)
                 return [part]
         self._aus.append(au)
-        return []
+        return events
 
     def flush(self, end_dts: int | None = None) -> list[SegmenterEvent]:
         """Close the open segment at end of stream and forget the timeline.
@@ -286,7 +319,8 @@ class Segmenter:
             )
         else:
             end = end_dts
-        events = self._close_segment(end)
+        events = self._split_if_longer(end)
+        events += self._close_segment(end)
         self._forget_timeline()
         return events
 
@@ -319,6 +353,7 @@ class Segmenter:
         self._seg_start = dts
         self._seg_start_pts = au.pts
         self._seg_keyframes = 1 if self._has_video else 0
+        self._inner_keyframe = None
         self._last_lead_dts = dts
         self._part_start_dts = dts
         self._part_start_idx = 0
@@ -334,6 +369,31 @@ class Segmenter:
             access_units=tuple(self._aus[self._part_start_idx :]),
             independent=self._part_independent,
         )
+
+    def _split_if_longer(self, end_dts: int) -> list[SegmenterEvent]:
+        """Close the open segment at its last inner keyframe if ending at `end_dts` (or
+        later) would make it longer than the limit; the keyframe opens the next segment."""
+        inner = self._inner_keyframe
+        if inner is None or self._max_duration is None:
+            return []
+        if end_dts - self._seg_start <= self._max_duration:
+            return []
+        index, start, start_pts = inner
+        head, self._aus = self._aus[:index], self._aus[index:]
+        closed = SegmentClosed(
+            sequence=self._next_sequence,
+            start_dts=self._seg_start,
+            duration_ticks=start - self._seg_start,
+            access_units=tuple(head),
+            keyframe_count=self._seg_keyframes - 1,
+            discontinuity=self._pending_discontinuity,
+        )
+        self._pending_discontinuity = False
+        self._next_sequence += 1
+        self._seg_start, self._seg_start_pts = start, start_pts
+        self._seg_keyframes = 1
+        self._inner_keyframe = None
+        return [closed]
 
     def _close_segment(self, end_dts: int) -> list[SegmenterEvent]:
         events: list[SegmenterEvent] = []
@@ -363,3 +423,4 @@ class Segmenter:
         self._aus = []
         self._last_keyframe_dts = None
         self._timeline_start = None
+        self._inner_keyframe = None

@@ -88,9 +88,18 @@ def new_session(
     with session_scope(settings.database_url) as db:
         stream = None
         if not upload:
-            stream = Stream(name="ladder", stream_key_hash=secrets.token_hex(32), status="live")
+            stream = Stream(
+                name="ladder",
+                stream_key_hash=secrets.token_hex(32),
+                status="live",
+                presentation_sequence=0,
+            )
         session = LiveSession(
-            stream=stream, protocol="upload" if upload else "rtmp", status="live", ladder=ladder
+            stream=stream,
+            protocol="upload" if upload else "rtmp",
+            status="live",
+            ladder=ladder,
+            presentation_sequence=None if upload else 0,
         )
         db.add(session)
         db.flush()
@@ -231,11 +240,12 @@ def wait_for_rungs(
 
 
 def playlist(settings: Settings, session_id: uuid.UUID, name: str) -> m3u8.M3U8:
+    """The session's recording of one rendition."""
     policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
     with session_scope(settings.database_url) as db:
         session = db.get(LiveSession, session_id)
         rendition = catalog.find_rendition(db, session_id, name)
-        return m3u8.loads(catalog.render_media(db, session, rendition, policy))
+        return m3u8.loads(catalog.render_recording(db, session, rendition, policy))
 
 
 def test_the_worker_makes_every_rung_of_the_session_ladder_and_mirrors_the_playlists(
@@ -338,7 +348,7 @@ def test_a_corrupt_source_segment_is_a_gap_in_every_rung_while_later_segments_pl
     assert rows["360p"] == {0: "ready", 1: "failed", 2: "ready"}
     end_session(settings, session_id)
     raw = playlist(settings, session_id, "360p")
-    assert [s.uri.rsplit("/", 1)[1] for s in raw.segments] == [
+    assert [s.uri.rsplit("/", 1)[-1] for s in raw.segments] == [
         "00000000.m4s",
         "00000001.m4s",
         "00000002.m4s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import inspect, select
@@ -60,3 +61,49 @@ def test_a_stream_with_session_rendition_and_segment_round_trips(database_url: s
             db.scalars(select(Segment).where(Segment.object_key == "hls/x/source/0.m4s")).all()
             == []
         )
+
+
+def test_the_presentation_migration_makes_each_streams_latest_session_its_presentation() -> None:
+    with fresh_database() as url:
+        upgrade(url, "0003")
+        with get_engine(url).begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO streams (id, name, stream_key_hash, status) VALUES"
+                " ('00000000-0000-0000-0000-00000000000a', 'ended', 'a', 'idle'),"
+                " ('00000000-0000-0000-0000-00000000000b', 'live', 'b', 'live')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO sessions (id, stream_id, status, protocol, started_at, ended_at,"
+                " media_info, bytes_ingested) VALUES"
+                " ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a',"
+                "  'ended', 'rtmp', now() - interval '2 hours', now() - interval '1 hour',"
+                "  '{}', 0),"
+                " ('00000000-0000-0000-0000-0000000000a2', '00000000-0000-0000-0000-00000000000a',"
+                "  'ended', 'rtmp', now() - interval '50 minutes', now() - interval '40 minutes',"
+                "  '{}', 0),"
+                " ('00000000-0000-0000-0000-0000000000b1', '00000000-0000-0000-0000-00000000000b',"
+                "  'live', 'rtmp', now(), NULL, '{}', 0)"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO renditions (id, session_id, name, codecs, bandwidth,"
+                " average_bandwidth) VALUES"
+                " (1, '00000000-0000-0000-0000-0000000000a2', 'source', 'avc1', 0, 0)"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO segments (rendition_id, sequence, duration, discontinuity,"
+                " object_key, init_key, size_bytes, status) VALUES"
+                " (1, 7, 2.0, false, 'k7', 'i', 1, 'ready'),"
+                " (1, 8, 2.0, false, 'k8', 'i', 1, 'ready')"
+            )
+        upgrade(url)
+        with session_scope(url) as db:
+            ended = db.get(Stream, uuid.UUID("00000000-0000-0000-0000-00000000000a"))
+            live = db.get(Stream, uuid.UUID("00000000-0000-0000-0000-00000000000b"))
+            assert ended.presentation_sequence == 7 and ended.presentation_ended_at is not None
+            assert live.presentation_sequence == 0 and live.presentation_ended_at is None
+            assert ended.target_duration is None
+            by_id = {
+                s.id.hex[-2:]: s.presentation_sequence for s in db.scalars(select(LiveSession))
+            }
+            assert by_id == {"a1": None, "a2": 7, "b1": 0}
+        downgrade(url, "0003")

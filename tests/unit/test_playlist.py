@@ -7,6 +7,7 @@ review the diff: the files are the specification.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,6 +26,12 @@ from media.hls.playlist import (
     render_master_playlist,
     render_media_playlist,
 )
+from media.hls.target_duration import (
+    max_segment_ticks,
+    presentation_target_duration,
+    rounded_extinf,
+)
+from media.types import CLOCK_HZ
 
 GOLDEN = Path(__file__).parent / "golden"
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -55,18 +62,24 @@ def session(count: int, duration: float = 2.0, discontinuities: tuple[int, ...] 
     return segments
 
 
-def test_live_window_slides_and_counts_discontinuities_that_left_it() -> None:
-    everything = session(10, discontinuities=(3, 7))
-    window = live_window(everything, 4)
-    text = render_media_playlist(
+def render_window(
+    segments: list[SegmentEntry], size: int, target_duration: int, map_uri: str | None = None
+) -> str:
+    """The live playlist of the last `size` segments, as a live stream lists them."""
+    window = live_window(segments, size)
+    return render_media_playlist(
         MediaPlaylist(
             segments=window.segments,
-            target_duration=2,
-            map_uri="init.mp4",
+            target_duration=target_duration,
+            map_uri=map_uri,
             media_sequence=window.media_sequence,
             discontinuity_sequence=window.discontinuity_sequence,
         )
     )
+
+
+def test_live_window_slides_and_counts_discontinuities_that_left_it() -> None:
+    text = render_window(session(10, discontinuities=(3, 7)), 4, 2, map_uri="init.mp4")
 
     assert_golden("live_window_sliding_discontinuity.m3u8", text)
     parsed = m3u8.loads(text)
@@ -141,11 +154,14 @@ def test_gap_segment_keeps_its_extinf_and_uri() -> None:
     assert len(parsed.segments) == 4
 
 
-def test_long_gop_raises_target_duration_above_the_configured_floor() -> None:
+def test_a_long_gop_presentation_fixes_its_target_duration_from_its_first_segment() -> None:
     # OBS's default 8.333 s GOP at a configured 2 s target, as the segmenter cuts it (ms).
     durations = [8.333, 8.334, 8.333, 8.333]
     segments = [SegmentEntry(n, f"seg_{n:05d}.m4s", d) for n, d in enumerate(durations)]
-    text = render_media_playlist(MediaPlaylist(segments, target_duration=2, map_uri="init.mp4"))
+    target_duration = presentation_target_duration(2.0, durations[0])
+    text = render_media_playlist(
+        MediaPlaylist(segments, target_duration=target_duration, map_uri="init.mp4")
+    )
 
     assert_golden("long_gop_target_duration.m3u8", text)
     parsed = m3u8.loads(text)
@@ -155,24 +171,78 @@ def test_long_gop_raises_target_duration_above_the_configured_floor() -> None:
     assert [s.duration for s in parsed.segments] == durations
 
 
+def test_the_target_duration_stays_after_the_long_segment_that_fixed_it_left_the_window() -> None:
+    # The presentation's first segment ran 2.6 s (an encoder starting late on a keyframe):
+    # its target duration is 3 for good, though every segment listed now is 2 s.
+    first = SegmentEntry(0, "seg_00000.m4s", 2.6, T0)
+    later = session(7)
+    everything = [first] + [
+        replace(
+            s,
+            sequence=s.sequence + 1,
+            uri=f"seg_{s.sequence + 1:05d}.m4s",
+            program_date_time=s.program_date_time + timedelta(seconds=2.6),
+        )
+        for s in later
+    ]
+    target_duration = presentation_target_duration(2.0, everything[0].duration)
+    text = render_window(everything, 4, target_duration, map_uri="init.mp4")
+
+    assert_golden("live_window_after_long_segment.m3u8", text)
+    parsed = m3u8.loads(text)
+    assert parsed.target_duration == 3
+    assert [s.duration for s in parsed.segments] == [2.0] * 4
+    assert parsed.media_sequence == 4
+
+
 @pytest.mark.parametrize(
-    ("durations", "floor", "expected"),
+    ("durations", "fixed", "expected"),
     [
         ([2.0, 2.002], 2, 2),
-        ([8.499], 2, 8),
-        ([8.4996], 2, 9),  # rounds by the EXTINF as written: 8.500
-        ([8.5], 2, 9),
-        ([1.0, 0.4], 4, 4),  # never below the configured target
+        ([1.0, 0.4], 4, 4),  # a fixed value is kept whatever the window holds
+        ([2.0, 8.333], 2, 2),  # even a segment longer than it does not change it
         ([0.3], None, 1),
-        ([2.0, 6.7, 2.0], None, 7),  # the max over all listed segments
+        ([8.499], None, 8),
+        ([8.4996], None, 9),  # rounds by the EXTINF as written: 8.500
+        ([2.0, 6.7, 2.0], None, 7),  # not fixed: the max over all listed segments
     ],
 )
-def test_target_duration_is_the_max_of_the_floor_and_each_extinf_rounded_half_up(
-    durations: list[float], floor: int | None, expected: int
+def test_target_duration_is_the_fixed_one_or_the_smallest_every_extinf_fits(
+    durations: list[float], fixed: int | None, expected: int
 ) -> None:
     segments = [SegmentEntry(n, f"s{n}.m4s", d) for n, d in enumerate(durations)]
-    parsed = m3u8.loads(render_media_playlist(MediaPlaylist(segments, target_duration=floor)))
+    parsed = m3u8.loads(render_media_playlist(MediaPlaylist(segments, target_duration=fixed)))
     assert parsed.target_duration == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "first", "expected"),
+    [(2.0, 2.0, 2), (2.0, 1.2, 2), (2.0, 2.499, 2), (2.0, 2.5, 3), (1.5, 1.5, 2), (2.0, 8.333, 8)],
+)
+def test_a_presentation_target_duration_is_the_target_rounded_up_or_its_first_segment(
+    target: float, first: float, expected: int
+) -> None:
+    assert presentation_target_duration(target, first) == expected
+
+
+def test_the_longest_segment_a_target_duration_allows_rounds_down_to_it() -> None:
+    for target_duration in (1, 2, 8):
+        longest = max_segment_ticks(target_duration)
+        assert rounded_extinf(longest / CLOCK_HZ) == target_duration
+        assert rounded_extinf((longest + CLOCK_HZ // 1000) / CLOCK_HZ) == target_duration + 1
+
+
+def test_live_and_event_playlists_always_say_their_discontinuity_sequence() -> None:
+    live = render_media_playlist(MediaPlaylist(session(2), target_duration=2))
+    event = render_media_playlist(
+        MediaPlaylist(session(2), target_duration=2, playlist_type="EVENT")
+    )
+    vod = render_media_playlist(
+        MediaPlaylist(session(2), target_duration=2, playlist_type="VOD", ended=True)
+    )
+    assert "#EXT-X-DISCONTINUITY-SEQUENCE:0\n" in live
+    assert "#EXT-X-DISCONTINUITY-SEQUENCE:0\n" in event
+    assert "DISCONTINUITY-SEQUENCE" not in vod
 
 
 def test_master_playlist_lists_four_variants_in_the_given_order() -> None:

@@ -183,3 +183,35 @@ def test_a_segment_counts_its_frames_so_its_frame_rate_is_known_without_sps_timi
     segments = package_flv(small_source, SegmentPackager(2.0))
     assert [s.video_frames for s in segments[:-1]] == [60, 60, 60]
     assert [s.frame_rate for s in segments[:-1]] == [30.0, 30.0, 30.0]
+
+
+def test_the_target_duration_is_fixed_by_the_first_segment_and_bounds_the_later_ones(
+    tmp_path_factory, tmp_path: Path
+) -> None:
+    # Keyframes every 1.5 s: cutting at the first keyframe past 2 s would make 3 s segments,
+    # more than a target duration of 2 allows; the keyframe inside each one is cut at.
+    source = make_source(
+        tmp_path_factory.mktemp("live") / "gop45.flv", seconds=6, size="320x240", gop=45
+    )
+    packager = SegmentPackager(2.0)
+    segments = package_flv(source, packager)
+    assert packager.target_duration == 2
+    # the last one runs to the end of the audio, as every last segment does
+    assert [round(s.duration, 3) for s in segments[:-1]] == [1.5, 1.5, 1.5]
+    assert all(s.duration <= 2.499 for s in segments)
+    assert decodes_cleanly(tmp_path, segments) == ""
+
+    # A 2.5 s GOP leaves no keyframe inside: the first segment fixes a target duration of 3.
+    long_gop = make_source(
+        tmp_path_factory.mktemp("live") / "gop75.flv", seconds=5, size="320x240", gop=75
+    )
+    packager = SegmentPackager(2.0)
+    segments = package_flv(long_gop, packager)
+    assert packager.target_duration == 3
+    assert round(segments[0].duration, 3) == 2.5
+
+
+def test_a_session_joining_a_presentation_keeps_its_target_duration(small_source: Path) -> None:
+    packager = SegmentPackager(2.0, target_duration=4)
+    package_flv(small_source, packager)
+    assert packager.target_duration == 4

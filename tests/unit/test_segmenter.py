@@ -16,6 +16,7 @@ from media.hls.segmenter import (
     SegmenterError,
     SegmenterEvent,
 )
+from media.hls.target_duration import max_segment_ticks
 from media.types import CLOCK_HZ, AccessUnit, TrackKind
 
 V, A = TrackKind.VIDEO, TrackKind.AUDIO
@@ -101,6 +102,70 @@ def test_an_8_333_second_gop_gives_segments_as_long_as_the_gop_and_is_reported()
     assert seg.gop.max_ticks == 8334 * 90
     assert seg.gop.last_ticks == 8333 * 90
     assert round(seg.gop.max_seconds, 3) == 8.334
+
+
+# The 2 s target's target duration (2) allows EXTINF up to 2.499 s.
+LIMIT = max_segment_ticks(2)
+
+
+def test_a_segment_that_would_pass_the_limit_is_cut_at_the_last_keyframe_inside_it() -> None:
+    # Keyframes at 0, 1.5 s and 3.2 s: cutting at 3.2 s would make a 3.2 s segment.
+    keyframes = {0, 45, 96}
+    aus = [video(n * 3000, keyframe=n in keyframes) for n in range(150)]
+    seg = Segmenter(TWO_SECONDS, has_video=True, max_duration_ticks=LIMIT)
+    segments = segments_of(run(seg, aus))
+
+    assert [s.start_dts for s in segments] == [0, 45 * 3000, 96 * 3000]
+    assert [s.duration_ticks for s in segments] == [45 * 3000, 51 * 3000, 54 * 3000]
+    assert all(s.duration_ticks <= LIMIT for s in segments)
+    assert [s.keyframe_count for s in segments] == [1, 1, 1]
+    assert [au for s in segments for au in s.access_units] == aus
+    # without the limit the encoder's cadence gives one long segment first
+    unlimited = segments_of(run(Segmenter(TWO_SECONDS, has_video=True), aus))
+    assert unlimited[0].duration_ticks == 96 * 3000
+
+
+def test_the_cut_happens_as_soon_as_the_segment_passes_the_limit_with_its_audio_after() -> None:
+    seg = Segmenter(TWO_SECONDS, has_video=True, max_duration_ticks=LIMIT)
+    events: list[SegmenterEvent] = []
+    stream = []
+    for n in range(100):
+        stream += [video(n * 3000, keyframe=n in (0, 30)), audio(n * 3000 + 100)]
+    for au in stream:
+        events += seg.push(au)
+        if events:
+            break
+    # frame 75 (2.5 s) is the first whose segment would be longer than 2.499 s
+    assert au == video(75 * 3000)
+    [closed] = segments_of(events)
+    assert closed.access_units == tuple(stream[:60])  # video and audio before the keyframe
+    assert closed.duration_ticks == 30 * 3000
+
+
+def test_a_gop_longer_than_the_limit_leaves_no_keyframe_to_cut_at() -> None:
+    # OBS's 8.333 s GOP against a 2 s target duration: nothing to do but report it.
+    seg = Segmenter(TWO_SECONDS, has_video=True, max_duration_ticks=LIMIT)
+    segments = segments_of(run(seg, flv_ms_30fps(500, keyint=250)))
+    assert [f"{s.duration_seconds:.3f}" for s in segments] == ["8.333", "8.333"]
+    assert all(s.duration_ticks > LIMIT and s.keyframe_count == 1 for s in segments)
+    assert seg.gop is not None and seg.gop.max_ticks > LIMIT
+
+
+def test_flush_cuts_at_the_inner_keyframe_when_the_end_would_pass_the_limit() -> None:
+    seg = Segmenter(TWO_SECONDS, has_video=True, max_duration_ticks=LIMIT)
+    aus = [video(n * 3000, keyframe=n in (0, 40)) for n in range(74)]  # last frame at 2.43 s
+    segments = segments_of(run(seg, aus, end_dts=LIMIT + 3000))
+    assert [(s.start_dts, s.duration_ticks) for s in segments] == [
+        (0, 40 * 3000),
+        (40 * 3000, LIMIT + 3000 - 40 * 3000),
+    ]
+
+
+def test_a_limit_below_the_target_or_with_parts_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least the target"):
+        Segmenter(TWO_SECONDS, has_video=True, max_duration_ticks=TWO_SECONDS - 1)
+    with pytest.raises(ValueError, match="parts"):
+        Segmenter(TWO_SECONDS, has_video=True, part_target_ticks=CLOCK_HZ, max_duration_ticks=LIMIT)
 
 
 def test_gop_is_unknown_until_two_keyframes_were_seen() -> None:
@@ -311,6 +376,7 @@ _step = st.tuples(
     target=st.integers(min_value=1, max_value=400_000),
     part_divisor=st.sampled_from([None, 1, 3, 10]),
     first_sequence=st.integers(min_value=0, max_value=1000),
+    limit_factor=st.sampled_from([None, 1.0, 1.25, 2.0]),
 )
 def test_closed_segments_tile_the_input_exactly(
     steps: list[tuple[TrackKind, int, bool]],
@@ -318,14 +384,20 @@ def test_closed_segments_tile_the_input_exactly(
     target: int,
     part_divisor: int | None,
     first_sequence: int,
+    limit_factor: float | None,
 ) -> None:
     aus, dts = [], 0
     for kind, increment, keyframe in steps:
         dts += increment
         aus.append(AccessUnit(kind, dts, dts, keyframe, b""))
     part_target = None if part_divisor is None else max(1, target // part_divisor)
+    limit = None if limit_factor is None or part_target else round(target * limit_factor)
     seg = Segmenter(
-        target, has_video=has_video, part_target_ticks=part_target, first_sequence=first_sequence
+        target,
+        has_video=has_video,
+        part_target_ticks=part_target,
+        first_sequence=first_sequence,
+        max_duration_ticks=limit,
     )
     end = dts + 1
     events = run(seg, aus, end_dts=end)
@@ -349,7 +421,11 @@ def test_closed_segments_tile_the_input_exactly(
         assert s.access_units[0].keyframe or not has_video
         assert s.duration_ticks >= 0
     for s in segments[:-1]:
-        assert s.duration_ticks >= target - target // 4
+        # a segment cut short for the limit is followed by one that would have passed it
+        assert s.duration_ticks >= target - target // 4 or limit is not None
+    if limit is not None and has_video:
+        # longer than the limit only when no keyframe inside it allowed a cut
+        assert all(s.keyframe_count == 1 for s in segments if s.duration_ticks > limit)
     for s, following in zip(segments, segments[1:], strict=False):
         assert s.end_dts == following.start_dts
     assert sum(s.duration_ticks for s in segments) == end - segments[0].start_dts
