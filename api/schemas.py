@@ -13,8 +13,8 @@ from core.settings import Settings
 from media.hls.target_duration import max_segment_ticks
 from media.ladder import SOURCE, parse_ladder
 from media.types import CLOCK_HZ
-from packager.catalog import quality_order
 from packager.keys import recording_path
+from packager.ladder_rows import quality_order
 from packager.uploads import playback_url
 
 # A GOP this many times the segment target makes segments that long: players stall.

@@ -43,7 +43,7 @@ from media.hls.playlist import (
 from media.hls.target_duration import fitting_target_duration
 from media.ladder import SOURCE
 from packager.keys import segment_name
-from packager.ladder_rows import session_rungs
+from packager.ladder_rows import quality_order, session_rungs
 from packager.timeline import stream_source_rows
 
 # How a listed object is named: from the session that made it and its object name.
@@ -213,7 +213,7 @@ def timeline_entry(
         duration=source.duration,
         program_date_time=source.program_date_time,
         discontinuity=source.discontinuity,
-        gap=own.status == SegmentStatus.FAILED or (late_is_gap and own.missed_deadline),
+        gap=own.status == SegmentStatus.FAILED or (late_is_gap and bool(own.missed_deadline)),
         map_uri=uri_of(session_id, own.init_key.rpartition("/")[2]),
     )
 
@@ -303,11 +303,6 @@ def independent_segments(session: LiveSession, rendition: Rendition | None = Non
     source = next((r for r in session.renditions if r.name == SOURCE), None)
     hevc = source is not None and source.codecs.startswith(HEVC_CODECS)
     return not (session.open_gop or hevc)
-
-
-def quality_order(rendition: Rendition) -> tuple[bool, int]:
-    """Sort key: the source first as the top quality, then the rungs from tallest down."""
-    return rendition.name != SOURCE, -(rendition.height or 0)
 
 
 def master_order(rendition: Rendition) -> tuple[bool, int, tuple[bool, int]]:

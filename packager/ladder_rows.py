@@ -26,11 +26,15 @@ from core.models import LiveSession, Rendition, Segment, SegmentStatus
 from core.settings import Settings
 from media.hls.bandwidth import seeded_bit_rate
 from media.ladder import DEFAULT_LADDER, SOURCE, Rung, parse_ladder, rungs_for_source
-from packager.catalog import quality_order
 from packager.keys import media_key, segment_name
 from packager.variant_rates import record_segment_rate
 
 log = logging.getLogger(__name__)
+
+
+def quality_order(rendition: Rendition) -> tuple[bool, int]:
+    """Sort key: the source first as the top quality, then the rungs from tallest down."""
+    return rendition.name != SOURCE, -(rendition.height or 0)
 
 
 @dataclass(frozen=True, slots=True)

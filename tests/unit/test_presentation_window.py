@@ -54,7 +54,10 @@ class Timeline:
         self.clock += timedelta(seconds=duration)
 
     def source_window(self, size: int) -> str:
-        entries = [timeline_entry(row, session, row, stream_uri) for row, session in self.rows]
+        entries = [
+            timeline_entry(row, session, row, stream_uri, late_is_gap=True)
+            for row, session in self.rows
+        ]
         return render_window(entries, size, 2)
 
 
@@ -114,7 +117,7 @@ def test_a_rung_a_session_does_not_have_lists_its_sequence_numbers_as_gaps() -> 
         if session == FIRST
     }
     entries = [
-        timeline_entry(row, session, rung.get(row.sequence), stream_uri)
+        timeline_entry(row, session, rung.get(row.sequence), stream_uri, late_is_gap=True)
         for row, session in timeline.rows
     ]
     assert [(e.gap, e.discontinuity) for e in entries] == [(False, False)] * 3 + [
