@@ -23,8 +23,13 @@ the frame before it was never seen, so it is not counted.
 Order. Encoders interleave audio and video PES loosely (ffmpeg's muxer bundles ~0.2 s of
 audio per PES), so audio may arrive after video that follows it in time. Units are released
 in decode-time order across tracks, holding each at most `MAX_INTERLEAVE_TICKS`; the packager
-then sees what an RTMP publisher gives it. Video decode times only ever increase in the
-output: a frame that would go backwards is dropped and counted.
+then sees what an RTMP publisher gives it. That includes the start: FLV sends both sequence
+headers before any frame, and the packager builds its init segment from the configurations
+it has when the first keyframe comes, so every track's first configuration is released ahead
+of the first unit (the first audio PES usually starts after the first keyframe: in decode
+order alone, the init would have no audio and the whole audio track would be lost). Video
+decode times only ever increase in the output: a frame that would go backwards is dropped
+and counted.
 
 Timestamps are 33-bit and wrap every 26.5 hours; they are unwrapped onto one monotonic
 integer timeline (90 kHz), so a stream crossing the wrap continues seamlessly, and so does
@@ -189,6 +194,7 @@ class TsDemuxer:
         self._tracks: dict[int, _Track] = {}
         self._clock = TimestampUnwrapper()
         self._order = itertools.count()
+        self._released_unit = False
         self.drops: Counter[str] = Counter()
         self.ignored_streams: list[IgnoredStream] = []
         self.received_bytes = 0
@@ -502,23 +508,33 @@ class TsDemuxer:
     def _release(self, *, flushing: bool) -> list[AccessUnit | VideoConfig | AudioConfig]:
         """Merge the tracks' queues in decode order. A unit goes out once every track has
         something at or after it, or once it has waited `MAX_INTERLEAVE_TICKS` (a track
-        that is silent, or has not started, must not stall the other)."""
+        that is silent, or has not started, must not stall the other). Until the first unit
+        is out, configurations go before any unit (see the module doc)."""
         tracks = list(self._tracks.values())
         out: list[AccessUnit | VideoConfig | AudioConfig] = []
-        heads = [(t.queue[0][0], next(self._order), t) for t in tracks if t.queue]
+        heads = [self._head(t) for t in tracks if t.queue]
         heapq.heapify(heads)
         newest = max((t.queue[-1][0] for t in tracks if t.queue), default=None)
         while heads:
-            dts, _, track = heads[0]
+            _, dts, _, track = heads[0]
             waiting = any(not t.queue for t in tracks)
             overdue = newest is not None and newest - dts > MAX_INTERLEAVE_TICKS
             if waiting and not (flushing or overdue):
                 break
             heapq.heappop(heads)
-            out.append(track.queue.popleft()[1])
+            item = track.queue.popleft()[1]
+            self._released_unit |= isinstance(item, AccessUnit)
+            out.append(item)
             if track.queue:
-                heapq.heappush(heads, (track.queue[0][0], next(self._order), track))
+                heapq.heappush(heads, self._head(track))
         return out
+
+    def _head(self, track: _Track) -> tuple[bool, int, int, _Track]:
+        """The heap key of a track's next item: configurations first until a unit is out,
+        then decode time (ties in arrival order)."""
+        dts, item = track.queue[0]
+        later = self._released_unit or isinstance(item, AccessUnit)
+        return later, dts, next(self._order), track
 
 
 def _kind_of(stream_type: int) -> TrackKind | None:

@@ -145,6 +145,15 @@ def test_output_is_in_decode_order_across_tracks(h264_ts: Path) -> None:
     assert dts == sorted(dts)
 
 
+def test_every_track_is_configured_before_the_first_unit(h264_ts: Path) -> None:
+    """As FLV's sequence headers are: ffmpeg's first audio PES starts after the first
+    keyframe, and the packager's init segment is made of what it knows at that keyframe."""
+    items, _ = _demux(h264_ts.read_bytes())
+    first_unit = next(n for n, item in enumerate(items) if isinstance(item, AccessUnit))
+    assert {type(item) for item in items[:first_unit]} == {VideoConfig, AudioConfig}
+    assert _units(items, TrackKind.AUDIO)[0].dts > _units(items, TrackKind.VIDEO)[0].dts
+
+
 def test_timestamps_across_the_33_bit_wrap_continue_on_one_timeline(wrap_ts: Path) -> None:
     items, demuxer = _demux(wrap_ts.read_bytes())
     _assert_matches_ffprobe(wrap_ts, items)
