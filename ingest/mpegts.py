@@ -20,6 +20,14 @@ are independent: only the broken ones go, and the packager keeps the hole so syn
 Drops are counted per broken PES: a frame whose start was lost together with the end of
 the frame before it was never seen, so it is not counted.
 
+The end. An SRT caller that closes discards what it had not sent yet, so a stream may stop
+inside a PES. An audio PES declares its length, so a short one shows; a video PES usually
+does not (length 0: it runs to the next PES of its PID), so the last one counts as whole
+only when packets of another elementary stream came after it (muxers write each PES's
+packets together; ffmpeg writes its last audio after its last frame), and is otherwise
+dropped rather than passed on as a frame that decodes into garbage. Such a PES is counted
+as `ENDED_MID_PES`, apart from loss on the way.
+
 Order. Encoders interleave audio and video PES loosely (ffmpeg's muxer bundles ~0.2 s of
 audio per PES), so audio may arrive after video that follows it in time. Units are released
 in decode-time order across tracks, holding each at most `MAX_INTERLEAVE_TICKS`; the packager
@@ -54,6 +62,8 @@ PACKET_SIZE = 188
 SYNC_BYTE = 0x47
 PAT_PID = 0x0000
 NULL_PID = 0x1FFF
+# PIDs below carry tables (PAT, CAT, SDT...), which muxers insert even inside a PES.
+FIRST_ELEMENTARY_PID = 0x20
 TIMESTAMP_BITS = 33
 TIMESTAMP_MODULUS = 1 << TIMESTAMP_BITS
 AAC_FRAME_SAMPLES = 1024
@@ -98,6 +108,8 @@ class DropReason(StrEnum):
     LOST_SYNC = "lost sync"
     TRANSPORT_ERROR = "transport error indicator"
     TRUNCATED_PES = "PES shorter than declared"
+    # Not loss on the way: the publisher stopped in the middle of a PES (see the module doc).
+    ENDED_MID_PES = "PES cut short by the end of the stream"
     MALFORMED_PES = "malformed PES header"
     UNREADABLE_PAYLOAD = "unreadable elementary stream data"
     AWAITING_KEYFRAME = "video waiting for a keyframe after a loss"
@@ -195,6 +207,8 @@ class TsDemuxer:
         self._clock = TimestampUnwrapper()
         self._order = itertools.count()
         self._released_unit = False
+        # The PID of the last elementary stream packet: whether the last PES was followed.
+        self._last_pid: int | None = None
         self.drops: Counter[str] = Counter()
         self.ignored_streams: list[IgnoredStream] = []
         self.received_bytes = 0
@@ -221,9 +235,19 @@ class TsDemuxer:
     def flush(self) -> list[AccessUnit | VideoConfig | AudioConfig]:
         """End of stream: complete the PES in progress and release everything held."""
         for track in self._tracks.values():
+            pes = track.pes
+            if pes is not None and pes.broken is None and not self._whole_at_end(track, pes):
+                pes.broken = DropReason.ENDED_MID_PES
             self._complete_pes(track)
         self._buffer.clear()
         return self._release(flushing=True)
+
+    def _whole_at_end(self, track: _Track, pes: _Pes) -> bool:
+        """Whether the PES in progress when the stream ends is complete (see the module doc)."""
+        declared = _declared_pes_end(pes.data)
+        if declared is not None:
+            return len(pes.data) >= declared
+        return track.pid != self._last_pid
 
     # transport packets
 
@@ -288,6 +312,8 @@ class TsDemuxer:
             discontinuity = length > 0 and bool(packet[5] & 0x80)
         has_payload = bool(adaptation & 0x01)
         payload = packet[payload_start:] if has_payload else b""
+        if has_payload and pid >= FIRST_ELEMENTARY_PID and pid != self._pmt_pid:
+            self._last_pid = pid  # ignored streams too: they follow a PES just as well
         if track is None:
             if has_payload and not scrambled:
                 self._psi_payload(pid, unit_start, payload)

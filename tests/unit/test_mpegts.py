@@ -226,6 +226,13 @@ def _video_pid(packets: list[bytes]) -> int:
     return max({_pid(p) for p in packets}, key=lambda pid: sum(_pid(p) == pid for p in packets))
 
 
+def _audio_pid(packets: list[bytes]) -> int:
+    video_pid = _video_pid(packets)
+    return next(
+        _pid(p) for p in packets if _pid(p) not in (0, 4096, video_pid, 0x1FFF) and _pid(p) > 32
+    )
+
+
 def _assert_losses_accounted(
     reference: list[Item], damaged: list[Item], demuxer: TsDemuxer, *, video_only: bool
 ) -> None:
@@ -294,10 +301,7 @@ def test_a_pes_shorter_than_declared_is_dropped(h264_ts: Path) -> None:
     data = h264_ts.read_bytes()
     reference, _ = _demux(data)
     packets = _packets(data)
-    video_pid = _video_pid(packets)
-    audio_pid = next(
-        _pid(p) for p in packets if _pid(p) not in (0, 4096, video_pid, 0x1FFF) and _pid(p) > 32
-    )
+    audio_pid = _audio_pid(packets)
     audio = [i for i, p in enumerate(packets) if _pid(p) == audio_pid]
     starts = [i for i in audio if packets[i][1] & 0x40]
     victim = audio[audio.index(starts[10]) - 1]  # the last packet of the 10th PES
@@ -311,6 +315,34 @@ def test_a_pes_shorter_than_declared_is_dropped(h264_ts: Path) -> None:
     assert _units(damaged, TrackKind.VIDEO) == _units(reference, TrackKind.VIDEO)
     missing = set(_units(reference, TrackKind.AUDIO)) - set(_units(damaged, TrackKind.AUDIO))
     assert 1 <= len(missing) <= 10  # the frames of that one PES
+
+
+def test_a_pes_cut_short_by_the_end_of_the_stream_is_told_apart_from_loss(h264_ts: Path) -> None:
+    """An SRT caller closing discards what it had not sent: the stream may stop in the
+    middle of an audio PES. That frame is dropped, counted as the end, not as loss."""
+    packets = _packets(h264_ts.read_bytes())
+    audio_pid = _audio_pid(packets)
+    last_start = max(i for i, p in enumerate(packets) if _pid(p) == audio_pid and p[1] & 0x40)
+    _, demuxer = _demux(b"".join(packets[: last_start + 1]))
+    assert demuxer.drops == {DropReason.ENDED_MID_PES.value: 1}
+
+
+def test_a_video_pes_the_stream_ends_in_is_dropped_unless_another_track_followed_it(
+    h264_ts: Path,
+) -> None:
+    """Video PES have no length: at the end, only packets of another track after it say
+    that the last one is whole (ffmpeg writes its last audio after its last frame)."""
+    packets = _packets(h264_ts.read_bytes())
+    reference, _ = _demux(b"".join(packets))
+    video_pid = _video_pid(packets)
+    video = [i for i, p in enumerate(packets) if _pid(p) == video_pid]
+    last_start = max(i for i in video if packets[i][1] & 0x40)
+    assert _pid(packets[-1]) != video_pid  # the whole file: its last frame is kept
+    assert _units(reference, TrackKind.VIDEO)[-1].dts > _units(reference, TrackKind.VIDEO)[-2].dts
+    cut = video[video.index(last_start) + 2]  # the stream ends inside the last video PES
+    truncated, demuxer = _demux(b"".join(packets[: cut + 1]))
+    assert demuxer.drops == {DropReason.ENDED_MID_PES.value: 1}
+    assert _units(truncated, TrackKind.VIDEO) == _units(reference, TrackKind.VIDEO)[:-1]
 
 
 def test_mp2_audio_is_ignored_and_reported(mp2_ts: Path) -> None:
