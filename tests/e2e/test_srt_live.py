@@ -21,6 +21,7 @@ from sqlalchemy import select as sql_select
 
 from core.db import session_scope
 from core.models import LiveSession
+from ingest.mpegts import DropReason
 from tests.e2e.conftest import GRACE_SECONDS, LiveStack, free_udp_port
 from tests.media import decode, make_ts_source, media_duration, publish_ts
 from tests.services import wait_for
@@ -101,7 +102,8 @@ def test_ffmpeg_publishing_over_srt_with_a_stream_id_plays_as_a_ladder(
     # The caller closed the connection: an explicit end, no grace window.
     assert session.status == "ended"
     report = session.media_info["ingest"]
-    assert report["dropped_units"] == 0
+    # Loopback loses nothing; only the caller's close may cut the last PES short.
+    assert set(report["dropped_reasons"]) <= {DropReason.ENDED_MID_PES.value}
     assert report["warnings"] == []
     assert report["srt"]["packets_received"] > 100
 
