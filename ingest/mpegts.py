@@ -23,10 +23,11 @@ the frame before it was never seen, so it is not counted.
 The end. An SRT caller that closes discards what it had not sent yet, so a stream may stop
 inside a PES. An audio PES declares its length, so a short one shows; a video PES usually
 does not (length 0: it runs to the next PES of its PID), so the last one counts as whole
-only when packets of another elementary stream came after it (muxers write each PES's
-packets together; ffmpeg writes its last audio after its last frame), and is otherwise
-dropped rather than passed on as a frame that decodes into garbage. Such a PES is counted
-as `ENDED_MID_PES`, apart from loss on the way.
+only when its last packet was padded (muxers pad a PES's last packet with adaptation field
+stuffing when its payload does not fill it) or packets of another elementary stream came
+after it (muxers write each PES's packets together), and is otherwise dropped rather than
+passed on as a frame that decodes into garbage. Such a PES is counted as `ENDED_MID_PES`,
+apart from loss on the way.
 
 Order. Encoders interleave audio and video PES loosely (ffmpeg's muxer bundles ~0.2 s of
 audio per PES), so audio may arrive after video that follows it in time. Units are released
@@ -172,6 +173,8 @@ class _Pes:
 
     data: bytearray
     broken: DropReason | None = None
+    # Whether the latest packet was padded (see `_stuffed`): where a PES ends.
+    padded: bool = False
 
 
 @dataclass(slots=True)
@@ -247,7 +250,7 @@ class TsDemuxer:
         declared = _declared_pes_end(pes.data)
         if declared is not None:
             return len(pes.data) >= declared
-        return track.pid != self._last_pid
+        return pes.padded or track.pid != self._last_pid
 
     # transport packets
 
@@ -343,6 +346,8 @@ class TsDemuxer:
         declared = _declared_pes_end(track.pes.data)
         if declared is not None and len(track.pes.data) >= declared:
             self._complete_pes(track)
+        elif track.pes is not None:
+            track.pes.padded = bool(adaptation & 0x02) and _stuffed(packet)
 
     # PSI: PAT and PMT
 
@@ -569,6 +574,20 @@ def _kind_of(stream_type: int) -> TrackKind | None:
     if stream_type == StreamType.AAC_ADTS:
         return TrackKind.AUDIO
     return None
+
+
+def _stuffed(packet: bytes) -> bool:
+    """Whether a packet's adaptation field is padded: a muxer pads only a PES's last packet,
+    whose payload would not fill it (a lone PCR is no padding). Private data or an extension
+    leave it unknown (False)."""
+    length = packet[4]
+    if length == 0:
+        return True  # the length byte itself is the one byte of padding
+    flags = packet[5]
+    if flags & 0x03:
+        return False
+    used = 1 + 6 * bool(flags & 0x10) + 6 * bool(flags & 0x08) + bool(flags & 0x04)
+    return length > used
 
 
 def _declared_pes_end(data: bytearray) -> int | None:
