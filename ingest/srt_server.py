@@ -18,6 +18,14 @@ closing (an explicit end: the session ends now), and a break after longer silenc
 link (the session stays open for the reconnect grace window). A connection that stays up but
 sends nothing for `NEBULA_IDLE_TIMEOUT_SECONDS` is dropped like an idle RTMP client.
 
+The end of a publish. libsrt holds each received packet for the link's latency (TSBPD)
+before it can be read, and a shutdown breaks the socket at once: what arrived in the last
+latency is still in the receive buffer. A broken socket is therefore drained (read again
+until libsrt has released it, or for the latency and `DRAIN_MARGIN_SECONDS`) before the
+publish ends. What the caller never sent is another matter: libsrt's live-mode default
+linger is 0, so an encoder that closes right after its last write (ffmpeg) discards what
+was still queued in its send buffer; only the caller can keep that (ffmpeg's `linger`).
+
 Receive statistics (lost, retransmitted, dropped packets) and the demuxer's dropped units are
 recorded on the session (media_info `ingest`) every `REPORT_SECONDS` and at the end (and at
 once when the stream has a track we ignore, whose warning the sessions API shows). libsrt
@@ -32,6 +40,7 @@ import contextlib
 import ctypes
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +50,7 @@ from ingest import sessions
 from ingest.publication import Publication
 from ingest.publisher import Publisher
 from ingest.srt import libsrt
-from ingest.srt.libsrt import EpollFlag, ReceiveStats, RejectReason, SockOpt, SrtError
+from ingest.srt.libsrt import EpollFlag, ErrorCode, ReceiveStats, RejectReason, SockOpt, SrtError
 from ingest.srt.streamid import StreamIdError, stream_key_from_stream_id
 from media.demux.mpegts import TsDemuxer
 from media.types import AccessUnit, AudioConfig, VideoConfig
@@ -51,6 +60,10 @@ log = logging.getLogger(__name__)
 BACKLOG = 64
 EPOLL_EVENTS = 64
 EPOLL_WAIT_MS = 200
+# While a broken socket is drained, how often it is read again.
+DRAIN_POLL_MS = 10
+# How long after the link's latency a broken socket is read before it is given up.
+DRAIN_MARGIN_SECONDS = 0.2
 TICK_SECONDS = 1.0
 REPORT_SECONDS = 10.0
 # Bytes held for a connection while `Publisher.begin` is deciding (a few seconds at most).
@@ -68,6 +81,8 @@ class SrtPublisherConnection:
     pending: bytearray = field(default_factory=bytearray)
     stats: ReceiveStats | None = None
     reported: bool = False
+    # Decided when the socket broke, not after the drain (see `SrtListener._broken`).
+    explicit_end: bool = False
     ended: asyncio.Future[bool] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -110,6 +125,8 @@ class SrtListener:
         self._key_checks = concurrent.futures.ThreadPoolExecutor(2, "srt-key-check")
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        # The epoll thread's own: broken sockets still being read, and until when.
+        self._draining: dict[int, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.Task[None] | None = None
 
@@ -161,8 +178,9 @@ class SrtListener:
         buffer = ctypes.create_string_buffer(libsrt.SRT_LIVE_MAX_PAYLOAD)
         assert self._loop is not None and self._eid is not None
         while not self._stopping.is_set():
+            wait_ms = DRAIN_POLL_MS if self._draining else EPOLL_WAIT_MS
             try:
-                ready = libsrt.epoll_wait(self._eid, EPOLL_EVENTS, EPOLL_WAIT_MS)
+                ready = libsrt.epoll_wait(self._eid, EPOLL_EVENTS, wait_ms)
             except SrtError:
                 log.exception("srt epoll failed; the listener stops")
                 return
@@ -171,6 +189,8 @@ class SrtListener:
                     self._accept()
                 else:
                     self._read_all(sock, events, buffer)
+            for sock in list(self._draining):
+                self._drain(sock, buffer)
 
     def _accept(self) -> None:
         """One pending connection (epoll is level-triggered: more come on the next wait;
@@ -194,19 +214,44 @@ class SrtListener:
         self._loop.call_soon_threadsafe(self._accepted, sock, peer, stream_id)
 
     def _read_all(self, sock: int, events: EpollFlag, buffer: ctypes.Array[ctypes.c_char]) -> None:
+        error = self._read_ready(sock, buffer)
+        if error is None and not events & EpollFlag.ERR:
+            return
+        # Broken: epoll would report it on every wait, so it is read on a timer instead.
+        with contextlib.suppress(SrtError):  # already closed by the loop
+            libsrt.epoll_remove(self._eid, sock)
+        self._loop.call_soon_threadsafe(self._broken, sock)
+        if error is not None and error.code != ErrorCode.ECONNLOST:
+            self._loop.call_soon_threadsafe(self._lost, sock)  # gone: nothing left to read
+            return
+        try:
+            latency = libsrt.get_int_flag(sock, SockOpt.RCVLATENCY) / 1000
+        except SrtError:
+            latency = self.settings.srt_latency_ms / 1000
+        self._draining[sock] = time.monotonic() + latency + DRAIN_MARGIN_SECONDS
+
+    def _drain(self, sock: int, buffer: ctypes.Array[ctypes.c_char]) -> None:
+        """Read a broken socket again: packets held for their latency become readable. It
+        is done once libsrt has released the socket (or closed by the loop) or time is up."""
+        error = self._read_ready(sock, buffer)
+        gone = error is not None and error.code != ErrorCode.ECONNLOST
+        if gone or time.monotonic() >= self._draining[sock]:
+            del self._draining[sock]
+            self._loop.call_soon_threadsafe(self._lost, sock)
+
+    def _read_ready(self, sock: int, buffer: ctypes.Array[ctypes.c_char]) -> SrtError | None:
+        """Hand everything readable now to the loop; the error that ended the reading, if
+        any (a broken or closed socket), else None."""
         chunks = []
-        broken = bool(events & EpollFlag.ERR)
+        error = None
         try:
             while (size := libsrt.recvmsg(sock, buffer)) is not None:
                 chunks.append(ctypes.string_at(buffer, size))
-        except SrtError:
-            broken = True
+        except SrtError as exc:
+            error = exc
         if chunks:
             self._loop.call_soon_threadsafe(self._received, sock, b"".join(chunks))
-        if broken:
-            with contextlib.suppress(SrtError):  # already closed by the loop
-                libsrt.epoll_remove(self._eid, sock)
-            self._loop.call_soon_threadsafe(self._lost, sock)
+        return error
 
     # the event loop
 
@@ -251,11 +296,19 @@ class SrtListener:
             # media in this chunk is lost but the session goes on.
             log.exception("srt %s: media could not be packaged", conn.peer)
 
-    def _lost(self, sock: int) -> None:
+    def _broken(self, sock: int) -> None:
+        """The socket broke: whether that is the publisher closing depends on the silence
+        before the break (see the module doc), not on how long the drain takes."""
         conn = self.connections.get(sock)
         if conn is not None:
             silence = asyncio.get_running_loop().time() - conn.last_data
-            conn.end(explicit=silence < self.settings.peer_idle_timeout_ms / 1000 / 2)
+            conn.explicit_end = silence < self.settings.peer_idle_timeout_ms / 1000 / 2
+
+    def _lost(self, sock: int) -> None:
+        """The broken socket has been read dry: the publish ends."""
+        conn = self.connections.get(sock)
+        if conn is not None:
+            conn.end(explicit=conn.explicit_end)
 
     async def _serve(self, conn: SrtPublisherConnection) -> None:
         publication = None

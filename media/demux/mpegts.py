@@ -20,11 +20,25 @@ are independent: only the broken ones go, and the packager keeps the hole so syn
 Drops are counted per broken PES: a frame whose start was lost together with the end of
 the frame before it was never seen, so it is not counted.
 
+The end. An SRT caller that closes discards what it had not sent yet, so a stream may stop
+inside a PES. An audio PES declares its length, so a short one shows; a video PES usually
+does not (length 0: it runs to the next PES of its PID), so the last one counts as whole
+only when its last packet was padded (muxers pad a PES's last packet with adaptation field
+stuffing when its payload does not fill it) or packets of another elementary stream came
+after it (muxers write each PES's packets together), and is otherwise dropped rather than
+passed on as a frame that decodes into garbage. Such a PES is counted as `ENDED_MID_PES`,
+apart from loss on the way.
+
 Order. Encoders interleave audio and video PES loosely (ffmpeg's muxer bundles ~0.2 s of
 audio per PES), so audio may arrive after video that follows it in time. Units are released
 in decode-time order across tracks, holding each at most `MAX_INTERLEAVE_TICKS`; the packager
-then sees what an RTMP publisher gives it. Video decode times only ever increase in the
-output: a frame that would go backwards is dropped and counted.
+then sees what an RTMP publisher gives it. That includes the start: FLV sends both sequence
+headers before any frame, and the packager builds its init segment from the configurations
+it has when the first keyframe comes, so every track's first configuration is released ahead
+of the first unit (the first audio PES usually starts after the first keyframe: in decode
+order alone, the init would have no audio and the whole audio track would be lost). Video
+decode times only ever increase in the output: a frame that would go backwards is dropped
+and counted.
 
 Timestamps are 33-bit and wrap every 26.5 hours; they are unwrapped onto one monotonic
 integer timeline (90 kHz), so a stream crossing the wrap continues seamlessly, and so does
@@ -49,6 +63,8 @@ PACKET_SIZE = 188
 SYNC_BYTE = 0x47
 PAT_PID = 0x0000
 NULL_PID = 0x1FFF
+# PIDs below carry tables (PAT, CAT, SDT...), which muxers insert even inside a PES.
+FIRST_ELEMENTARY_PID = 0x20
 TIMESTAMP_BITS = 33
 TIMESTAMP_MODULUS = 1 << TIMESTAMP_BITS
 AAC_FRAME_SAMPLES = 1024
@@ -93,6 +109,8 @@ class DropReason(StrEnum):
     LOST_SYNC = "lost sync"
     TRANSPORT_ERROR = "transport error indicator"
     TRUNCATED_PES = "PES shorter than declared"
+    # Not loss on the way: the publisher stopped in the middle of a PES (see the module doc).
+    ENDED_MID_PES = "PES cut short by the end of the stream"
     MALFORMED_PES = "malformed PES header"
     UNREADABLE_PAYLOAD = "unreadable elementary stream data"
     AWAITING_KEYFRAME = "video waiting for a keyframe after a loss"
@@ -155,6 +173,8 @@ class _Pes:
 
     data: bytearray
     broken: DropReason | None = None
+    # Whether the latest packet was padded (see `_stuffed`): where a PES ends.
+    padded: bool = False
 
 
 @dataclass(slots=True)
@@ -189,6 +209,9 @@ class TsDemuxer:
         self._tracks: dict[int, _Track] = {}
         self._clock = TimestampUnwrapper()
         self._order = itertools.count()
+        self._released_unit = False
+        # The PID of the last elementary stream packet: whether the last PES was followed.
+        self._last_pid: int | None = None
         self.drops: Counter[str] = Counter()
         self.ignored_streams: list[IgnoredStream] = []
         self.received_bytes = 0
@@ -215,9 +238,19 @@ class TsDemuxer:
     def flush(self) -> list[AccessUnit | VideoConfig | AudioConfig]:
         """End of stream: complete the PES in progress and release everything held."""
         for track in self._tracks.values():
+            pes = track.pes
+            if pes is not None and pes.broken is None and not self._whole_at_end(track, pes):
+                pes.broken = DropReason.ENDED_MID_PES
             self._complete_pes(track)
         self._buffer.clear()
         return self._release(flushing=True)
+
+    def _whole_at_end(self, track: _Track, pes: _Pes) -> bool:
+        """Whether the PES in progress when the stream ends is complete (see the module doc)."""
+        declared = _declared_pes_end(pes.data)
+        if declared is not None:
+            return len(pes.data) >= declared
+        return pes.padded or track.pid != self._last_pid
 
     # transport packets
 
@@ -282,6 +315,8 @@ class TsDemuxer:
             discontinuity = length > 0 and bool(packet[5] & 0x80)
         has_payload = bool(adaptation & 0x01)
         payload = packet[payload_start:] if has_payload else b""
+        if has_payload and pid >= FIRST_ELEMENTARY_PID and pid != self._pmt_pid:
+            self._last_pid = pid  # ignored streams too: they follow a PES just as well
         if track is None:
             if has_payload and not scrambled:
                 self._psi_payload(pid, unit_start, payload)
@@ -311,6 +346,8 @@ class TsDemuxer:
         declared = _declared_pes_end(track.pes.data)
         if declared is not None and len(track.pes.data) >= declared:
             self._complete_pes(track)
+        elif track.pes is not None:
+            track.pes.padded = bool(adaptation & 0x02) and _stuffed(packet)
 
     # PSI: PAT and PMT
 
@@ -502,23 +539,33 @@ class TsDemuxer:
     def _release(self, *, flushing: bool) -> list[AccessUnit | VideoConfig | AudioConfig]:
         """Merge the tracks' queues in decode order. A unit goes out once every track has
         something at or after it, or once it has waited `MAX_INTERLEAVE_TICKS` (a track
-        that is silent, or has not started, must not stall the other)."""
+        that is silent, or has not started, must not stall the other). Until the first unit
+        is out, configurations go before any unit (see the module doc)."""
         tracks = list(self._tracks.values())
         out: list[AccessUnit | VideoConfig | AudioConfig] = []
-        heads = [(t.queue[0][0], next(self._order), t) for t in tracks if t.queue]
+        heads = [self._head(t) for t in tracks if t.queue]
         heapq.heapify(heads)
         newest = max((t.queue[-1][0] for t in tracks if t.queue), default=None)
         while heads:
-            dts, _, track = heads[0]
+            _, dts, _, track = heads[0]
             waiting = any(not t.queue for t in tracks)
             overdue = newest is not None and newest - dts > MAX_INTERLEAVE_TICKS
             if waiting and not (flushing or overdue):
                 break
             heapq.heappop(heads)
-            out.append(track.queue.popleft()[1])
+            item = track.queue.popleft()[1]
+            self._released_unit |= isinstance(item, AccessUnit)
+            out.append(item)
             if track.queue:
-                heapq.heappush(heads, (track.queue[0][0], next(self._order), track))
+                heapq.heappush(heads, self._head(track))
         return out
+
+    def _head(self, track: _Track) -> tuple[bool, int, int, _Track]:
+        """The heap key of a track's next item: configurations first until a unit is out,
+        then decode time (ties in arrival order)."""
+        dts, item = track.queue[0]
+        later = self._released_unit or isinstance(item, AccessUnit)
+        return later, dts, next(self._order), track
 
 
 def _kind_of(stream_type: int) -> TrackKind | None:
@@ -527,6 +574,20 @@ def _kind_of(stream_type: int) -> TrackKind | None:
     if stream_type == StreamType.AAC_ADTS:
         return TrackKind.AUDIO
     return None
+
+
+def _stuffed(packet: bytes) -> bool:
+    """Whether a packet's adaptation field is padded: a muxer pads only a PES's last packet,
+    whose payload would not fill it (a lone PCR is no padding). Private data or an extension
+    leave it unknown (False)."""
+    length = packet[4]
+    if length == 0:
+        return True  # the length byte itself is the one byte of padding
+    flags = packet[5]
+    if flags & 0x03:
+        return False
+    used = 1 + 6 * bool(flags & 0x10) + 6 * bool(flags & 0x08) + bool(flags & 0x04)
+    return length > used
 
 
 def _declared_pes_end(data: bytearray) -> int | None:

@@ -3,6 +3,8 @@ the ladder we serve. Loss comes from a UDP relay in the test (no netem on this m
 
 from __future__ import annotations
 
+import io
+import itertools
 import os
 import random
 import select
@@ -14,21 +16,28 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
+import av
 import m3u8
 import pytest
 from sqlalchemy import select as sql_select
 
 from core.db import session_scope
 from core.models import LiveSession
+from media.demux.mpegts import DropReason
 from tests.e2e.conftest import GRACE_SECONDS, LiveStack, free_udp_port
 from tests.hls_poller import CheckedHls
-from tests.media import decode, make_ts_source, media_duration, publish_ts
+from tests.media import decode, make_ts_source, media_duration, probe, publish_ts
 from tests.services import wait_for
 
 pytestmark = pytest.mark.e2e
 
 SECONDS = 6
+ONE_FRAME_SECONDS = 1 / 30
+# ffmpeg closes its SRT connection right after its last write with libsrt's live default of
+# no linger: what it had not sent yet (its last audio PES, ~0.26 s here) never arrives.
+CLOSE_LOSS_SECONDS = 0.3
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +108,104 @@ def test_ffmpeg_publishing_over_srt_with_a_stream_id_plays_as_a_ladder(
     # The caller closed the connection: an explicit end, no grace window.
     assert session.status == "ended"
     report = session.media_info["ingest"]
-    assert report["dropped_units"] == 0
+    # Loopback loses nothing; only the caller's close may cut the last PES short.
+    assert set(report["dropped_reasons"]) <= {DropReason.ENDED_MID_PES.value}
     assert report["warnings"] == []
     assert report["srt"]["packets_received"] > 100
+
+
+class TrackSpan(NamedTuple):
+    """One track of a file, in seconds on its clock: its first and last decode times, where
+    its last frame ends (in a segment, where the next segment begins), and its frames."""
+
+    first: float
+    last: float
+    end: float
+    frames: int
+
+
+def _track_spans(data: bytes, container_format: str) -> dict[str, TrackSpan]:
+    """`TrackSpan` of each track ("video", "audio") of a file."""
+    spans: dict[str, TrackSpan] = {}
+    with av.open(io.BytesIO(data), format=container_format) as container:
+        for packet in container.demux():
+            if packet.dts is None or not packet.size:  # the demuxer's end-of-stream markers
+                continue
+            kind = packet.stream.type
+            dts = float(packet.dts * packet.time_base)
+            end = float((packet.dts + packet.duration) * packet.time_base)
+            if kind in spans:
+                spans[kind] = spans[kind]._replace(last=dts, end=end, frames=spans[kind].frames + 1)
+            else:
+                spans[kind] = TrackSpan(dts, dts, end, 1)
+    return spans
+
+
+def _segment_spans(hls: CheckedHls, playlist_path: str) -> list[dict[str, TrackSpan]]:
+    """`_track_spans` of every segment of a media playlist, read from the served bytes."""
+    base = playlist_path.rsplit("/", 1)[0]
+    spans = []
+    for segment in hls.playlist(playlist_path).segments:
+        init = hls.get(f"{base}/{segment.init_section.uri}").content
+        data = hls.get(f"{base}/{segment.uri}").content
+        spans.append(_track_spans(init + data, "mp4"))
+    return spans
+
+
+def test_an_ffmpeg_publish_over_srt_is_recorded_whole_with_its_audio_and_without_holes(
+    live_stack: LiveStack, hls: CheckedHls, source_1080p: Path, tmp_path: Path
+) -> None:
+    """Issue 16, as a new user publishes: 12 s of 1080p30 FLV (B-frames, AAC) remuxed by
+    ffmpeg to MPEG-TS over SRT. Every track is recorded from the first keyframe to within a
+    frame of the end, less only what the caller's close discards; segments tile the time."""
+    sent_ts = tmp_path / "sent.ts"  # the bytes `publish_ts` sends, to a file
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(source_1080p), "-c", "copy", "-f", "mpegts"]
+        + [str(sent_ts)],
+        check=True,
+        timeout=60,
+    )
+    sent = _track_spans(sent_ts.read_bytes(), "mpegts")
+    stream = live_stack.create_stream("srt whole")
+    publisher = publish_ts(source_1080p, live_stack.srt_url(stream["stream_key"], pkt_size=1316))
+    assert publisher.wait(60) == 0, publisher.stderr.read().decode()
+    wait_for(lambda: _sessions(live_stack, stream["id"])[0].status == "ended", 30, "ended")
+    [session] = _sessions(live_stack, stream["id"])
+    recording = f"/hls/sessions/{session.id}"
+
+    master = hls.playlist(f"{recording}/master.m3u8")
+    [source] = [p for p in master.playlists if p.uri.startswith("source/")]
+    assert source.stream_info.codecs == "avc1.640028,mp4a.40.2"
+    segments = _segment_spans(hls, f"{recording}/source/index.m3u8")
+    assert len(segments) == 6
+    for track in ("video", "audio"):
+        holes = [
+            round(after[track].first - before[track].end, 3)
+            for before, after in itertools.pairwise(segments)
+        ]
+        assert all(abs(hole) <= ONE_FRAME_SECONDS for hole in holes), (track, holes)
+    # On each side's own clock from its first video frame, where the packager starts.
+    origin, sent_origin = segments[0]["video"].first, sent["video"].first
+    for track in ("video", "audio"):
+        first, last = segments[0][track].first - origin, segments[-1][track].last - origin
+        sent_first, sent_last = sent[track].first - sent_origin, sent[track].last - sent_origin
+        assert abs(first - sent_first) <= ONE_FRAME_SECONDS, (track, first, sent_first)
+        assert sent_last - CLOSE_LOSS_SECONDS - ONE_FRAME_SECONDS <= last, (track, last)
+        assert last <= sent_last + ONE_FRAME_SECONDS, (track, last, sent_last)
+        # Nothing missing in between either.
+        frames = sum(spans[track].frames for spans in segments)
+        frame = (sent[track].last - sent[track].first) / (sent[track].frames - 1)
+        missing = sent[track].frames - frames
+        assert 0 <= missing <= (CLOSE_LOSS_SECONDS + ONE_FRAME_SECONDS) / frame, (track, missing)
+    # What the issue measured: the playlist's duration, against the source's.
+    duration = float(probe(f"{live_stack.api_url}{recording}/master.m3u8")["format"]["duration"])
+    sent_duration = max(span.end for span in sent.values()) - sent_origin
+    assert sent_duration - CLOSE_LOSS_SECONDS - ONE_FRAME_SECONDS <= duration, duration
+    assert duration <= sent_duration + ONE_FRAME_SECONDS, (duration, sent_duration)
+
+    report = session.media_info["ingest"]
+    assert report["srt"]["packets_dropped"] == 0
+    assert set(report["dropped_reasons"]) <= {DropReason.ENDED_MID_PES.value}
 
 
 def test_hevc_over_srt_with_a_bare_stream_id_plays_as_hvc1_with_h264_rungs(

@@ -145,6 +145,15 @@ def test_output_is_in_decode_order_across_tracks(h264_ts: Path) -> None:
     assert dts == sorted(dts)
 
 
+def test_every_track_is_configured_before_the_first_unit(h264_ts: Path) -> None:
+    """As FLV's sequence headers are: ffmpeg's first audio PES starts after the first
+    keyframe, and the packager's init segment is made of what it knows at that keyframe."""
+    items, _ = _demux(h264_ts.read_bytes())
+    first_unit = next(n for n, item in enumerate(items) if isinstance(item, AccessUnit))
+    assert {type(item) for item in items[:first_unit]} == {VideoConfig, AudioConfig}
+    assert _units(items, TrackKind.AUDIO)[0].dts > _units(items, TrackKind.VIDEO)[0].dts
+
+
 def test_timestamps_across_the_33_bit_wrap_continue_on_one_timeline(wrap_ts: Path) -> None:
     items, demuxer = _demux(wrap_ts.read_bytes())
     _assert_matches_ffprobe(wrap_ts, items)
@@ -217,6 +226,13 @@ def _video_pid(packets: list[bytes]) -> int:
     return max({_pid(p) for p in packets}, key=lambda pid: sum(_pid(p) == pid for p in packets))
 
 
+def _audio_pid(packets: list[bytes]) -> int:
+    video_pid = _video_pid(packets)
+    return next(
+        _pid(p) for p in packets if _pid(p) not in (0, 4096, video_pid, 0x1FFF) and _pid(p) > 32
+    )
+
+
 def _assert_losses_accounted(
     reference: list[Item], damaged: list[Item], demuxer: TsDemuxer, *, video_only: bool
 ) -> None:
@@ -285,10 +301,7 @@ def test_a_pes_shorter_than_declared_is_dropped(h264_ts: Path) -> None:
     data = h264_ts.read_bytes()
     reference, _ = _demux(data)
     packets = _packets(data)
-    video_pid = _video_pid(packets)
-    audio_pid = next(
-        _pid(p) for p in packets if _pid(p) not in (0, 4096, video_pid, 0x1FFF) and _pid(p) > 32
-    )
+    audio_pid = _audio_pid(packets)
     audio = [i for i, p in enumerate(packets) if _pid(p) == audio_pid]
     starts = [i for i in audio if packets[i][1] & 0x40]
     victim = audio[audio.index(starts[10]) - 1]  # the last packet of the 10th PES
@@ -302,6 +315,41 @@ def test_a_pes_shorter_than_declared_is_dropped(h264_ts: Path) -> None:
     assert _units(damaged, TrackKind.VIDEO) == _units(reference, TrackKind.VIDEO)
     missing = set(_units(reference, TrackKind.AUDIO)) - set(_units(damaged, TrackKind.AUDIO))
     assert 1 <= len(missing) <= 10  # the frames of that one PES
+
+
+def test_a_pes_cut_short_by_the_end_of_the_stream_is_told_apart_from_loss(h264_ts: Path) -> None:
+    """An SRT caller closing discards what it had not sent: the stream may stop in the
+    middle of an audio PES. That frame is dropped, counted as the end, not as loss."""
+    packets = _packets(h264_ts.read_bytes())
+    audio_pid = _audio_pid(packets)
+    last_start = max(i for i, p in enumerate(packets) if _pid(p) == audio_pid and p[1] & 0x40)
+    _, demuxer = _demux(b"".join(packets[: last_start + 1]))
+    assert demuxer.drops == {DropReason.ENDED_MID_PES.value: 1}
+
+
+def test_a_video_pes_the_stream_ends_in_is_kept_only_when_it_is_known_to_be_whole(
+    h264_ts: Path,
+) -> None:
+    """Video PES have no length: at the end, the last one is whole if its last packet was
+    padded (where a muxer ends a PES) or another track's packets followed it."""
+    packets = _packets(h264_ts.read_bytes())
+    reference, _ = _demux(b"".join(packets))
+    video_pid = _video_pid(packets)
+    video = [i for i, p in enumerate(packets) if _pid(p) == video_pid]
+    last_start = max(i for i in video if packets[i][1] & 0x40)
+    assert _pid(packets[-1]) != video_pid  # the whole file: its last frame is kept
+    reference_video = _units(reference, TrackKind.VIDEO)
+
+    cut = video[video.index(last_start) + 2]  # inside the last video PES: not padded
+    truncated, demuxer = _demux(b"".join(packets[: cut + 1]))
+    assert demuxer.drops == {DropReason.ENDED_MID_PES.value: 1}
+    assert _units(truncated, TrackKind.VIDEO) == reference_video[:-1]
+
+    # Right after its padded last packet: nothing of another track follows, yet it is whole
+    # (only an audio PES begun before it may be cut short).
+    ended, demuxer = _demux(b"".join(packets[: video[-1] + 1]))
+    assert _units(ended, TrackKind.VIDEO) == reference_video
+    assert demuxer.dropped_units <= demuxer.drops[DropReason.ENDED_MID_PES.value] <= 1
 
 
 def test_mp2_audio_is_ignored_and_reported(mp2_ts: Path) -> None:
