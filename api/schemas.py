@@ -180,11 +180,26 @@ class SessionPage(Page):
 def session_warnings(session: LiveSession, settings: Settings) -> list[str]:
     warnings = []
     limit = GOP_WARNING_FACTOR * settings.segment_seconds
-    if session.gop_seconds is not None and session.gop_seconds > limit:
+    gop, td = session.gop_seconds, session.target_duration
+    # Segments longer than the presentation's target duration, which never changes live.
+    over_target = bool(td and gop and gop * CLOCK_HZ > max_segment_ticks(td))
+    over_target_note = (
+        f"segments ran longer than the {td} s target duration this stream's players were "
+        "promised (it never changes while the stream is live), so some players stall or "
+        "skip; a new target duration applies once the stream has been off air for "
+        f"{settings.presentation_hold_seconds:g} s."
+    )
+    if gop is not None and gop > limit:
         warnings.append(
-            f"keyframes arrive every {session.gop_seconds:g} s, longer than {limit:g} s: "
+            f"keyframes arrive every {gop:g} s, longer than {limit:g} s: "
             f"segments run long and players buffer. Set the encoder's keyframe interval to "
             f"{settings.segment_seconds:g} s (OBS: Output > Keyframe Interval)."
+            + (f" Also, {over_target_note}" if over_target else "")
+        )
+    elif over_target:
+        warnings.append(
+            f"keyframes arrived up to {gop:g} s apart: {over_target_note} Keep the keyframe "
+            f"interval at {settings.segment_seconds:g} s."
         )
     if session.open_gop:
         warnings.append(
@@ -192,16 +207,6 @@ def session_warnings(session: LiveSession, settings: Settings) -> list[str]:
             "them, so players cannot start or switch on them cleanly and the playlists do "
             "not claim independent segments. Set the encoder to closed GOPs (x265: "
             "open-gop=0)."
-        )
-    td = session.target_duration
-    if td and session.gop_seconds and session.gop_seconds * CLOCK_HZ > max_segment_ticks(td):
-        warnings.append(
-            f"keyframes arrived up to {session.gop_seconds:g} s apart, so segments ran longer "
-            f"than the {td} s target duration this stream's players were promised (it never "
-            "changes while the stream is live): some players stall or skip. Keep the "
-            f"keyframe interval at {settings.segment_seconds:g} s; a new target duration "
-            "applies once the stream has been off air for "
-            f"{settings.presentation_hold_seconds:g} s."
         )
     # What the ingest could not take (e.g. an MPEG-TS audio track in MP2).
     warnings += (session.media_info or {}).get("ingest", {}).get("warnings", [])

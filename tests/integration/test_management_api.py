@@ -21,6 +21,7 @@ from core.settings import Settings
 from core.storage import ObjectStore
 from ingest import sessions
 from media.ladder import SOURCE
+from packager import timeline
 from packager.keys import init_name, media_key, segment_name
 from packager.tasks.housekeeping import expire_recordings
 
@@ -73,10 +74,21 @@ def _add_session(
     gop_seconds: float = 2.0,
     store: ObjectStore | None = None,
 ) -> uuid.UUID:
-    """A session as the ingest leaves it: rows for a source rendition and its segments."""
+    """A session as the ingest leaves it: rows for a source rendition and its segments, on
+    the stream's timeline (the stream's first session starts its presentation, later ones
+    join it and continue its numbers)."""
     sid = uuid.UUID(stream_id)
     with session_scope(settings.database_url) as db:
+        stream = db.get(Stream, sid, with_for_update=True)
+        first = timeline.next_sequence(db, sid)
+        if stream.presentation_sequence is None or stream.presentation_ended_at is not None:
+            stream.presentation_sequence, stream.target_duration = first, 2
+            stream.presentation_ended_at = None
+        if status != "live":  # its publisher left long ago: the stream's playlists ended
+            stream.presentation_ended_at = started + timedelta(seconds=2 * segments)
         session = LiveSession(
+            presentation_sequence=stream.presentation_sequence,
+            target_duration=2,
             stream_id=sid,
             protocol="rtmp",
             status=status,
@@ -104,11 +116,11 @@ def _add_session(
         db.flush()
         init_key = media_key(sid, SOURCE, session.id, init_name(0))
         for n in range(segments):
-            key = media_key(sid, SOURCE, session.id, segment_name(n))
+            key = media_key(sid, SOURCE, session.id, segment_name(first + n))
             db.add(
                 Segment(
                     rendition_id=rendition.id,
-                    sequence=n,
+                    sequence=first + n,
                     duration=2.0,
                     program_date_time=started + timedelta(seconds=2 * n),
                     object_key=key,
@@ -446,7 +458,7 @@ def test_an_open_gop_source_warns_and_claims_no_independent_segments_but_its_run
     ):
         assert "#EXT-X-INDEPENDENT-SEGMENTS" not in api.get(path).text, path
     # The rungs are encoded here with closed GOPs: theirs still says so.
-    rung = api.get(f"/hls/{stream['id']}/360p/index.m3u8").text
+    rung = api.get(f"/hls/sessions/{session_id}/360p/index.m3u8").text
     assert "#EXT-X-INDEPENDENT-SEGMENTS" in rung
 
 

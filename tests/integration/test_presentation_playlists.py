@@ -30,7 +30,12 @@ from media.types import AccessUnit, AudioConfig, VideoConfig
 from packager import timeline
 from packager.celery_app import make_celery
 from packager.keys import media_playlist_key
-from packager.ladder_rows import RungOutcome, load_source_segment, record_rung_segment
+from packager.ladder_rows import (
+    RungOutcome,
+    VariantPolicy,
+    load_source_segment,
+    record_rung_segment,
+)
 from tests.media import flv_items, make_source
 
 AUTH = {"Authorization": "Bearer test-token"}
@@ -102,7 +107,12 @@ def transcode_rung(settings: Settings, session_id: uuid.UUID) -> None:
         for row in rows:
             source = load_source_segment(db, session_id, row.sequence)
             [rung] = source.rungs
-            record_rung_segment(db, source, RungOutcome(rung, "avc1.64000d,mp4a.40.2", 1000))
+            record_rung_segment(
+                db,
+                source,
+                RungOutcome(rung, "avc1.64000d,mp4a.40.2", 1000),
+                VariantPolicy.from_settings(settings),
+            )
 
 
 def last_row_times(settings: Settings, stream_id: str) -> tuple[datetime, datetime]:
@@ -121,7 +131,7 @@ def in_milliseconds(moment: datetime) -> datetime:
 def playlist(api: TestClient, stream_id: str, name: str) -> m3u8.M3U8:
     response = api.get(f"/hls/{stream_id}/{name}/index.m3u8")
     assert response.status_code == 200, response.text
-    assert "max-age=1" in response.headers["cache-control"]
+    assert response.headers["cache-control"] == "no-cache"
     return m3u8.loads(response.text)
 
 
