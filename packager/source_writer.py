@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -275,18 +275,7 @@ def record_segment(
     with session_scope(database_url) as db:
         # Locked: an upload's chunks record segments of one rendition concurrently.
         rendition = db.get(Rendition, segment.rendition_id, with_for_update=True)
-        db.add(
-            row := Segment(
-                rendition_id=segment.rendition_id,
-                sequence=segment.sequence,
-                duration=segment.duration,
-                program_date_time=segment.program_date_time,
-                discontinuity=segment.discontinuity,
-                object_key=segment.object_key,
-                init_key=segment.init_key,
-                size_bytes=segment.size_bytes,
-            )
-        )
+        db.add(row := Segment(**asdict(segment)))  # a SegmentRecord holds the row's columns
         db.flush()
         record_segment_rate(
             db,
