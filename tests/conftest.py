@@ -18,10 +18,8 @@ from tests.services import (
     S3Server,
     WebhookReceiver,
     fresh_database,
-    nebula_process,
+    running_worker,
     s3_server,
-    settings_env,
-    wait_for,
 )
 
 # The tests choose every setting themselves; NEBULA_UPDATE_GOLDEN is no setting but the
@@ -103,10 +101,5 @@ def store(settings: Settings) -> ObjectStore:
 @pytest.fixture(scope="session")
 def celery_worker(settings: Settings) -> Iterator[None]:
     """A real `nebula-live worker` process consuming from the test Redis."""
-    from packager.celery_app import make_celery
-
-    env = settings_env(settings)
-    with nebula_process("worker", env, ARTIFACTS / "logs" / "worker.log"):
-        app = make_celery(settings.redis_url)
-        wait_for(lambda: bool(app.control.ping(timeout=1)), 60, "celery worker")
+    with running_worker(settings, ARTIFACTS / "logs" / "worker.log"):
         yield

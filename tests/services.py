@@ -140,6 +140,17 @@ def nebula_process(
         terminate_group(proc)
 
 
+@contextmanager
+def running_worker(settings: Settings, log_path: Path) -> Iterator[None]:
+    """A `nebula-live worker` process for `settings`, answering the broker's ping."""
+    from packager.celery_app import make_celery
+
+    with nebula_process("worker", settings_env(settings), log_path):
+        app = make_celery(settings.redis_url)
+        wait_for(lambda: bool(app.control.ping(timeout=1)), 60, "celery worker")
+        yield
+
+
 def terminate_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
     import signal
 
