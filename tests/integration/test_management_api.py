@@ -12,6 +12,7 @@ import m3u8
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from api.app import create_app
 from core.db import session_scope
@@ -413,6 +414,25 @@ def test_a_session_with_a_long_gop_warns_to_set_a_2_second_keyframe_interval(
     )
     [warning] = api.get(f"/api/v1/sessions/{session_id}").json()["warnings"]
     assert "every 5 s" in warning and "keyframe interval to 2 s" in warning
+
+
+def test_keyframes_further_apart_than_the_presentations_target_duration_are_warned_of(
+    api: TestClient, settings: Settings
+) -> None:
+    stream = _create(api, "gop grew")
+    within = _add_session(
+        settings, stream["id"], started=datetime.now(UTC), segments=1, gop_seconds=2.4
+    )
+    past = _add_session(
+        settings, stream["id"], started=datetime.now(UTC), segments=1, gop_seconds=2.5
+    )
+    with session_scope(settings.database_url) as db:
+        db.execute(
+            update(LiveSession).where(LiveSession.id.in_([within, past])).values(target_duration=2)
+        )
+    assert api.get(f"/api/v1/sessions/{within}").json()["warnings"] == []
+    [warning] = api.get(f"/api/v1/sessions/{past}").json()["warnings"]
+    assert "up to 2.5 s apart" in warning and "2 s target duration" in warning
 
 
 def test_an_ended_sessions_recording_lists_every_segment_as_vod(
