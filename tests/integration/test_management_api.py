@@ -419,12 +419,10 @@ def test_a_session_with_a_long_gop_warns_to_set_a_2_second_keyframe_interval(
 def test_keyframes_further_apart_than_the_presentations_target_duration_are_warned_of(
     api: TestClient, settings: Settings
 ) -> None:
-    stream = _create(api, "gop grew")
-    within = _add_session(
-        settings, stream["id"], started=datetime.now(UTC), segments=1, gop_seconds=2.4
-    )
-    past = _add_session(
-        settings, stream["id"], started=datetime.now(UTC), segments=1, gop_seconds=2.5
+    stream, now = _create(api, "gop grew"), datetime.now(UTC)
+    within, past = (
+        _add_session(settings, stream["id"], started=now, segments=1, gop_seconds=gop)
+        for gop in (2.4, 2.5)
     )
     with session_scope(settings.database_url) as db:
         db.execute(
