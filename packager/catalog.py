@@ -137,11 +137,16 @@ def current_presentation(db: Session, stream_id: uuid.UUID) -> Presentation | No
 
 
 def first_pending_sequence(
-    db: Session, session_ids: Iterable[uuid.UUID], name: str, from_sequence: int | None = None
+    db: Session,
+    session_ids: Iterable[uuid.UUID],
+    name: str,
+    through_sequence: int,
+    from_sequence: int | None = None,
 ) -> int | None:
-    """The first media segment of these sessions' timeline that rendition `name` has no row
-    for yet (None: it has them all). Workers finish a rung's segments out of order, so a
-    rung lists only the prefix before it; a failed one has a row and shows as EXT-X-GAP."""
+    """The first media segment of these sessions' timeline, up to `through_sequence`, that
+    rendition `name` has no row for yet (None: it has them all). Workers finish a rung's
+    segments out of order, so a rung lists only the prefix before it; a failed one has a
+    row and shows as EXT-X-GAP."""
     source, own = aliased(Segment), aliased(Segment)
     source_rendition, own_rendition = aliased(Rendition), aliased(Rendition)
     query = (
@@ -151,6 +156,7 @@ def first_pending_sequence(
             source_rendition.session_id.in_(list(session_ids)),
             source_rendition.name == SOURCE,
             source.status != SegmentStatus.GAP,
+            source.sequence <= through_sequence,
             ~exists().where(
                 own.rendition_id == own_rendition.id,
                 own_rendition.session_id == source_rendition.session_id,
@@ -162,6 +168,34 @@ def first_pending_sequence(
     if from_sequence is not None:
         query = query.where(source.sequence >= from_sequence)
     return db.scalar(query)
+
+
+def _listable_through(
+    db: Session,
+    session_ids: list[uuid.UUID],
+    planning: list[uuid.UUID],
+    name: str,
+    from_sequence: int | None = None,
+) -> tuple[int, int | None]:
+    """The last sequence number rendition `name` may list now (-1: none), and its first
+    pending one (None: it has every segment so far).
+
+    Both are taken against the timeline's newest row at the start, and the playlist lists
+    nothing after it: rows written while it renders wait for the next reload, so the rung
+    rows looked for and the timeline rows listed are the same moment's (a source row
+    committed in between would otherwise be listed before its rung row was looked for).
+    """
+    newest = db.scalar(
+        select(func.max(Segment.sequence))
+        .join(Rendition, Segment.rendition_id == Rendition.id)
+        .where(Rendition.session_id.in_(session_ids), Rendition.name == SOURCE)
+    )
+    if newest is None:
+        return -1, None
+    if name == SOURCE:
+        return newest, None
+    pending = first_pending_sequence(db, planning, name, newest, from_sequence)
+    return (newest if pending is None else pending - 1), pending
 
 
 def _own_rows(
@@ -234,19 +268,18 @@ def render_stream_media(
     """The live window of rendition `name` (one of `presentation.renditions`) across the
     presentation's sessions."""
     start = presentation.first_sequence
+    sessions = [s.id for s in presentation.sessions]
     planning = presentation.planning(name)
-    pending = first_pending_sequence(db, planning, name, start) if name != SOURCE else None
+    last, pending = _listable_through(db, sessions, planning, name, start)
     query = (
         select(Segment, Rendition.session_id)
         .join(Rendition, Segment.rendition_id == Rendition.id)
         .where(
-            Rendition.session_id.in_([s.id for s in presentation.sessions]),
+            Rendition.session_id.in_(sessions),
             Rendition.name == SOURCE,
-            Segment.sequence >= start,
+            Segment.sequence.between(start, last),
         )
     )
-    if pending is not None:
-        query = query.where(Segment.sequence < pending)
     rows = db.execute(query.order_by(Segment.sequence.desc()).limit(policy.window)).all()[::-1]
     own = _own_rows(db, planning, name, [row.sequence for row, _ in rows])
     entries = [
@@ -354,14 +387,16 @@ def render_recording(
     Once it is VOD, a rung segment that came late plays where the live playlists had a GAP.
     """
     name = rendition.name
-    pending = first_pending_sequence(db, [session.id], name) if name != SOURCE else None
+    last, pending = _listable_through(db, [session.id], [session.id], name)
     query = (
         select(Segment)
         .join(Rendition, Segment.rendition_id == Rendition.id)
-        .where(Rendition.session_id == session.id, Rendition.name == SOURCE)
+        .where(
+            Rendition.session_id == session.id,
+            Rendition.name == SOURCE,
+            Segment.sequence <= last,
+        )
     )
-    if pending is not None:
-        query = query.where(Segment.sequence < pending)
     rows = list(db.scalars(query.order_by(Segment.sequence)))
     while rows and rows[-1].status == SegmentStatus.GAP:
         rows.pop()

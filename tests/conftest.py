@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from celery import Celery
 
 from core.migrate import upgrade
 from core.settings import Settings
@@ -19,10 +18,8 @@ from tests.services import (
     S3Server,
     WebhookReceiver,
     fresh_database,
-    nebula_process,
+    running_worker,
     s3_server,
-    settings_env,
-    wait_for,
 )
 
 # Settings come from the fixtures only; NEBULA_UPDATE_GOLDEN is the tests' own switch.
@@ -101,18 +98,8 @@ def store(settings: Settings) -> ObjectStore:
     return store
 
 
-def worker_pools(app: Celery) -> set[str]:
-    """The pools answering a ping, by the prefix of their node names (`live`, `worker`)."""
-    return {name.partition("-")[0] for reply in app.control.ping(timeout=1) for name in reply}
-
-
 @pytest.fixture(scope="session")
 def celery_worker(settings: Settings) -> Iterator[None]:
     """A real `nebula-live worker` process (both of its pools) consuming from the test Redis."""
-    from packager.celery_app import make_celery
-
-    env = settings_env(settings)
-    with nebula_process("worker", env, ARTIFACTS / "logs" / "worker.log"):
-        app = make_celery(settings.redis_url)
-        wait_for(lambda: worker_pools(app) == {"live", "worker"}, 60, "celery worker pools")
+    with running_worker(settings, ARTIFACTS / "logs" / "worker.log"):
         yield

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from celery import Celery
 
 from core.retry import PollTimeout, poll
 from core.settings import Settings
@@ -149,6 +150,22 @@ def nebula_process(
         yield proc
     finally:
         terminate_group(proc)
+
+
+def worker_pools(app: Celery) -> set[str]:
+    """The pools answering a ping, by the prefix of their node names (`live`, `worker`)."""
+    return {name.partition("-")[0] for reply in app.control.ping(timeout=1) for name in reply}
+
+
+@contextmanager
+def running_worker(settings: Settings, log_path: Path) -> Iterator[None]:
+    """A `nebula-live worker` process for `settings`, both of its pools answering the ping."""
+    from packager.celery_app import make_celery
+
+    with nebula_process("worker", settings_env(settings), log_path):
+        app = make_celery(settings.redis_url)
+        wait_for(lambda: worker_pools(app) == {"live", "worker"}, 60, "celery worker pools")
+        yield
 
 
 def terminate_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:

@@ -64,14 +64,31 @@ def free_udp_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def live_stack(settings: Settings) -> Iterator[LiveStack]:
+def _tcp_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+# What a test module's stack differs in, unless it sets `STACK_SETTINGS` itself: the stream
+# playlists end with the session (no hold), so a finished publish reads whole from the
+# stream URL's window.
+DEFAULT_STACK_SETTINGS = {"presentation_hold_seconds": 0.0}
+
+
+@pytest.fixture(scope="module")
+def live_stack(settings: Settings, request: pytest.FixtureRequest) -> Iterator[LiveStack]:
+    """`nebula-live ingest` and `nebula-live api` for one test module, with the module's
+    `STACK_SETTINGS`. One module at a time: an ingest sweeps every stream in the database
+    with its own settings, so no other one may run beside it (nor under the integration
+    tests, which build rows of their own)."""
+    changes = getattr(request.module, "STACK_SETTINGS", DEFAULT_STACK_SETTINGS)
     own = settings.model_copy(
         update={
             "http_port": free_port(),
             "rtmp_port": free_port(),
             "srt_port": free_udp_port(),
             "reconnect_grace_seconds": GRACE_SECONDS,
+            **changes,
         }
     )
     env = settings_env(own)

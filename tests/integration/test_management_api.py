@@ -12,6 +12,7 @@ import m3u8
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from api.app import create_app
 from core.db import session_scope
@@ -460,6 +461,23 @@ def test_an_open_gop_source_warns_and_claims_no_independent_segments_but_its_run
     # The rungs are encoded here with closed GOPs: theirs still says so.
     rung = api.get(f"/hls/sessions/{session_id}/360p/index.m3u8").text
     assert "#EXT-X-INDEPENDENT-SEGMENTS" in rung
+
+
+def test_keyframes_further_apart_than_the_presentations_target_duration_are_warned_of(
+    api: TestClient, settings: Settings
+) -> None:
+    stream, now = _create(api, "gop grew"), datetime.now(UTC)
+    within, past = (
+        _add_session(settings, stream["id"], started=now, segments=1, gop_seconds=gop)
+        for gop in (2.4, 2.5)
+    )
+    with session_scope(settings.database_url) as db:
+        db.execute(
+            update(LiveSession).where(LiveSession.id.in_([within, past])).values(target_duration=2)
+        )
+    assert api.get(f"/api/v1/sessions/{within}").json()["warnings"] == []
+    [warning] = api.get(f"/api/v1/sessions/{past}").json()["warnings"]
+    assert "up to 2.5 s apart" in warning and "2 s target duration" in warning
 
 
 def test_an_ended_sessions_recording_lists_every_segment_as_vod(
