@@ -20,6 +20,7 @@ H264_PROFILES = {
 HEVC_PROFILES = {1: "Main", 2: "Main 10", 3: "Main Still Picture", 4: "Rext", 9: "SCC"}
 AAC_OBJECT_TYPES = {1: "Main", 2: "LC", 3: "SSR", 4: "LTP", 5: "HE-AAC", 29: "HE-AACv2"}
 METADATA_FIELDS = ("encoder", "videodatarate", "audiodatarate", "framerate")
+MAX_PLAUSIBLE_FRAME_RATE = 240.0
 
 
 class _CodecFacts(NamedTuple):
@@ -45,9 +46,13 @@ def video_frame_rate(
     video: VideoConfig, metadata: dict[str, Any], counted: float | None = None
 ) -> float | None:
     """The SPS timing info when the encoder wrote it, else what onMetaData announced, else
-    `counted` (frames over the duration of a segment), so FRAME-RATE is always known."""
+    `counted` (frames over the duration of a segment), so FRAME-RATE is always known.
+
+    x264 fed a 90 kHz time base (our own upload transcodes) writes that clock as its VUI
+    timing, which reads as tens of thousands of frames a second: a rate no camera or screen
+    makes is the time base, not the frame rate, and the next source is asked instead."""
     sps_rate = _codec_facts(video).sps_frame_rate
-    if sps_rate:
+    if sps_rate and sps_rate <= MAX_PLAUSIBLE_FRAME_RATE:
         return round(sps_rate, 3)
     announced = metadata.get("framerate")
     if isinstance(announced, int | float) and announced > 0:

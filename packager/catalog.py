@@ -252,6 +252,33 @@ def timeline_entry(
     )
 
 
+def _map_in_force(
+    db: Session, entries: list[SegmentEntry], session_ids: list[uuid.UUID], name: str
+) -> list[SegmentEntry]:
+    """The window with an EXT-X-MAP before its first entry (Apple 8.20): a window that opens
+    on gaps (an outage, a rung not made yet) takes the init of its first media segment, or,
+    with none in it, of the rendition's last media before the window."""
+    if not entries or entries[0].map_uri is not None:
+        return entries
+    known = next((e.map_uri for e in entries if e.map_uri is not None), None)
+    if known is None and session_ids:
+        earlier = db.execute(
+            select(Segment.init_key, Rendition.session_id)
+            .join(Rendition, Segment.rendition_id == Rendition.id)
+            .where(
+                Rendition.session_id.in_(session_ids),
+                Rendition.name == name,
+                Segment.status == SegmentStatus.READY,
+                Segment.sequence < entries[0].sequence,
+            )
+            .order_by(Segment.sequence.desc())
+            .limit(1)
+        ).first()
+        if earlier is not None:
+            known = stream_uri(earlier.session_id, earlier.init_key.rpartition("/")[2])
+    return [replace(entries[0], map_uri=known), *entries[1:]] if known else entries
+
+
 def stream_uri(session_id: uuid.UUID, name: str) -> str:
     """Relative to `/hls/{stream}/{rendition}/`: objects of every session sit below it."""
     return f"{session_id}/{name}"
@@ -292,6 +319,7 @@ def render_stream_media(
         )
         for row, session_id in rows
     ]
+    entries = _map_in_force(db, entries, planning, name)
     media_sequence = entries[0].sequence if entries else (start if pending is None else pending)
     stream = presentation.stream
     ended = presentation.ended and pending is None and not ladder_pending(db, presentation.sessions)
@@ -341,6 +369,20 @@ def independent_segments(session: LiveSession, rendition: Rendition | None = Non
 def master_order(rendition: Rendition) -> tuple[bool, int, tuple[bool, int]]:
     """Sort key: the place the ladder plan gave (`ladder_rows.plan_ladder`), else quality."""
     return rendition.position is None, rendition.position or 0, quality_order(rendition)
+
+
+def servable_master(db: Session, session: LiveSession) -> str | None:
+    """The session's master once every rendition it lists has its first segment row (media,
+    or a gap past the rung deadline): until then a player that read it once would start on
+    an empty rung playlist (hls.js levelEmptyError, Shaka refuses to load). None before."""
+    renditions = list(session.renditions)
+    ids = [r.id for r in renditions]
+    with_rows = db.scalar(
+        select(func.count(Segment.rendition_id.distinct())).where(Segment.rendition_id.in_(ids))
+    )
+    if with_rows < len(renditions):
+        return None
+    return render_master(renditions, independent=independent_segments(session))
 
 
 def render_master(renditions: Sequence[Rendition], *, independent: bool = True) -> str | None:

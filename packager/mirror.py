@@ -51,13 +51,7 @@ def write_playlists(
                 for name in sorted(presentation.renditions)
             }
             session = presentation.sessions[-1]
-            master_text = (
-                catalog.render_master(
-                    session.renditions, independent=catalog.independent_segments(session)
-                )
-                if master
-                else None
-            )
+            master_text = catalog.servable_master(db, session) if master else None
             if master_text is not None:
                 texts[master_playlist_key(stream_id)] = master_text
         # The stream's URLs follow each new session: never cached past a live playlist's age.

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 
 from api.delivery import media_response, playlist_response
 from api.deps import DbSession, SettingsDep, StoreDep
@@ -43,10 +44,9 @@ def _not_found(detail: str) -> HTTPException:
 
 
 def _master(
-    request: Request, settings: Settings, session: LiveSession, *, recording: bool
+    request: Request, settings: Settings, db: Session, session: LiveSession, *, recording: bool
 ) -> Response:
-    independent = catalog.independent_segments(session)
-    text = catalog.render_master(session.renditions, independent=independent)
+    text = catalog.servable_master(db, session)
     if text is None:
         raise _not_found(f"session {session.id} has no media yet")
     return playlist_response(request, settings, text, recording=recording)
@@ -59,7 +59,7 @@ def master_playlist(
     session = catalog.latest_session(db, stream_id)
     if session is None:
         raise _not_found(f"stream {stream_id} has no media yet")
-    return _master(request, settings, session, recording=False)
+    return _master(request, settings, db, session, recording=False)
 
 
 @_read("/{stream_id}/{rendition}/index.m3u8", "Media playlist of one rendition")
@@ -88,7 +88,7 @@ def _session_or_404(db: DbSession, session_id: uuid.UUID) -> LiveSession:
 def recording_master(
     request: Request, session_id: uuid.UUID, db: DbSession, settings: SettingsDep
 ) -> Response:
-    return _master(request, settings, _session_or_404(db, session_id), recording=True)
+    return _master(request, settings, db, _session_or_404(db, session_id), recording=True)
 
 
 @_read(

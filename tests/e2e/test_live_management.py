@@ -142,7 +142,9 @@ def test_disconnect_drops_the_publisher_and_a_new_publish_gets_its_own_recording
     assert second_body["segment_count"] == 6
     for body in (first_body, second_body):
         errors, seconds = decode(
-            body["playback_url"].replace(live_stack.settings.public_http_url, live_stack.api_url)
+            body["playback_url"]
+            .replace(live_stack.settings.public_http_url, live_stack.api_url)
+            .replace("/master.m3u8", "/source/index.m3u8")
         )
         assert errors == ""
         assert abs(seconds - 2.0 * body["segment_count"]) <= 2.1

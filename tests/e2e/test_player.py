@@ -159,14 +159,14 @@ def other_site(tmp_path: Path) -> Iterator[str]:
 
 
 def test_a_page_on_another_site_plays_the_stream_with_hls_js(
-    live_stack: LiveStack, media_dir: Path, browser: Browser, other_site: str
+    live_stack: LiveStack, hls: CheckedHls, media_dir: Path, browser: Browser, other_site: str
 ) -> None:
     source = make_source(media_dir / "src360-20s.flv", seconds=20, size="640x360")
     stream = _create_stream(live_stack, "embedded elsewhere", [])
     publisher = publish(source, live_stack.rtmp_url(stream["stream_key"]))
     context = browser.new_context()
     try:
-        wait_for(lambda: _master_has(live_stack, stream["id"], "source"), 30, "the master")
+        wait_for(lambda: _master_has(hls, stream["id"], "source"), 30, "the master")
         page = context.new_page()
         page.goto(f"{other_site}/embed.html")
         assert page.evaluate("location.origin") != live_stack.api_url

@@ -239,13 +239,13 @@ def test_a_reconnect_within_the_grace_window_continues_one_session_with_a_discon
 
 
 def test_audio_stamped_before_the_first_keyframe_does_not_end_the_publish(
-    live_stack: LiveStack, media_dir
+    live_stack: LiveStack, hls: CheckedHls, media_dir
 ) -> None:
     source = make_source(media_dir / "src360-6s.flv", seconds=6, size="640x360", gop=60)
     stream = live_stack.create_stream("loose interleaving")
     tags = audio_ahead_of_the_first_keyframe(iter_flv_tags(source.read_bytes()), 100)
     publish_flv_tags(live_stack.settings.rtmp_port, stream["stream_key"], tags)
-    _wait_ended(live_stack, stream["id"], timeout=GRACE_SECONDS + 20)
+    _wait_ended(hls, stream["id"], timeout=GRACE_SECONDS + 20)
 
     [session] = _sessions(live_stack, stream["id"])
     assert session.status == "ended" and session.error is None
