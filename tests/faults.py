@@ -64,7 +64,7 @@ class WorkerHost:
     node: str = ""  # its Celery node name, once it answered a ping
 
     def wait_ready(self, celery: Celery, timeout: float) -> None:
-        prefix = f"worker-{self.process.pid}@"  # how `nebula-live worker` names its node
+        prefix = f"live-{self.process.pid}@"  # how `nebula-live worker --pool live` names it
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for reply in celery.control.ping(timeout=1) or []:
@@ -92,9 +92,9 @@ class WorkerHost:
 
 @contextmanager
 def worker_host(env: Mapping[str, str], log_path: Path) -> Iterator[WorkerHost]:
-    """Start a worker host with `env` (give it its own NEBULA_DATA_DIR: the embedded beat
-    keeps a schedule file there); whatever is left of it is stopped when the block ends."""
-    with nebula_process("worker", env, log_path) as process:
+    """Start a live ladder worker host with `env` (give it its own NEBULA_DATA_DIR); whatever
+    is left of it is stopped when the block ends."""
+    with nebula_process("worker", env, log_path, "--pool", "live") as process:
         yield WorkerHost(process)
 
 

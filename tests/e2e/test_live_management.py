@@ -141,11 +141,17 @@ def test_disconnect_drops_the_publisher_and_a_new_publish_gets_its_own_recording
     assert 2 <= first_body["segment_count"] < 6
     assert second_body["segment_count"] == 6
     for body in (first_body, second_body):
-        errors, seconds = decode(
+        source = (
             body["playback_url"]
             .replace(live_stack.settings.public_http_url, live_stack.api_url)
             .replace("/master.m3u8", "/source/index.m3u8")
         )
+        # VOD once its ladder work is done too: ffmpeg reads a live playlist from its edge.
+        with live_stack.client() as client:
+            wait_for(
+                lambda url=source: "#EXT-X-ENDLIST" in client.get(url).text, 180, "VOD recording"
+            )
+        errors, seconds = decode(source)
         assert errors == ""
         assert abs(seconds - 2.0 * body["segment_count"]) <= 2.1
 

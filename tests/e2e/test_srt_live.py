@@ -201,8 +201,13 @@ def test_an_ffmpeg_publish_over_srt_is_recorded_whole_with_its_audio_and_without
         missing = sent[track].frames - frames
         assert 0 <= missing <= (CLOSE_LOSS_SECONDS + ONE_FRAME_SECONDS) / frame, (track, missing)
     # What the issue measured: the playlist's duration, against the source's.
-    source_playlist = f"{live_stack.api_url}{recording}/source/index.m3u8"
-    duration = float(probe(source_playlist)["format"]["duration"])
+    # VOD once its ladder work is done too: ffprobe reads a live playlist from its edge.
+    wait_for(
+        lambda: hls.playlist(f"{recording}/source/index.m3u8").is_endlist, 180, "the VOD recording"
+    )
+    duration = float(
+        probe(f"{live_stack.api_url}{recording}/source/index.m3u8")["format"]["duration"]
+    )
     sent_duration = max(span.end for span in sent.values()) - sent_origin
     assert sent_duration - CLOSE_LOSS_SECONDS - ONE_FRAME_SECONDS <= duration, duration
     assert duration <= sent_duration + ONE_FRAME_SECONDS, (duration, sent_duration)
