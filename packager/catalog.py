@@ -337,8 +337,7 @@ def render_stream_media(
                     .subquery()
                 )
             ),
-            independent_segments=name != SOURCE
-            or not any(s.open_gop for s in presentation.sessions),
+            independent_segments=all(independent_segments(s, name) for s in presentation.sessions),
         )
     )
     return RenderedPlaylist(text, ended)
@@ -354,13 +353,14 @@ def ladder_pending(db: Session, sessions: Iterable[LiveSession]) -> bool:
 HEVC_CODECS = ("hvc1", "hev1")
 
 
-def independent_segments(session: LiveSession, rendition: Rendition | None = None) -> bool:
+def independent_segments(session: LiveSession, rendition: str | None = None) -> bool:
     """Whether every segment starts with an IDR: not so for an open-GOP passthrough source
     (the rungs are encoded here, always closed), which shows once its second segment opens
-    on a CRA. Without a rendition: the master's claim, which covers every variant and is
-    read once, before that can show, so no HEVC source gets it (x265 is open-GOP by default)."""
+    on a CRA. `rendition` is a name; without one: the master's claim, which covers every
+    variant and is read once, before that can show, so no HEVC source gets it (x265 is
+    open-GOP by default)."""
     if rendition is not None:
-        return not (rendition.name == SOURCE and session.open_gop)
+        return not (rendition == SOURCE and session.open_gop)
     source = next((r for r in session.renditions if r.name == SOURCE), None)
     hevc = source is not None and source.codecs.startswith(HEVC_CODECS)
     return not (session.open_gop or hevc)
@@ -468,6 +468,6 @@ def render_recording(
             ended=ended,
             playlist_type="VOD" if ended else "EVENT",
             media_sequence=entries[0].sequence if entries else (pending or 0),
-            independent_segments=independent_segments(session, rendition),
+            independent_segments=independent_segments(session, rendition.name),
         )
     )
