@@ -10,6 +10,7 @@ uses AVCC with 4-byte lengths, which is what `AccessUnit.data` holds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -52,6 +53,18 @@ def unescape_rbsp(nal: bytes) -> bytes:
         out.append(byte)
         zeros = zeros + 1 if byte == 0 else 0
     return bytes(out)
+
+
+# A zero pair followed by a byte 0..3 gets an emulation_prevention_three_byte (7.4.1).
+_NEEDS_EMULATION_PREVENTION = re.compile(b"\x00\x00(?=[\x00-\x03])")
+
+
+def escape_rbsp(rbsp: bytes) -> bytes:
+    """Insert emulation-prevention bytes so that no start code prefix appears (7.4.1); the
+    inverse of `unescape_rbsp` for an RBSP that ends in its stop bit, as every RBSP does."""
+    if b"\x00\x00" not in rbsp:
+        return rbsp
+    return _NEEDS_EMULATION_PREVENTION.sub(b"\x00\x00\x03", rbsp)
 
 
 class BitReader:
