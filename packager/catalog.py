@@ -5,8 +5,9 @@ join it one after another on the stream's timeline (`packager.timeline`), so its
 sequence and discontinuity sequence never go back, each new session starts with
 EXT-X-DISCONTINUITY and its own EXT-X-MAP, and it keeps one target duration. A rendition's
 playlist lists the last `window` sequence numbers of the timeline, each as its own segment
-or as EXT-X-GAP where it has none (an outage, a failed transcode, a session without that
-rung), so no playlist a master ever listed answers 404. It ends with EXT-X-ENDLIST only
+or as EXT-X-GAP where it has none (a failed transcode, a session without that rung), so no
+playlist a master ever listed answers 404; an outage, where no variant has media, is a slate
+(`packager.slate_uris`) between two EXT-X-DISCONTINUITY tags. It ends with EXT-X-ENDLIST only
 when the presentation does (`Stream.presentation_ended_at`). A session's recording
 (`/hls/sessions/{id}/...`) is a presentation of its own: every segment it made.
 
@@ -20,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import Row, exists, func, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
 from core.models import (
@@ -40,8 +41,10 @@ from media.hls.playlist import (
     render_master_playlist,
     render_media_playlist,
 )
+from media.hls.slate import SlateFormat
 from media.hls.target_duration import fitting_target_duration
 from media.ladder import SOURCE
+from packager import slate_uris
 from packager.keys import segment_name
 from packager.ladder_rows import quality_order, session_rungs
 from packager.timeline import stream_source_rows
@@ -66,6 +69,7 @@ class PlaylistPolicy:
 class RenderedPlaylist:
     text: str
     ended: bool  # EXT-X-ENDLIST is in it: the text never changes again
+    slates: tuple[str, ...] = ()  # the slate URIs it lists (`packager.slate_uris`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +226,7 @@ def timeline_entry(
     uri_of: UriOf,
     *,
     late_is_gap: bool,
+    slate: SlateFormat | None = None,
 ) -> SegmentEntry:
     """One sequence number of a rendition's playlist, from the timeline's row there and the
     rendition's own (for the source, the same row; None where the rendition has no media).
@@ -231,7 +236,18 @@ def timeline_entry(
     `late_is_gap`: a rung segment that missed its deadline stays a GAP even once its late
     result has landed. A live (or EVENT) playlist may only grow (RFC 8216bis 6.2.1), and a
     player that skipped the GAP would not fetch the segment again anyway.
+    `slate`: an outage (a gap row of the timeline) is listed as this slate instead of a GAP
+    (`packager.slate_uris`), as the stream URL's live window does.
     """
+    if source.status == SegmentStatus.GAP and slate is not None:
+        return SegmentEntry(
+            sequence=source.sequence,
+            uri=slate_uris.segment_uri(slate, source.sequence, source.duration),
+            duration=source.duration,
+            program_date_time=source.program_date_time,
+            discontinuity=source.discontinuity,
+            map_uri=slate_uris.init_uri(slate),
+        )
     if source.status == SegmentStatus.GAP or own is None:
         return SegmentEntry(
             sequence=source.sequence,
@@ -279,6 +295,24 @@ def _map_in_force(
     return [replace(entries[0], map_uri=known), *entries[1:]] if known else entries
 
 
+def _slates(
+    db: Session, rows: Sequence[Row[tuple[Segment, uuid.UUID]]], name: str
+) -> dict[uuid.UUID, SlateFormat]:
+    """The slate of rendition `name` for each session with an outage in the window: in its
+    size there, or, where the session has no such rendition, as the fallback."""
+    outages = {session_id for row, session_id in rows if row.status == SegmentStatus.GAP}
+    if not outages:
+        return {}
+    known = slate_uris.slate_formats(
+        db.scalars(
+            select(Rendition).where(Rendition.session_id.in_(outages), Rendition.name == name)
+        )
+    )
+    return {
+        session_id: known.get(session_id, slate_uris.slate_format(None)) for session_id in outages
+    }
+
+
 def stream_uri(session_id: uuid.UUID, name: str) -> str:
     """Relative to `/hls/{stream}/{rendition}/`: objects of every session sit below it."""
     return f"{session_id}/{name}"
@@ -309,6 +343,7 @@ def render_stream_media(
     )
     rows = db.execute(query.order_by(Segment.sequence.desc()).limit(policy.window)).all()[::-1]
     own = _own_rows(db, planning, name, [row.sequence for row, _ in rows])
+    slates = _slates(db, rows, name)
     entries = [
         timeline_entry(
             row,
@@ -316,6 +351,7 @@ def render_stream_media(
             row if name == SOURCE else own.get(row.sequence),
             stream_uri,
             late_is_gap=True,
+            slate=slates.get(session_id),
         )
         for row, session_id in rows
     ]
@@ -340,7 +376,9 @@ def render_stream_media(
             independent_segments=all(independent_segments(s, name) for s in presentation.sessions),
         )
     )
-    return RenderedPlaylist(text, ended)
+    slated = {e.uri for e in entries if e.uri.startswith(slate_uris.SLATE_DIR + "/")}
+    slated |= {e.map_uri for e in entries if e.uri in slated and e.map_uri is not None}
+    return RenderedPlaylist(text, ended, tuple(sorted(slated)))
 
 
 def ladder_pending(db: Session, sessions: Iterable[LiveSession]) -> bool:

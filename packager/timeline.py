@@ -113,7 +113,9 @@ def gaps_due(
                 sequence=sequence,
                 duration=float(target_duration),
                 program_date_time=end + step * len(gaps),
-                discontinuity=False,
+                # An outage is listed as a slate of its own (`packager.slate_uris`): the
+                # first gap after media starts a discontinuity, as the media after it does.
+                discontinuity=not gaps and last.status != SegmentStatus.GAP,
                 object_key=media_key(stream_id, SOURCE, session_id, segment_name(sequence)),
                 init_key=last.init_key,
                 size_bytes=0,

@@ -18,7 +18,7 @@ from core.delivery import INIT_TYPE, SEGMENT_TYPE
 from core.models import LiveSession
 from core.settings import Settings
 from core.storage import ObjectNotFoundError, ObjectStore
-from packager import catalog
+from packager import catalog, slate_uris
 from packager.catalog import PlaylistPolicy
 from packager.keys import media_key
 
@@ -118,6 +118,18 @@ async def recording_object(
 ) -> Response:
     session = await run_in_threadpool(_session_or_404, db, session_id)
     return await _media(request, store, session.stream_id, rendition, session_id, name)
+
+
+@_read("/{stream_id}/{rendition}/slate/{slate_format}/{name}", "A slate segment or its init")
+def slate_object(
+    request: Request, stream_id: uuid.UUID, rendition: str, slate_format: str, name: str
+) -> Response:
+    """What the live playlists list for an outage: made from its path alone, the same for
+    every stream (`packager.slate_uris`)."""
+    data = slate_uris.render(slate_format, name)
+    if data is None or not RENDITION_NAME.match(rendition):
+        raise _not_found(f"no slate {slate_format}/{name}")
+    return media_response(request, data, SEGMENT_TYPE if name.endswith(".m4s") else INIT_TYPE)
 
 
 @_read("/{stream_id}/{rendition}/{session_id}/{name}", "A segment or init segment")

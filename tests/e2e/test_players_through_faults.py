@@ -26,8 +26,13 @@ from tests.services import settings_env
 pytestmark = [pytest.mark.e2e, pytest.mark.player_faults, pytest.mark.timeout(600)]
 # The stream URL stays one presentation past the grace window (the publisher comes back
 # after it), and a rung segment a killed worker held becomes a GAP soon enough that its
-# playlist never stands still for 1.5 target durations (RFC 8216bis 6.2.1).
-STACK_SETTINGS = {"presentation_hold_seconds": 30.0, "rung_deadline_targets": 1.0}
+# playlist never stands still for 1.5 target durations (RFC 8216bis 6.2.1): one target
+# duration after its source segment, looked for four times a target duration.
+STACK_SETTINGS = {
+    "presentation_hold_seconds": 30.0,
+    "rung_deadline_targets": 1.0,
+    "ladder_sweep_seconds": 0.5,
+}
 
 
 def test_hls_js_and_shaka_play_on_through_a_worker_kill_and_two_publisher_drops(

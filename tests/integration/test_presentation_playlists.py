@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 
 from api.app import create_app
 from core.db import session_scope
+from core.delivery import INIT_TYPE, MEDIA_CACHE, SEGMENT_TYPE
 from core.models import LiveSession, Segment, SegmentStatus, Stream
 from core.settings import Settings
 from core.storage import ObjectStore
@@ -36,6 +37,7 @@ from packager.ladder_rows import (
     load_source_segment,
     record_rung_segment,
 )
+from packager.mirror import write_playlists
 from tests.media import flv_items, make_source
 
 AUTH = {"Authorization": "Bearer test-token"}
@@ -135,11 +137,23 @@ def playlist(api: TestClient, stream_id: str, name: str) -> m3u8.M3U8:
     return m3u8.loads(response.text)
 
 
+def kinds(listed: m3u8.M3U8) -> list[str]:
+    """What each listed segment is: the publisher's media, an outage's slate, or a GAP."""
+    return [
+        "gap" if s.gap_tag else "slate" if s.uri.startswith("slate/") else "media"
+        for s in listed.segments
+    ]
+
+
 def assert_listed_media_answers(api: TestClient, base: str, listed: m3u8.M3U8) -> None:
     uris = {s.uri for s in listed.segments if not s.gap_tag}
     uris |= {s.init_section.uri for s in listed.segments if s.init_section and not s.gap_tag}
     for uri in uris:
-        assert api.get(f"{base}/{uri}").status_code == 200, uri
+        response = api.get(f"{base}/{uri}")
+        assert response.status_code == 200, uri
+        assert response.headers["content-type"] == (
+            SEGMENT_TYPE if uri.endswith(".m4s") else INIT_TYPE
+        ), uri
 
 
 def test_a_new_session_continues_the_streams_numbers_and_joins_with_a_discontinuity(
@@ -182,7 +196,7 @@ def test_a_new_session_continues_the_streams_numbers_and_joins_with_a_discontinu
         assert_listed_media_answers(api, base, recording)
 
 
-def test_an_outage_inside_the_grace_window_advances_the_playlists_with_gaps(
+def test_an_outage_inside_the_grace_window_advances_the_playlists_with_a_slate(
     api: TestClient, settings: Settings, store: ObjectStore, media_360p: Items
 ) -> None:
     stream = create_stream(api, RUNG)
@@ -206,13 +220,27 @@ def test_an_outage_inside_the_grace_window_advances_the_playlists_with_gaps(
     assert not sweep(1.5)  # every ingest sweeps: a second one finds nothing owed yet
     for name in ("source", "240p"):
         listed = playlist(api, stream["id"], name)
-        assert [s.gap_tag for s in listed.segments] == [None, None, None, True, True]
+        assert kinds(listed) == ["media"] * 3 + ["slate"] * 2
+        assert [s.discontinuity for s in listed.segments] == [False] * 3 + [True, False]
         assert [s.duration for s in listed.segments[3:]] == [TD, TD]
         assert [s.program_date_time for s in listed.segments[3:]] == [
             in_milliseconds(end),
             in_milliseconds(end + timedelta(seconds=TD)),
         ]
         assert listed.target_duration == TD
+        slates = [s for s in listed.segments if s.uri.startswith("slate/")]
+        for uri in {s.uri for s in slates} | {s.init_section.uri for s in slates}:
+            response = api.get(f"/hls/{stream['id']}/{name}/{uri}")
+            assert response.status_code == 200, uri
+            assert response.headers["cache-control"] == MEDIA_CACHE
+    # The bucket mirror holds the slate beside the playlists that list it, byte for byte.
+    redis = Redis.from_url(settings.redis_url)
+    write_playlists(settings, store, redis, uuid.UUID(stream["id"]), master=False)
+    redis.close()
+    slate = playlist(api, stream["id"], "240p").segments[3]
+    for uri in (slate.uri, slate.init_section.uri):
+        mirrored = store.get_bytes(f"hls/{stream['id']}/240p/{uri}")
+        assert mirrored == api.get(f"/hls/{stream['id']}/240p/{uri}").content, uri
 
     # The publisher is back, but its first segment is a target duration away: the sweep
     # goes on until that segment takes its place, after every gap shown.
@@ -228,9 +256,10 @@ def test_an_outage_inside_the_grace_window_advances_the_playlists_with_gaps(
     for name in ("source", "240p"):
         listed = playlist(api, stream["id"], name)
         assert listed.media_sequence == 0
-        assert [int(s.uri[-12:-4]) for s in listed.segments] == list(range(9))
-        assert [s.gap_tag for s in listed.segments][3:6] == [True] * 3
-        assert [s.discontinuity for s in listed.segments].index(True) == 6
+        assert [int(s.uri.rpartition("/")[2][:8]) for s in listed.segments] == list(range(9))
+        assert kinds(listed) == ["media"] * 3 + ["slate"] * 3 + ["media"] * 3
+        assert [n for n, s in enumerate(listed.segments) if s.discontinuity] == [3, 6]
+        assert listed.discontinuity_sequence == 0
         resumed_at = listed.segments[6].program_date_time
         assert resumed_at >= in_milliseconds(end) + timedelta(seconds=3 * TD)
     assert_listed_media_answers(api, f"/hls/{stream['id']}/source", listed)
@@ -252,8 +281,9 @@ def test_after_the_hold_the_presentation_ends_and_the_next_publish_starts_a_new_
     listed = m3u8.loads(api.get(f"/hls/{stream['id']}/source/index.m3u8").text)
     assert listed.is_endlist
     last_listed = listed.segments[-1]
-    assert last_listed.gap_tag
-    assert 0 < int(last_listed.uri[-12:-4]) - 2 <= HOLD // TD  # the hold's gaps, no more
+    assert kinds(listed)[-1] == "slate"
+    last_number = int(last_listed.uri.rpartition("/")[2][:8])
+    assert 0 < last_number - 2 <= HOLD // TD  # the hold's slate, no more
     recording = m3u8.loads(api.get(f"/hls/sessions/{first.session_id}/source/index.m3u8").text)
     assert len(recording.segments) == 3  # the hold's gaps belong to no recording
 
@@ -261,7 +291,7 @@ def test_after_the_hold_the_presentation_ends_and_the_next_publish_starts_a_new_
     assert not second.discontinuity and second.target_duration is None
     listed = playlist(api, stream["id"], "source")
     assert listed.media_sequence == second.first_sequence
-    assert listed.media_sequence > int(last_listed.uri[-12:-4])
+    assert listed.media_sequence > last_number
     assert [s.uri.split("/")[0] for s in listed.segments] == [str(second.session_id)] * 3
     with session_scope(settings.database_url) as db:
         row = db.get(Stream, uuid.UUID(stream["id"]))
@@ -328,7 +358,7 @@ def test_a_session_whose_ingest_died_gets_gaps_once_its_heartbeat_is_stale(
     at = max(stale, written + timedelta(seconds=5 * TD))
     assert stream_id in outages.advance_outages(settings.database_url, HOLD, at=at)
     listed = playlist(api, stream["id"], "source")
-    gaps = [s for s in listed.segments if s.gap_tag]
+    gaps = [s for s, kind in zip(listed.segments, kinds(listed), strict=True) if kind == "slate"]
     assert len(gaps) == int((at - written).total_seconds() // TD)  # all at once
     assert gaps[0].program_date_time == in_milliseconds(end)
     # The publisher, back on another ingest, finds the session ended (stale) and joins

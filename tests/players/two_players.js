@@ -54,6 +54,15 @@ function track(name, video, playingDate) {
   return stats;
 }
 
+// Shaka's error data: the request URI, HTTP status and the error beneath, as far as it goes.
+function describe(data) {
+  try {
+    return JSON.stringify(data, (key, value) => (value instanceof ArrayBuffer ? "<bytes>" : value)).slice(0, 600);
+  } catch (_error) {
+    return String(data);
+  }
+}
+
 function keep(list, text) {
   if (list.length < KEPT_ERRORS) list.push(text);
 }
@@ -84,7 +93,7 @@ function playShaka(video) {
   player.addEventListener("error", (event) => {
     const error = event.detail;
     const critical = error.severity === shaka.util.Error.Severity.CRITICAL;
-    keep(critical ? stats.fatalErrors : stats.errors, `code ${error.code}: ${error.message || ""}`);
+    keep(critical ? stats.fatalErrors : stats.errors, `code ${error.code}: ${describe(error.data)}`);
   });
   player
     .attach(video)
