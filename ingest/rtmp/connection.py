@@ -20,6 +20,7 @@ client we know sends them, and nothing could be done with them. One publish per 
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Callable
@@ -352,7 +353,7 @@ class ServerConnection:
         if values and values[0] == "@setDataFrame":
             values = values[1:]
         if len(values) >= 2 and values[0] == "onMetaData" and isinstance(values[1], dict):
-            events.append(StreamMetadata(dict(values[1])))
+            events.append(StreamMetadata(_kept_metadata(values[1])))
 
     def _aggregate(self, message: RtmpMessage, events: list[Event]) -> None:
         """Split an aggregate message (a run of FLV tags) into its audio/video/data parts."""
@@ -518,3 +519,18 @@ class ServerConnection:
     ) -> None:
         info = {"level": level, "code": code, "description": description, **extra}
         self._send_command(CSID_STREAM_STATUS, stream_id, "onStatus", 0.0, None, info)
+
+
+METADATA_STRING_MAX = 256
+
+
+def _kept_metadata(values: dict[str, Any]) -> dict[str, Any]:
+    """The onMetaData entries safe to pass on: finite numbers and strings of at most 256
+    characters (a publisher's NaN, infinity, huge string or nested object is dropped)."""
+    return {name: value for name, value in values.items() if _safe_metadata_value(value)}
+
+
+def _safe_metadata_value(value: object) -> bool:
+    if isinstance(value, str):
+        return len(value) <= METADATA_STRING_MAX
+    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)

@@ -274,3 +274,22 @@ def test_aggregate_messages_are_split_into_their_tags_with_offset_timestamps():
     aggregate = tag(9, 1000, AVC_HEADER) + tag(8, 1020, AAC_HEADER)
     events = conn.receive_data(message_chunks(6, 22, aggregate, timestamp=5000, stream_id=1))
     assert events == [VideoMessage(5000, AVC_HEADER), AudioMessage(5020, AAC_HEADER)]
+
+
+def test_metadata_keeps_only_finite_numbers_and_short_strings():
+    conn, _ = publishing()
+    metadata = amf0.encode_values(
+        "onMetaData",
+        amf0.EcmaArray(
+            width=640.0,
+            fps=float("nan"),
+            rate=float("inf"),
+            encoder="x" * 256,
+            title="y" * 257,
+            nested={"a": 1.0},
+        ),
+    )
+    events = conn.receive_data(message_chunks(4, 18, metadata, stream_id=1))
+    # Only the two safe entries survive; NaN, infinity, the 257-char string and the nested
+    # object are gone, so nothing downstream sees them.
+    assert events == [StreamMetadata({"width": 640.0, "encoder": "x" * 256})]
