@@ -28,6 +28,11 @@ CORS_EXPOSED_HEADERS = ("Content-Length", "Content-Range", "Accept-Ranges", "ETa
 CORS_MAX_AGE_SECONDS = 600  # how long a browser may reuse a preflight answer
 
 
+def media_type(name: str) -> str:
+    """The content type of a media object by its name: a segment (.m4s) or an init section."""
+    return SEGMENT_TYPE if name.endswith(".m4s") else INIT_TYPE
+
+
 def live_playlist_cache(max_age: int) -> str:
     """Cache-Control of a playlist that can still change: `no-cache`, or a short max-age."""
     return f"public, max-age={max_age}" if max_age > 0 else "no-cache"

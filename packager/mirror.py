@@ -11,7 +11,7 @@ from celery import Celery
 from redis import Redis
 
 from core.db import session_scope
-from core.delivery import INIT_TYPE, MEDIA_CACHE, PLAYLIST_TYPE, SEGMENT_TYPE, live_playlist_cache
+from core.delivery import MEDIA_CACHE, PLAYLIST_TYPE, live_playlist_cache, media_type
 from core.events import PlaylistEvent, SegmentEvent, publish_event
 from core.models import SegmentStatus
 from core.settings import Settings
@@ -84,8 +84,7 @@ def _mirror_slates(store: ObjectStore, prefix: str, uris: tuple[str, ...]) -> No
         data = slate_uris.render(token, name)
         if data is None:  # every listed URI names a slate: a bug if not
             raise ValueError(f"playlist lists {uri!r}, which is no slate")
-        media_type = SEGMENT_TYPE if name.endswith(".m4s") else INIT_TYPE
-        store.put_bytes(key, data, media_type, cache_control=MEDIA_CACHE)
+        store.put_bytes(key, data, media_type(name), cache_control=MEDIA_CACHE)
         _mirrored_slates[key] = None
         if len(_mirrored_slates) > MIRRORED_SLATES_KEPT:
             _mirrored_slates.popitem(last=False)

@@ -22,14 +22,20 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from core.models import Rendition
-from media.hls.slate import SlateFormat, slate_init, slate_segment
+from media.hls.slate import (
+    MAX_HEIGHT,
+    MAX_WIDTH,
+    MIN_SIDE,
+    SlateFormat,
+    slate_init,
+    slate_segment,
+)
 
 SLATE_DIR = "slate"
 SLATE_INIT = "init.mp4"
 # Silence in the rung encoders' format; a source's own rate matters not behind a discontinuity.
 AUDIO_RATE, AUDIO_CHANNELS = 48_000, 2
 FALLBACK_SIZE = (640, 360)  # a rendition whose size is not known yet
-MIN_SIDE, MAX_WIDTH, MAX_HEIGHT = 16, 4096, 2304
 MAX_DURATION_MS = 60_000
 
 _FORMAT = re.compile(r"(?:v(?P<w>\d{2,4})x(?P<h>\d{2,4}))?(?:-?a(?P<rate>\d{4,5})x(?P<ch>[12]))?")

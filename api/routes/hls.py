@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from api.delivery import media_response, playlist_response
 from api.deps import DbSession, SettingsDep, StoreDep
-from core.delivery import INIT_TYPE, SEGMENT_TYPE
+from core.delivery import media_type
 from core.models import LiveSession
 from core.settings import Settings
 from core.storage import ObjectNotFoundError, ObjectStore
@@ -126,10 +126,10 @@ def slate_object(
 ) -> Response:
     """What the live playlists list for an outage: made from its path alone, the same for
     every stream (`packager.slate_uris`)."""
-    data = slate_uris.render(slate_format, name)
-    if data is None or not RENDITION_NAME.match(rendition):
+    data = slate_uris.render(slate_format, name) if RENDITION_NAME.match(rendition) else None
+    if data is None:
         raise _not_found(f"no slate {slate_format}/{name}")
-    return media_response(request, data, SEGMENT_TYPE if name.endswith(".m4s") else INIT_TYPE)
+    return media_response(request, data, media_type(name))
 
 
 @_read("/{stream_id}/{rendition}/{session_id}/{name}", "A segment or init segment")
@@ -159,4 +159,4 @@ async def _media(
         data = await run_in_threadpool(store.get_bytes, key)
     except ObjectNotFoundError:
         raise _not_found(f"no media object {name!r}") from None
-    return media_response(request, data, SEGMENT_TYPE if name.endswith(".m4s") else INIT_TYPE)
+    return media_response(request, data, media_type(name))
