@@ -91,9 +91,14 @@ def gaps_due(
     db: Session, stream_id: uuid.UUID, first_sequence: int, target_duration: int, until: datetime
 ) -> list[Segment]:
     """Add the gap rows the stream's presentation (from `first_sequence` on) owes up to
-    `until`: one per target duration that passed since its timeline's last row was
-    written, so players see one at the cadence segments came (a publisher that sent faster
-    than real time has program date times ahead of the clock: they cannot set the pace).
+    `until`, at the cadence segments came: the k-th gap after the timeline's last media row
+    is due (k - 1/2) target durations after that row was written. Counted from the media,
+    not from the gap before, late sweeps do not add up (a playlist that fell behind the
+    clock would let a player at the live edge play its buffer empty); half a target early
+    leaves a whole one for the sweep, the render and a player's reload within RFC 8216bis
+    6.2.1's 1.5. Program date times cannot set the pace: a publisher that sent faster than
+    real time has them ahead of the clock.
+
     Each gap is dated where the row before it ends and goes into the session of the last
     row, whose init stays the one in force. The caller holds the stream row's lock, so the
     next publish numbers after them. A presentation without a segment yet owes none."""
@@ -101,27 +106,32 @@ def gaps_due(
     end = row_end(last) if last is not None else None
     if last is None or end is None or last.sequence < first_sequence:
         return []
+    media = db.scalars(
+        stream_source_rows(stream_id)
+        .where(Segment.status != SegmentStatus.GAP)
+        .order_by(Segment.sequence.desc())
+        .limit(1)
+    ).first()
+    if media is None or media.sequence < first_sequence:
+        return []
     step = timedelta(seconds=target_duration)
     session_id = db.scalar(select(Rendition.session_id).where(Rendition.id == last.rendition_id))
-    gaps = []
-    due = last.created_at + step
-    while due <= until:
-        sequence = last.sequence + len(gaps) + 1
-        gaps.append(
-            Segment(
-                rendition_id=last.rendition_id,
-                sequence=sequence,
-                duration=float(target_duration),
-                program_date_time=end + step * len(gaps),
-                # An outage is listed as a slate of its own (`packager.slate_uris`): the
-                # first gap after media starts a discontinuity, as the media after it does.
-                discontinuity=not gaps and last.status != SegmentStatus.GAP,
-                object_key=media_key(stream_id, SOURCE, session_id, segment_name(sequence)),
-                init_key=last.init_key,
-                size_bytes=0,
-                status=SegmentStatus.GAP,
-            )
+    owed = int((until - media.created_at) / step + 0.5) - (last.sequence - media.sequence)
+    gaps = [
+        Segment(
+            rendition_id=last.rendition_id,
+            sequence=last.sequence + k,
+            duration=float(target_duration),
+            program_date_time=end + step * (k - 1),
+            # An outage is listed as a slate of its own (`packager.slate_uris`): the
+            # first gap after media starts a discontinuity, as the media after it does.
+            discontinuity=k == 1 and last.sequence == media.sequence,
+            object_key=media_key(stream_id, SOURCE, session_id, segment_name(last.sequence + k)),
+            init_key=last.init_key,
+            size_bytes=0,
+            status=SegmentStatus.GAP,
         )
-        due += step
+        for k in range(1, owed + 1)
+    ]
     db.add_all(gaps)
     return gaps

@@ -11,6 +11,10 @@ motion predicts a zero vector (8.4.1.1), so it copies the grey picture before it
 
 Every picture is a reference frame (nal_ref_idc != 0) with pic_order_cnt_type 2, so
 output order is decode order and frame_num counts pictures since the IDR.
+
+The parameter sets take the highest ids there are, not 0: a decoder that keeps one set of
+parameter sets across an EXT-X-MAP change (ffmpeg reading HLS keeps the first init's avcC)
+then holds the stream's own and the grey ones side by side, and decodes both sides of a slate.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ _GREY_MACROBLOCK = 0b0010_0111
 _SLICE_TYPE_P = 5  # 5..9: every slice of the picture has this type
 _SLICE_TYPE_I = 7
 _NAL_REF_IDC = 3
+SPS_ID = 31  # the most 7.4.2.1.1 allows
+PPS_ID = 255  # the most 7.4.2.2 allows
 
 
 def _macroblocks(width: int, height: int) -> tuple[int, int]:
@@ -55,7 +61,7 @@ def _sps(width: int, height: int, frame_rate: float) -> bytes:
     sps.bits(CONSTRAINED_BASELINE_FLAGS, 8)
     # Table A-1's frame size and rate limits hold for every profile; the bit rate is ~0.
     sps.bits(high_profile_level(width, height, frame_rate, 0, 0), 8)
-    sps.ue(0)  # seq_parameter_set_id
+    sps.ue(SPS_ID)  # seq_parameter_set_id
     sps.ue(LOG2_MAX_FRAME_NUM - 4)
     sps.ue(2)  # pic_order_cnt_type: order from frame_num
     sps.ue(1)  # max_num_ref_frames
@@ -75,8 +81,8 @@ def _sps(width: int, height: int, frame_rate: float) -> bytes:
 
 def _pps() -> bytes:
     pps = BitWriter()
-    pps.ue(0)  # pic_parameter_set_id
-    pps.ue(0)  # seq_parameter_set_id
+    pps.ue(PPS_ID)  # pic_parameter_set_id
+    pps.ue(SPS_ID)  # seq_parameter_set_id
     pps.flag(False)  # entropy_coding_mode_flag: CAVLC
     pps.flag(False)  # bottom_field_pic_order_in_frame_present_flag
     pps.ue(0)  # num_slice_groups_minus1
@@ -93,17 +99,23 @@ def _pps() -> bytes:
     return _nal_unit(NalType.PPS, pps)
 
 
+def grey_parameter_sets(width: int, height: int, frame_rate: float) -> tuple[bytes, bytes]:
+    """The SPS and PPS NAL units of grey pictures of this size, with the smallest level that
+    allows that size at `frame_rate`."""
+    return _sps(width, height, frame_rate), _pps()
+
+
 def grey_avcc(width: int, height: int, frame_rate: float) -> bytes:
-    """The avcC record (one SPS, one PPS) for grey pictures of this size, with the smallest
-    level that allows that size at `frame_rate`."""
-    return build_avcc([_sps(width, height, frame_rate)], [_pps()])
+    """The avcC record of `grey_parameter_sets`."""
+    sps, pps = grey_parameter_sets(width, height, frame_rate)
+    return build_avcc([sps], [pps])
 
 
 def _slice_header(slice_type: int, frame_num: int) -> BitWriter:
     header = BitWriter()
     header.ue(0)  # first_mb_in_slice
     header.ue(slice_type)
-    header.ue(0)  # pic_parameter_set_id
+    header.ue(PPS_ID)  # pic_parameter_set_id
     header.bits(frame_num, LOG2_MAX_FRAME_NUM)
     return header
 

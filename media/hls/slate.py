@@ -19,8 +19,13 @@ from dataclasses import dataclass
 
 from media.codecs.aac import SAMPLE_RATES, build_asc, parse_asc
 from media.codecs.aac_silence import silent_frame
-from media.codecs.h264 import video_config_from_avcc
-from media.codecs.h264_grey import grey_avcc, grey_idr_picture, grey_skip_picture
+from media.codecs.h264 import join_avcc, video_config_from_avcc
+from media.codecs.h264_grey import (
+    grey_avcc,
+    grey_idr_picture,
+    grey_parameter_sets,
+    grey_skip_picture,
+)
 from media.mp4.fmp4 import (
     AAC_FRAME_SAMPLES,
     AUDIO_TRACK_ID,
@@ -133,7 +138,9 @@ def _video_fragment(
 ) -> TrackFragment:
     base, length = _track_span(start_seconds, duration_seconds, VIDEO_TIMESCALE)
     durations = _durations(length, _FRAME_TICKS)
-    samples = [Sample(grey_idr_picture(width, height, sequence & 0xFFFF), durations[0])]
+    parameter_sets = join_avcc(grey_parameter_sets(width, height, SLATE_FRAME_RATE))
+    idr = parameter_sets + grey_idr_picture(width, height, sequence & 0xFFFF)
+    samples = [Sample(idr, durations[0])]
     samples += [
         Sample(grey_skip_picture(width, height, index), duration, sync=False)
         for index, duration in enumerate(durations[1:], start=1)
@@ -154,9 +161,11 @@ def slate_segment(
     fmt: SlateFormat, *, sequence: int, start_seconds: float, duration_seconds: float
 ) -> bytes:
     """One slate media segment (styp + moof + mdat) from `start_seconds` on the session
-    timeline, lasting `duration_seconds`, with mfhd sequence number `sequence`.
+        timeline, lasting `duration_seconds`, with mfhd sequence number `sequence`.
 
-    Its video starts with an IDR picture, so every slate segment is independent.
+        Its video starts with an IDR picture, so every slate segment is independent, and that
+    picture's sample carries the SPS and PPS as well as the init segment does: a decoder that
+    kept the stream's parameter sets across the EXT-X-MAP before the slate learns the grey ones.
     """
     if not 0 < duration_seconds <= MAX_DURATION_SECONDS:
         raise ValueError(

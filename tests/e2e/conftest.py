@@ -76,11 +76,14 @@ DEFAULT_STACK_SETTINGS = {"presentation_hold_seconds": 0.0}
 
 
 @pytest.fixture(scope="module")
-def live_stack(settings: Settings, request: pytest.FixtureRequest) -> Iterator[LiveStack]:
+def live_stack(
+    settings: Settings, celery_worker: None, request: pytest.FixtureRequest
+) -> Iterator[LiveStack]:
     """`nebula-live ingest` and `nebula-live api` for one test module, with the module's
-    `STACK_SETTINGS`. One module at a time: an ingest sweeps every stream in the database
-    with its own settings, so no other one may run beside it (nor under the integration
-    tests, which build rows of their own)."""
+    `STACK_SETTINGS`, beside the session's worker (a stream's ladder needs one). One module
+    at a time: an ingest sweeps every stream in the database with its own settings, so no
+    other one may run beside it (nor under the integration tests, which build rows of
+    their own)."""
     changes = getattr(request.module, "STACK_SETTINGS", DEFAULT_STACK_SETTINGS)
     own = settings.model_copy(
         update={

@@ -202,22 +202,20 @@ def test_an_outage_inside_the_grace_window_advances_the_playlists_with_a_slate(
     stream = create_stream(api, RUNG)
     dropped = publish(settings, store, stream, media_360p, drop=True)
     transcode_rung(settings, dropped.session_id)
-    _, end = last_row_times(settings, stream["id"])
+    written, end = last_row_times(settings, stream["id"])
 
-    # One target duration after the last row was written the first gap is due, then one
-    # per target duration.
-    def sweep(seconds_after_last_row: float) -> bool:
+    # The k-th gap is due (k - 1/2) target durations after the last media row was written.
+    def sweep(seconds_after_the_media: float) -> bool:
         """Whether the sweep (of every stream in the database) changed this one."""
-        written, _ = last_row_times(settings, stream["id"])
-        at = written + timedelta(seconds=seconds_after_last_row)
+        at = written + timedelta(seconds=seconds_after_the_media)
         return uuid.UUID(stream["id"]) in outages.advance_outages(
             settings.database_url, HOLD, at=at
         )
 
-    assert not sweep(1)
+    assert not sweep(0.9)
     assert len(playlist(api, stream["id"], "source").segments) == 3
-    assert sweep(4.5)
-    assert not sweep(1.5)  # every ingest sweeps: a second one finds nothing owed yet
+    assert sweep(3.5)
+    assert not sweep(4.9)  # every ingest sweeps: a second one finds nothing owed yet
     for name in ("source", "240p"):
         listed = playlist(api, stream["id"], name)
         assert kinds(listed) == ["media"] * 3 + ["slate"] * 2
@@ -249,7 +247,7 @@ def test_an_outage_inside_the_grace_window_advances_the_playlists_with_a_slate(
     )
     assert resumed.resumed and resumed.session_id == dropped.session_id
     assert resumed.first_sequence == 5
-    assert sweep(2.5)
+    assert sweep(5.0)
     asyncio.run(_feed(settings, store, replace(resumed, transcode=False), media_360p))
     sessions.close_publish(settings.database_url, resumed.session_id, explicit=True)
     transcode_rung(settings, resumed.session_id)
@@ -359,7 +357,7 @@ def test_a_session_whose_ingest_died_gets_gaps_once_its_heartbeat_is_stale(
     assert stream_id in outages.advance_outages(settings.database_url, HOLD, at=at)
     listed = playlist(api, stream["id"], "source")
     gaps = [s for s, kind in zip(listed.segments, kinds(listed), strict=True) if kind == "slate"]
-    assert len(gaps) == int((at - written).total_seconds() // TD)  # all at once
+    assert len(gaps) == int((at - written).total_seconds() / TD + 0.5)  # all at once
     assert gaps[0].program_date_time == in_milliseconds(end)
     # The publisher, back on another ingest, finds the session ended (stale) and joins
     # the presentation after the gaps.

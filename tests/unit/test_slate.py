@@ -26,6 +26,8 @@ from media.codecs.h264 import (
 )
 from media.codecs.h264_grey import grey_avcc
 from media.hls.slate import SLATE_FRAME_RATE, SlateFormat, slate_codecs, slate_init, slate_segment
+from media.types import CLOCK_HZ
+from tests.media import make_source, package_flv
 
 FRAME_TICKS = 90_000 // SLATE_FRAME_RATE
 STEREO_48K_720P = SlateFormat(1280, 720, 48000, 2)
@@ -234,6 +236,56 @@ def test_ffmpeg_and_ffprobe_read_init_and_three_segments_without_an_error(tmp_pa
         capture_output=True, text=True, check=True, timeout=100,
     )  # fmt: skip
     assert probe.stdout.splitlines() == ["h264,Constrained Baseline,1280,720,150", "aac,LC,282"]
+
+
+@needs_ffmpeg
+@pytest.mark.timeout(120)
+def test_ffmpeg_decodes_a_live_stream_on_both_sides_of_a_slate_in_one_playlist(
+    tmp_path: Path,
+) -> None:
+    """ffmpeg's HLS reader keeps the first init's avcC across EXT-X-MAP changes: the slate's
+    in-band parameter sets, under ids of their own, must not clobber the stream's."""
+    source = make_source(tmp_path / "live.flv", seconds=7, size="320x240", gop=30)
+    first, second, outage, after = package_flv(source)[:4]
+    fmt = SlateFormat(320, 240, 48000, 2)
+    (tmp_path / "live.mp4").write_bytes(first.init.data)
+    (tmp_path / "slate.mp4").write_bytes(slate_init(fmt))
+    slate = slate_segment(
+        fmt,
+        sequence=outage.sequence,
+        start_seconds=outage.start_ticks / CLOCK_HZ,
+        duration_seconds=outage.duration,
+    )
+    entries = []
+    for name, segment, data in [
+        ("0.m4s", first, first.data),
+        ("1.m4s", second, second.data),
+        ("slate.m4s", outage, slate),
+        ("3.m4s", after, after.data),
+    ]:
+        (tmp_path / name).write_bytes(data)
+        if name == "slate.m4s":
+            entries += ["#EXT-X-DISCONTINUITY", '#EXT-X-MAP:URI="slate.mp4"']
+        elif name == "3.m4s":
+            entries += ["#EXT-X-DISCONTINUITY", '#EXT-X-MAP:URI="live.mp4"']
+        entries += [f"#EXTINF:{segment.duration:.3f},", name]
+    header = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-TARGETDURATION:2", '#EXT-X-MAP:URI="live.mp4"']
+    playlist = tmp_path / "index.m3u8"
+    playlist.write_text("\n".join([*header, *entries, "#EXT-X-ENDLIST"]) + "\n")
+
+    result = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(playlist), "-f", "null", "-"],
+        capture_output=True, text=True, timeout=100,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, "")
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "frame=width",
+         "-of", "default=nw=1:nk=1", str(playlist)],
+        capture_output=True, text=True, check=True, timeout=100,
+    )  # fmt: skip
+    slate_frames = math.ceil(outage.duration * SLATE_FRAME_RATE)
+    live_frames = first.video_frames + second.video_frames + after.video_frames
+    assert probe.stdout.split() == ["320"] * (live_frames + slate_frames)
 
 
 # --------------------------------------------------------------------------- bad input
