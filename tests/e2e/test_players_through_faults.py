@@ -21,8 +21,6 @@ from tests.hls_poller import CheckedHls
 from tests.media import make_source
 from tests.services import settings_env
 
-# Not in `make test` yet: the third fault still costs Shaka a fatal error (code 1011) and a
-# rung playlist a 3.1 s wait, past 1.5 target durations (see the README); `make test-faults`.
 pytestmark = [pytest.mark.e2e, pytest.mark.player_faults, pytest.mark.timeout(600)]
 # The stream URL stays one presentation past the grace window (the publisher comes back
 # after it), and a rung segment a killed worker held becomes a GAP soon enough that its
