@@ -11,6 +11,7 @@ from core.db import session_scope
 from core.models import Stream
 from core.settings import Settings
 from core.stream_keys import hash_stream_key, new_stream_key
+from nebula_live.private_files import write_private
 from nebula_live.processes import ManagedProcess
 
 DEMO_FILE = "demo_stream.json"
@@ -30,8 +31,7 @@ def demo_stream(settings: Settings) -> tuple[uuid.UUID, str]:
         db.add(stream)
         db.flush()
         stream_id = stream.id
-    path.write_text(json.dumps({"id": str(stream_id), "key": key}))
-    path.chmod(0o600)
+    write_private(path, json.dumps({"id": str(stream_id), "key": key}))
     return stream_id, key
 
 

