@@ -16,15 +16,20 @@ resumed or joining publish numbers its segments after the last gap it could have
 Every ingest process sweeps; the stream row's lock (skip-locked) gives each stream to one.
 An ingest killed mid-publish cannot sweep for itself: its session counts as unfed once its
 heartbeat is stale (`HEARTBEAT_STALE_SECONDS`), when another process's sweep writes the gaps
-since the last segment it stored, all at once, and goes on from there.
+since the last segment it stored, all at once, and goes on from there. A heartbeat is
+judged stale only by a process that has reached the database for a whole stale period
+itself, and never for a session the sweeping process holds: after a database outage every
+heartbeat is late, and none of those publishers left.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, exists, select
+from sqlalchemy import ColumnElement, exists, select, true
 from sqlalchemy.orm import Session
 
 from core.db import session_scope
@@ -34,29 +39,60 @@ from packager.timeline import gaps_due, presentation_last_session
 
 
 def advance_outages(
-    database_url: str, hold_seconds: float, *, at: datetime | None = None
+    database_url: str,
+    hold_seconds: float,
+    *,
+    at: datetime | None = None,
+    held: Collection[uuid.UUID] = (),
+    judge_stale: bool = True,
 ) -> list[uuid.UUID]:
     """Write the gaps every unfed open presentation owes by `at` (now), end those whose
-    hold ran out; returns the streams whose playlists changed."""
+    hold ran out; returns the streams whose playlists changed. A session in `held` (the
+    caller's own) or, with `judge_stale` False, any session counts as fed however old its
+    heartbeat, as `sessions.end_expired_sessions` has it."""
     at = at or now()
-    stale_cut = at - timedelta(seconds=HEARTBEAT_STALE_SECONDS)
+    fresh = Freshness(at, held, judge_stale)
     fed = exists().where(
         LiveSession.stream_id == Stream.id,
         LiveSession.status == "live",
         LiveSession.disconnected_at.is_(None),
-        LiveSession.heartbeat_at > stale_cut,
+        fresh.condition(),
         LiveSession.fed_at.is_not(None),
     )
     with session_scope(database_url) as db:
         unfed = db.scalars(select(Stream.id).where(_open_presentation(), ~fed)).all()
-    return [s for s in unfed if _advance(database_url, s, hold_seconds, at)]
+    return [s for s in unfed if _advance(database_url, s, hold_seconds, at, fresh)]
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """Which live sessions' heartbeats count as fresh at `at`."""
+
+    at: datetime
+    held: Collection[uuid.UUID]
+    judge_stale: bool
+
+    def condition(self) -> ColumnElement[bool]:
+        if not self.judge_stale:
+            return true()
+        stale_cut = self.at - timedelta(seconds=HEARTBEAT_STALE_SECONDS)
+        return (LiveSession.heartbeat_at > stale_cut) | LiveSession.id.in_(list(self.held))
+
+    def fresh(self, session: LiveSession) -> bool:
+        if not self.judge_stale or session.id in self.held:
+            return True
+        return session.heartbeat_at is not None and self.at - session.heartbeat_at <= timedelta(
+            seconds=HEARTBEAT_STALE_SECONDS
+        )
 
 
 def _open_presentation() -> ColumnElement[bool]:
     return Stream.presentation_sequence.is_not(None) & Stream.presentation_ended_at.is_(None)
 
 
-def _advance(database_url: str, stream_id: uuid.UUID, hold_seconds: float, at: datetime) -> bool:
+def _advance(
+    database_url: str, stream_id: uuid.UUID, hold_seconds: float, at: datetime, fresh: Freshness
+) -> bool:
     with session_scope(database_url) as db:
         stream = db.scalars(
             select(Stream)
@@ -65,7 +101,7 @@ def _advance(database_url: str, stream_id: uuid.UUID, hold_seconds: float, at: d
         ).first()
         if stream is None:  # another ingest has it, or a publish just took it
             return False
-        until = _gaps_until(db, stream, at, hold_seconds)
+        until = _gaps_until(db, stream, at, hold_seconds, fresh)
         if until is None:
             return False
         gaps = []
@@ -79,7 +115,9 @@ def _advance(database_url: str, stream_id: uuid.UUID, hold_seconds: float, at: d
         return bool(gaps) or ended
 
 
-def _gaps_until(db: Session, stream: Stream, at: datetime, hold_seconds: float) -> datetime | None:
+def _gaps_until(
+    db: Session, stream: Stream, at: datetime, hold_seconds: float, fresh: Freshness
+) -> datetime | None:
     """Up to when the presentation is owed gaps: now while its last session waits for its
     publisher (or for the first segment of a new connection), the end of the hold once it
     ended (in the past: the presentation is over); None while a publisher feeds it."""
@@ -87,10 +125,7 @@ def _gaps_until(db: Session, stream: Stream, at: datetime, hold_seconds: float) 
     if last is None:
         return None
     if last.status == "live":
-        stale = last.heartbeat_at is None or at - last.heartbeat_at > timedelta(
-            seconds=HEARTBEAT_STALE_SECONDS
-        )
-        fed = last.disconnected_at is None and not stale and last.fed_at is not None
+        fed = last.disconnected_at is None and fresh.fresh(last) and last.fed_at is not None
         return None if fed else at
     ended_at = last.ended_at or at
     return min(at, ended_at + timedelta(seconds=hold_seconds))

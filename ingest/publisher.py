@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 
 from redis import Redis
 
@@ -30,6 +31,13 @@ from packager.mirror import write_playlists
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 1.0
+
+
+def _best_effort(what: str, call: Callable[..., object], *args: object, **kwargs: object) -> None:
+    try:
+        call(*args, **kwargs)
+    except Exception:
+        log.warning("could not send %s; going on", what, exc_info=True)
 
 
 class Publisher:
@@ -53,8 +61,8 @@ class Publisher:
         except sessions.PublishRefusedError as refused:
             return None, str(refused)
         publication = Publication(grant, self.settings, self.store, self.redis, self.celery)
-        self.active[grant.session_id] = publication
         await asyncio.to_thread(self._announce_live, grant)
+        self.active[grant.session_id] = publication
         log.info(
             "stream %s live (%s session %s)",
             grant.stream_id,
@@ -77,64 +85,95 @@ class Publisher:
             await asyncio.to_thread(self._announce_end, ended)
 
     def _announce_live(self, grant: sessions.PublishGrant) -> None:
+        """Tell websockets and webhooks. Best effort, like every announcement here: the
+        session is live in the database whether or not Redis or the broker answers, and a
+        publish must not fail (nor linger half-begun) for their sake (audit #4)."""
         ids = {"stream_id": str(grant.stream_id), "session_id": str(grant.session_id)}
         live = StatusEvent(grant.stream_id, StreamStatus.LIVE, grant.session_id, grant.resumed)
-        publish_event(self.redis, live)
+        _best_effort("the live event", publish_event, self.redis, live)
         if not grant.resumed:  # a resumed session never stopped being live
-            enqueue_webhook(self.celery, self.settings, WebhookEvent.STREAM_LIVE, ids)
+            _best_effort(
+                "the stream.live webhook",
+                enqueue_webhook,
+                self.celery,
+                self.settings,
+                WebhookEvent.STREAM_LIVE,
+                ids,
+            )
 
     def _announce_end(self, ended: sessions.EndedSession) -> None:
-        write_playlists(self.settings, self.store, self.redis, ended.stream_id, master=True)
-        ids = {"stream_id": str(ended.stream_id), "session_id": str(ended.session_id)}
-        publish_event(self.redis, StatusEvent(ended.stream_id, StreamStatus.IDLE, ended.session_id))
-        enqueue_webhook(self.celery, self.settings, WebhookEvent.STREAM_IDLE, ids)
-        playback = f"{self.settings.public_http_url}{recording_path(ended.session_id)}"
-        enqueue_webhook(
-            self.celery,
+        _best_effort(
+            "the ended playlists",
+            write_playlists,
             self.settings,
-            WebhookEvent.SESSION_ENDED,
-            {**ids, "playback_url": playback},
+            self.store,
+            self.redis,
+            ended.stream_id,
+            master=True,
         )
+        ids = {"stream_id": str(ended.stream_id), "session_id": str(ended.session_id)}
+        idle = StatusEvent(ended.stream_id, StreamStatus.IDLE, ended.session_id)
+        _best_effort("the idle event", publish_event, self.redis, idle)
+        playback = f"{self.settings.public_http_url}{recording_path(ended.session_id)}"
+        for event, payload in (
+            (WebhookEvent.STREAM_IDLE, ids),
+            (WebhookEvent.SESSION_ENDED, {**ids, "playback_url": playback}),
+        ):
+            _best_effort(
+                f"the {event} webhook", enqueue_webhook, self.celery, self.settings, event, payload
+            )
         log.info("stream %s idle (session %s ended)", ended.stream_id, ended.session_id)
 
     async def run_housekeeping(self) -> None:
         """Heartbeats, the grace-window sweep and the outage sweep, until cancelled. The
         sweeps run at least four times per segment target, so a gap is never much later
-        than a segment would have been."""
+        than a segment would have been.
+
+        After a failed round (the database away) the heartbeat comes first, and stale
+        heartbeats of other processes are judged only once the database has answered this
+        one for a whole stale period: theirs were cut off too (audit #5)."""
         loop = asyncio.get_running_loop()
         next_heartbeat = 0.0
+        # Judged from the start: a process that just started lost nothing.
+        answering_since: float | None = loop.time() - sessions.HEARTBEAT_STALE_SECONDS
         sweep_seconds = min(SWEEP_SECONDS, self.settings.segment_seconds / 4)
         while True:
             try:
                 if loop.time() >= next_heartbeat:
-                    next_heartbeat = loop.time() + self.settings.heartbeat_seconds
                     await asyncio.to_thread(
                         sessions.heartbeat, self.settings.database_url, list(self.active)
                     )
-                ended = await asyncio.to_thread(
-                    sessions.end_expired_sessions,
-                    self.settings.database_url,
-                    self.settings.reconnect_grace_seconds,
-                )
-                for session in ended:
-                    await asyncio.to_thread(self._announce_end, session)
-                advanced = await asyncio.to_thread(
-                    outages.advance_outages,
-                    self.settings.database_url,
-                    self.settings.presentation_hold_seconds,
-                )
-                for stream_id in advanced:
-                    await asyncio.to_thread(
-                        write_playlists,
-                        self.settings,
-                        self.store,
-                        self.redis,
-                        stream_id,
-                        master=False,
-                    )
+                    next_heartbeat = loop.time() + self.settings.heartbeat_seconds
+                answering_since = answering_since if answering_since is not None else loop.time()
+                judge_stale = loop.time() - answering_since >= sessions.HEARTBEAT_STALE_SECONDS
+                await self._sweep(judge_stale)
             except Exception:
+                answering_since, next_heartbeat = None, 0.0
                 log.exception("housekeeping failed; retrying")
             await asyncio.sleep(sweep_seconds)
+
+    async def _sweep(self, judge_stale: bool) -> None:
+        held = list(self.active)
+        ended = await asyncio.to_thread(
+            sessions.end_expired_sessions,
+            self.settings.database_url,
+            self.settings.reconnect_grace_seconds,
+            held=held,
+            judge_stale=judge_stale,
+        )
+        for session in ended:
+            await asyncio.to_thread(self._announce_end, session)
+        advanced = await asyncio.to_thread(
+            outages.advance_outages,
+            self.settings.database_url,
+            self.settings.presentation_hold_seconds,
+            held=held,
+            judge_stale=judge_stale,
+        )
+        for stream_id in advanced:
+            await asyncio.to_thread(
+                write_playlists, self.settings, self.store, self.redis, stream_id, master=False
+            )
 
     async def run_ladder_sweeps(self) -> None:
         """The ladder sweep every `ladder_sweep_seconds`, until cancelled. Apart from the

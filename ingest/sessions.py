@@ -13,6 +13,7 @@ starts a new one. Either way its segments take their numbers when its first one 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -223,19 +224,34 @@ def heartbeat(database_url: str, session_ids: list[uuid.UUID]) -> None:
         )
 
 
-def end_expired_sessions(database_url: str, grace_seconds: float) -> list[EndedSession]:
-    """End sessions whose publisher did not come back in time, or whose ingest died."""
+def end_expired_sessions(
+    database_url: str,
+    grace_seconds: float,
+    *,
+    held: Collection[uuid.UUID] = (),
+    judge_stale: bool = True,
+) -> list[EndedSession]:
+    """End sessions whose publisher did not come back in time, or whose ingest died (its
+    heartbeat stale). Never one in `held`, the caller's own: its heartbeat may be late
+    after a database outage, its publisher is not. `judge_stale` False: the caller has not
+    reached the database for a whole stale period, so a stale heartbeat says nothing yet
+    (every ingest lost the database too; theirs come back with it)."""
     at = now()
     grace_cut = at - timedelta(seconds=grace_seconds)
-    stale_cut = at - timedelta(seconds=HEARTBEAT_STALE_SECONDS)
+    expired_condition = LiveSession.disconnected_at <= grace_cut
+    if judge_stale:
+        stale_cut = at - timedelta(seconds=HEARTBEAT_STALE_SECONDS)
+        expired_condition |= LiveSession.disconnected_at.is_(None) & (
+            LiveSession.heartbeat_at <= stale_cut
+        )
     with session_scope(database_url) as db:
         expired = db.scalars(
             select(LiveSession)
             .where(
                 LiveSession.status == SessionStatus.LIVE,
                 LiveSession.stream_id.is_not(None),  # an upload's session is its job's to end
-                (LiveSession.disconnected_at <= grace_cut)
-                | (LiveSession.disconnected_at.is_(None) & (LiveSession.heartbeat_at <= stale_cut)),
+                LiveSession.id.not_in(list(held)),
+                expired_condition,
             )
             .with_for_update(skip_locked=True)
         ).all()

@@ -27,6 +27,7 @@ from core.settings import Settings
 from core.storage import ObjectStore
 from ingest import outages, sessions
 from ingest.publication import Publication
+from ingest.publisher import Publisher
 from media.types import AccessUnit, AudioConfig, VideoConfig
 from packager import timeline
 from packager.celery_app import make_celery
@@ -39,6 +40,7 @@ from packager.ladder_rows import (
 )
 from packager.mirror import write_playlists
 from tests.media import flv_items, make_source
+from tests.services import free_port
 
 AUTH = {"Authorization": "Bearer test-token"}
 GRACE, HOLD = 10.0, 30.0
@@ -354,6 +356,13 @@ def test_a_session_whose_ingest_died_gets_gaps_once_its_heartbeat_is_stale(
     assert stream_id not in outages.advance_outages(settings.database_url, HOLD, at=at)
     stale = heartbeat + timedelta(seconds=sessions.HEARTBEAT_STALE_SECONDS + 1)
     at = max(stale, written + timedelta(seconds=5 * TD))
+    # Not while the ingest holding the session sweeps (its own heartbeat was only late), nor
+    # while the sweeping one has not reached the database for a stale period itself.
+    held = [grant.session_id]
+    assert stream_id not in outages.advance_outages(settings.database_url, HOLD, at=at, held=held)
+    assert stream_id not in outages.advance_outages(
+        settings.database_url, HOLD, at=at, judge_stale=False
+    )
     assert stream_id in outages.advance_outages(settings.database_url, HOLD, at=at)
     listed = playlist(api, stream["id"], "source")
     gaps = [s for s, kind in zip(listed.segments, kinds(listed), strict=True) if kind == "slate"]
@@ -369,3 +378,57 @@ def test_a_session_whose_ingest_died_gets_gaps_once_its_heartbeat_is_stale(
         )
     back = publish(settings, store, stream, media_360p)
     assert back.discontinuity and back.first_sequence == 3 + len(gaps)
+
+
+def test_a_stale_heartbeat_ends_a_session_unless_its_own_ingest_sweeps_or_the_database_was_away(
+    api: TestClient, settings: Settings
+) -> None:
+    stream = create_stream(api)
+    grant = sessions.open_publish(
+        settings.database_url, stream["stream_key"], "rtmp", GRACE, hold_seconds=HOLD
+    )
+    with session_scope(settings.database_url) as db:
+        db.execute(
+            update(LiveSession)
+            .where(LiveSession.id == grant.session_id)
+            .values(heartbeat_at=sessions.now() - timedelta(minutes=1))
+        )
+
+    def sweep(**judgement: object) -> list[uuid.UUID]:
+        ended = sessions.end_expired_sessions(settings.database_url, GRACE, **judgement)
+        return [e.session_id for e in ended]
+
+    assert grant.session_id not in sweep(held=[grant.session_id])
+    assert grant.session_id not in sweep(judge_stale=False)
+    with session_scope(settings.database_url) as db:
+        assert db.get(LiveSession, grant.session_id).status == "live"
+    assert grant.session_id in sweep()
+    with session_scope(settings.database_url) as db:
+        assert db.get(LiveSession, grant.session_id).status == "ended"
+
+
+def test_a_publish_begins_and_ends_while_redis_is_away(
+    api: TestClient, settings: Settings, store: ObjectStore
+) -> None:
+    """Audit #4: the live event cannot be sent, the publish goes on all the same, and its
+    end neither raises nor leaves the session held."""
+    stream = create_stream(api)
+    away = Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    publisher = Publisher(settings, store, away)
+
+    async def publish_and_end() -> uuid.UUID:
+        publication, refusal = await publisher.begin(stream["stream_key"], "rtmp")
+        assert publication is not None and refusal == ""
+        assert publication.grant.session_id in publisher.active
+        await publisher.end(publication, explicit=True)
+        return publication.grant.session_id
+
+    session_id = asyncio.run(publish_and_end())
+    assert publisher.active == {}
+    with session_scope(settings.database_url) as db:
+        assert db.get(LiveSession, session_id).status == "ended"
+    # The stream takes the next publish at once: nothing was left half-begun.
+    again = sessions.open_publish(
+        settings.database_url, stream["stream_key"], "rtmp", GRACE, hold_seconds=HOLD
+    )
+    assert again.session_id != session_id
