@@ -197,8 +197,16 @@ class Settings(BaseSettings):
     store_attempts: int = Field(
         4,
         ge=1,
-        description="Tries of each source segment write (object or row) on storage or "
-        "database faults before the segment is given up.",
+        description="Tries of each upload source segment write (object or row) on storage "
+        "or database faults before the segment is given up; a live segment waits in the "
+        "ingest's spool and is tried again until storage takes it.",
+    )
+    spool_max_bytes: int = Field(
+        2 * 2**30,
+        ge=0,
+        description="Bytes of live segments an ingest may hold on local disk (under the "
+        "data dir's spool/) while storage or the database is away; above them it refuses "
+        "new publishes with the reason and keeps the live ones.",
     )
 
     rung_deadline_targets: float = Field(

@@ -23,6 +23,7 @@ from core.storage import ObjectStore
 from core.webhooks import WebhookEvent, enqueue_webhook
 from ingest import outages, sessions
 from ingest.publication import Publication
+from ingest.spool import Spool, SpoolFullError
 from packager import ladder_deadline
 from packager.celery_app import make_celery
 from packager.keys import recording_path
@@ -47,9 +48,11 @@ class Publisher:
         self.redis = redis
         self.active: dict[uuid.UUID, Publication] = {}
         self.celery = make_celery(settings.redis_url)
+        self.spool = Spool(settings.data_dir / "spool", settings.spool_max_bytes)
 
     async def begin(self, stream_key: str, protocol: str) -> tuple[Publication | None, str]:
         try:
+            self.spool.check_room()
             grant = await asyncio.to_thread(
                 sessions.open_publish,
                 self.settings.database_url,
@@ -58,9 +61,11 @@ class Publisher:
                 self.settings.reconnect_grace_seconds,
                 hold_seconds=self.settings.presentation_hold_seconds,
             )
-        except sessions.PublishRefusedError as refused:
+        except (sessions.PublishRefusedError, SpoolFullError) as refused:
             return None, str(refused)
-        publication = Publication(grant, self.settings, self.store, self.redis, self.celery)
+        publication = Publication(
+            grant, self.settings, self.store, self.redis, self.celery, self.spool
+        )
         await asyncio.to_thread(self._announce_live, grant)
         self.active[grant.session_id] = publication
         log.info(

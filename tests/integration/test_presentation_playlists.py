@@ -28,6 +28,7 @@ from core.storage import ObjectStore
 from ingest import outages, sessions
 from ingest.publication import Publication
 from ingest.publisher import Publisher
+from ingest.spool import Spool
 from media.types import AccessUnit, AudioConfig, VideoConfig
 from packager import timeline
 from packager.celery_app import make_celery
@@ -94,7 +95,8 @@ async def _feed(
     settings: Settings, store: ObjectStore, grant: sessions.PublishGrant, items: Items
 ) -> None:
     redis = Redis.from_url(settings.redis_url)
-    publication = Publication(grant, settings, store, redis, make_celery(settings.redis_url))
+    spool = Spool(settings.data_dir / "spool", settings.spool_max_bytes)
+    publication = Publication(grant, settings, store, redis, make_celery(settings.redis_url), spool)
     publication.push(items, 0)
     await publication.finish()
     redis.close()
