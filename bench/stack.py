@@ -69,7 +69,6 @@ def running_stack(
     """Healthy stack for the block; a given data dir is kept, a temporary one removed."""
     keep = data is not None
     data = data or Path(tempfile.mkdtemp(prefix="nebula-bench-"))
-    data.chmod(0o755)  # the embedded PostgreSQL runs as an unprivileged user
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEBULA_")}
     env.update(
         NEBULA_DATA_DIR=str(data),
@@ -104,16 +103,22 @@ def running_stack(
                 if time.time() > deadline or up.poll() is not None:
                     raise SystemExit(f"nebula-live up did not get healthy; see {log}") from None
                 time.sleep(0.5)
+        postgres, redis = (
+            (data / name).read_text().strip() for name in ("postgres_password", "redis_password")
+        )
         yield BenchStack(
             up.pid,
             base,
             (data / "api_token").read_text().strip(),
-            f"postgresql://postgres@127.0.0.1:{POSTGRES_PORT}/nebula",
-            f"redis://127.0.0.1:{REDIS_PORT}/0",
+            f"postgresql://postgres:{postgres}@127.0.0.1:{POSTGRES_PORT}/nebula",
+            f"redis://:{redis}@127.0.0.1:{REDIS_PORT}/0",
             data,
         )
     finally:
         os.killpg(up.pid, signal.SIGTERM)
         up.wait(60)
         if not keep:
+            cluster = (data / "postgres_data").resolve()  # outside the data dir under root
+            if cluster.parent != data:
+                shutil.rmtree(cluster.parent, ignore_errors=True)
             shutil.rmtree(data, ignore_errors=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable
 
@@ -49,6 +51,7 @@ class Publisher:
         self.active: dict[uuid.UUID, Publication] = {}
         self.celery = make_celery(settings.redis_url)
         self.spool = Spool(settings.data_dir / "spool", settings.spool_max_bytes)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"  # this ingest, in reports
 
     async def begin(self, stream_key: str, protocol: str) -> tuple[Publication | None, str]:
         try:
@@ -155,6 +158,10 @@ class Publisher:
             except Exception:
                 answering_since, next_heartbeat = None, 0.0
                 log.exception("housekeeping failed; retrying")
+            # Apart from the sweeps: the database being away is when it matters most.
+            await asyncio.to_thread(
+                _best_effort, "the spool report", self.spool.report, self.redis, self.name
+            )
             await asyncio.sleep(sweep_seconds)
 
     async def _sweep(self, judge_stale: bool) -> None:

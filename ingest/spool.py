@@ -9,12 +9,14 @@ publishes with the reason and keeps the live ones (their segments go on spooling
 bound, since dropping them would lose them).
 
 The spool is this process's: files a stopped or killed process left behind are reported
-at start (and left for the operator), not replayed.
+at start (and left for the operator), not replayed. Each ingest reports its spool into
+Redis (`REPORT_PREFIX`, expiring), where the API's /metrics and /healthz read them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -22,7 +24,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from redis import Redis
+
 log = logging.getLogger(__name__)
+
+REPORT_PREFIX = "nebula:ingest-spool:"
+REPORT_TTL_SECONDS = 30
 
 
 class SpoolFullError(RuntimeError):
@@ -56,6 +63,16 @@ class Spool:
                 len(left),
                 size / 2**20,
             )
+
+    def report(self, redis: Redis, ingest: str) -> None:
+        """Say in Redis how full this ingest's spool is, for the API to show."""
+        state = {
+            "used_bytes": self.used_bytes,
+            "max_bytes": self.max_bytes,
+            "waiting": self.waiting,
+            "full": self.used_bytes >= self.max_bytes,
+        }
+        redis.set(f"{REPORT_PREFIX}{ingest}", json.dumps(state), ex=REPORT_TTL_SECONDS)
 
     def check_room(self) -> None:
         """Raise SpoolFullError when a new publish should be refused."""
