@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis import Redis
 
+from api.body_limit import RequestBodyLimit
 from api.cors import ScopedCors
 from api.metrics import record_request
 from api.routes import health, hls, player, sessions, streams, uploads, ws
@@ -45,6 +46,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ScopedCors,
         playback_origins=settings.playback_cors_origin_list,
         api_origins=settings.api_cors_origin_list,
+    )
+    # Added last, so it runs first: before metrics, CORS and every route's auth.
+    app.add_middleware(
+        RequestBodyLimit,
+        max_bytes=settings.max_request_body_bytes,
+        exempt_paths=(uploads.router.prefix,),
     )
     app.include_router(health.router)
     app.include_router(streams.router)

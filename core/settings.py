@@ -257,6 +257,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds a recording's playlist that holds EXT-X-ENDLIST may be cached.",
     )
+    max_request_body_bytes: int = Field(
+        64 * 1024,
+        gt=0,
+        description="Largest request body the API reads on any route but the upload one "
+        "(413 above), counted as it arrives, chunked bodies too.",
+    )
     ws_queue_size: int = Field(
         256, ge=1, description="Messages queued for one websocket client before it is dropped."
     )

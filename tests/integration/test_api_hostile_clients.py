@@ -1,0 +1,135 @@
+"""Hostile clients against a real `nebula-live api` process (uvicorn, PostgreSQL, Redis, S3):
+each gets a precise refusal early, and the API goes on serving everyone else."""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from core.settings import Settings
+from core.storage import ObjectStore
+from tests.conftest import ARTIFACTS
+from tests.services import free_port, http_status, nebula_process, settings_env, wait_for
+
+BODY_LIMIT = 64 * 1024
+CHUNK = 64 * 1024
+HUGE = 256 * 1024 * 1024  # what the hostile client would send if nobody stopped it
+# What may still be in flight when the 413 comes: socket buffers on both sides, uvicorn's
+# read-ahead. Far below HUGE, so a server that read the whole body would fail the test.
+IN_FLIGHT = 16 * 1024 * 1024
+
+
+@dataclass
+class Api:
+    settings: Settings
+    client: httpx.Client
+
+    @property
+    def port(self) -> int:
+        return self.settings.http_port
+
+
+@pytest.fixture(scope="module")
+def api(settings: Settings) -> Iterator[Api]:
+    own = settings.model_copy(update={"http_port": free_port()})
+    ObjectStore.from_settings(own).ensure_bucket()
+    base = f"http://127.0.0.1:{own.http_port}"
+    with nebula_process("api", settings_env(own), ARTIFACTS / "logs" / "hostile-api.log"):
+        wait_for(lambda: http_status(f"{base}/docs") == 200, 60, "api")
+        headers = {"Authorization": f"Bearer {own.api_token}"}
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+            yield Api(own, client)
+
+
+def _answer(sock: socket.socket) -> tuple[int, dict]:
+    """The status and JSON body of the one response on `sock`, read until the server closes."""
+    data = b""
+    while True:
+        try:
+            piece = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not piece:
+            break
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 "), data[:200]
+    return int(head.split()[1]), json.loads(body)
+
+
+def _send_chunked_until_answered(
+    port: int, path: str, total: int, during: httpx.Client | None = None
+) -> tuple[int, int, dict]:
+    """POST a chunked body of up to `total` bytes (no token), stopping when the server answers
+    or stops reading. Bytes sent, status, JSON body. `during` makes one other request per MiB."""
+    piece = bytes(range(256)) * (CHUNK // 256)
+    framed = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        while sent < total:
+            if select.select([sock], [], [], 0)[0]:
+                break  # the answer is there
+            try:
+                sock.sendall(framed)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(piece)
+            if during is not None and sent % (1024 * 1024) == 0:
+                assert during.get("/api/v1/streams").status_code == 200
+        status, body = _answer(sock)
+    return sent, status, body
+
+
+def test_a_huge_chunked_json_body_gets_413_early_and_others_are_served_meanwhile(
+    api: Api,
+) -> None:
+    sent, status, body = _send_chunked_until_answered(
+        api.port, "/api/v1/streams", HUGE, during=api.client
+    )
+    assert status == 413, body
+    assert body == {
+        "detail": f"the request body is larger than this server accepts ({BODY_LIMIT} bytes, "
+        "NEBULA_MAX_REQUEST_BODY_BYTES)"
+    }
+    assert sent < IN_FLIGHT, f"{sent} bytes went in before the 413"
+    created = api.client.post("/api/v1/streams", json={"name": "after the flood"})
+    assert created.status_code == 201, created.text
+
+
+def test_a_declared_content_length_over_the_limit_is_refused_before_the_body_is_read(
+    api: Api,
+) -> None:
+    with socket.create_connection(("127.0.0.1", api.port), timeout=20) as sock:
+        # Only the headers go out: an answer proves nobody waited for the promised body.
+        sock.sendall(
+            b"PATCH /api/v1/streams/00000000-0000-0000-0000-000000000000 HTTP/1.1\r\n"
+            b"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1073741824\r\n\r\n"
+        )
+        status, body = _answer(sock)
+    assert status == 413
+    assert f"({BODY_LIMIT} bytes, NEBULA_MAX_REQUEST_BODY_BYTES)" in body["detail"]
+
+
+def test_a_body_just_under_the_limit_reaches_the_route(api: Api) -> None:
+    name = "n" * (BODY_LIMIT - 100)
+    response = api.client.post("/api/v1/streams", json={"name": name})
+    assert response.status_code == 422, response.text  # the schema's own limit, not ours
+    anonymous = httpx.post(f"{api.client.base_url}/api/v1/streams", json={"name": name}, timeout=20)
+    assert anonymous.status_code == 401
+
+
+def test_the_upload_route_keeps_its_own_larger_limit(api: Api) -> None:
+    text = b"these are notes, not a video\n" * (4 * BODY_LIMIT // 29)
+    response = api.client.post("/api/v1/uploads", files={"file": ("notes.txt", text)})
+    assert response.status_code == 415, response.text  # read whole and probed: not refused
