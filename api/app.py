@@ -10,6 +10,7 @@ from redis import Redis
 
 from api.body_limit import RequestBodyLimit
 from api.cors import ScopedCors
+from api.health import HealthMonitor, component_probes
 from api.metrics import record_request
 from api.routes import health, hls, player, sessions, streams, uploads, ws
 from api.ws import EventHub
@@ -26,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.hub.start()
         yield
         await app.state.hub.stop()
+        app.state.health.close()
         app.state.redis.close()
 
     app = FastAPI(
@@ -40,6 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.store = ObjectStore.from_settings(settings)
     app.state.celery = make_celery(settings.redis_url)
+    app.state.health = HealthMonitor(
+        component_probes(settings.database_url, app.state.redis, app.state.store, app.state.celery),
+        settings.health_cache_seconds,
+    )
     app.state.hub = EventHub(settings.redis_url, settings.ws_queue_size)
     app.middleware("http")(record_request)
     app.add_middleware(

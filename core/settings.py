@@ -263,6 +263,12 @@ class Settings(BaseSettings):
         description="Largest request body the API reads on any route but the upload one "
         "(413 above), counted as it arrives, chunked bodies too.",
     )
+    health_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="/healthz checks the components at most this often, one check shared by "
+        "every caller; 0 checks on each call (still one at a time).",
+    )
     ws_queue_size: int = Field(
         256, ge=1, description="Messages queued for one websocket client before it is dropped."
     )
