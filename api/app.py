@@ -13,7 +13,7 @@ from api.cors import ScopedCors
 from api.health import HealthMonitor, component_probes
 from api.metrics import record_request
 from api.routes import health, hls, player, sessions, streams, uploads, ws
-from api.ws import EventHub
+from api.ws import AddressSlots, EventHub
 from core.settings import Settings, get_settings
 from core.storage import ObjectStore
 from packager.celery_app import make_celery
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.health_cache_seconds,
     )
     app.state.hub = EventHub(settings.redis_url, settings.ws_queue_size)
+    app.state.ws_slots = AddressSlots(settings.ws_max_connections_per_ip)
     app.middleware("http")(record_request)
     app.add_middleware(
         ScopedCors,

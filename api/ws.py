@@ -35,6 +35,25 @@ class Subscriber:
             self.overflowed.set()
 
 
+class AddressSlots:
+    """Websockets open per client address in this process, at most `limit` each."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = defaultdict(int)
+
+    def take(self, address: str) -> bool:
+        if self._open[address] >= self.limit:
+            return False
+        self._open[address] += 1
+        return True
+
+    def give_back(self, address: str) -> None:
+        self._open[address] -= 1
+        if self._open[address] <= 0:
+            del self._open[address]
+
+
 class EventHub:
     def __init__(self, redis_url: str, queue_size: int) -> None:
         self.redis_url = redis_url

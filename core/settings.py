@@ -275,6 +275,18 @@ class Settings(BaseSettings):
     ws_ping_seconds: float = Field(
         15.0, gt=0, description="A websocket with nothing to say gets a ping this often."
     )
+    ws_max_message_bytes: int = Field(
+        4096,
+        ge=125,
+        description="Largest websocket message a client may send (clients need send nothing); "
+        "larger closes the connection with 1009.",
+    )
+    ws_max_connections_per_ip: int = Field(
+        256,
+        ge=1,
+        description="Websockets one client address may hold open on one API process; more are "
+        "closed with 1013 at once.",
+    )
 
     @field_validator("recording_retention")
     @classmethod

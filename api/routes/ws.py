@@ -4,7 +4,10 @@ happen (`status`, `segment`, `playlist`), and a `ping` when there is nothing to 
 defines every message.
 
 Close codes: 4404 the stream or upload does not exist; 4429 the client read too slowly and
-was dropped.
+was dropped; 1013 the client's address already holds NEBULA_WS_MAX_CONNECTIONS_PER_IP
+websockets here; 1009 (uvicorn's) a message above NEBULA_WS_MAX_MESSAGE_BYTES.
+An unknown id is accepted and then closed with 4404 rather than refused at the handshake:
+browsers report a refused handshake as 1006 only, and the player stops reconnecting on 4404.
 Messages are hints: a client that reconnects resyncs from REST.
 """
 
@@ -19,7 +22,7 @@ from fastapi import APIRouter, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from api.ws import EventHub, Subscriber
+from api.ws import AddressSlots, EventHub, Subscriber
 from core.db import session_scope
 from core.events import PING_MESSAGE, StatusEvent, encode_event, stream_channel, upload_channel
 from core.models import LiveSession, SessionStatus, Stream, StreamStatus
@@ -29,6 +32,7 @@ router = APIRouter(tags=["websockets"])
 
 CLOSE_UNKNOWN = 4404
 CLOSE_TOO_SLOW = 4429
+CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_WAIT_SECONDS = 1.0
 
 
@@ -72,6 +76,29 @@ async def _follow(
     current: Callable[[str, uuid.UUID], str | None],
 ) -> None:
     """The current state first, then the subject's channel until the client goes."""
+    slots: AddressSlots = websocket.app.state.ws_slots
+    address = websocket.client.host if websocket.client else "unknown"
+    if not slots.take(address):
+        await websocket.accept()
+        reason = (
+            f"too many websockets from this address: at most {slots.limit} "
+            "(NEBULA_WS_MAX_CONNECTIONS_PER_IP)"
+        )
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, reason)
+        return
+    try:
+        await _follow_subject(websocket, kind, subject_id, channel_of, current)
+    finally:
+        slots.give_back(address)
+
+
+async def _follow_subject(
+    websocket: WebSocket,
+    kind: str,
+    subject_id: str,
+    channel_of: Callable[[str], str],
+    current: Callable[[str, uuid.UUID], str | None],
+) -> None:
     hub: EventHub = websocket.app.state.hub
     settings = websocket.app.state.settings
     await websocket.accept()

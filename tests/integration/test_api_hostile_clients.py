@@ -7,15 +7,20 @@ import json
 import select
 import socket
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
 from core.settings import Settings
 from core.storage import ObjectStore
 from tests.conftest import ARTIFACTS
 from tests.services import free_port, http_status, nebula_process, settings_env, wait_for
+
+UNKNOWN = "00000000-0000-0000-0000-000000000000"
 
 BODY_LIMIT = 64 * 1024
 CHUNK = 64 * 1024
@@ -23,6 +28,8 @@ HUGE = 256 * 1024 * 1024  # what the hostile client would send if nobody stopped
 # What may still be in flight when the 413 comes: socket buffers on both sides, uvicorn's
 # read-ahead. Far below HUGE, so a server that read the whole body would fail the test.
 IN_FLIGHT = 16 * 1024 * 1024
+WS_PER_IP = 3
+WS_MESSAGE_LIMIT = 4096
 
 
 @dataclass
@@ -37,7 +44,13 @@ class Api:
 
 @pytest.fixture(scope="module")
 def api(settings: Settings) -> Iterator[Api]:
-    own = settings.model_copy(update={"http_port": free_port()})
+    own = settings.model_copy(
+        update={
+            "http_port": free_port(),
+            "ws_max_connections_per_ip": WS_PER_IP,
+            "ws_ping_seconds": 0.2,
+        }
+    )
     ObjectStore.from_settings(own).ensure_bucket()
     base = f"http://127.0.0.1:{own.http_port}"
     with nebula_process("api", settings_env(own), ARTIFACTS / "logs" / "hostile-api.log"):
@@ -133,3 +146,56 @@ def test_the_upload_route_keeps_its_own_larger_limit(api: Api) -> None:
     text = b"these are notes, not a video\n" * (4 * BODY_LIMIT // 29)
     response = api.client.post("/api/v1/uploads", files={"file": ("notes.txt", text)})
     assert response.status_code == 415, response.text  # read whole and probed: not refused
+
+
+def _stream_socket(api: Api, stream_id: str) -> ClientConnection:
+    return connect(f"ws://127.0.0.1:{api.port}/ws/streams/{stream_id}", open_timeout=20)
+
+
+def _close_of(ws: ClientConnection) -> tuple[int, str]:
+    """Read until the server closes `ws`: its close code and reason."""
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            ws.recv(timeout=20)
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def test_websockets_over_the_per_address_cap_are_closed_with_1013_and_the_rest_go_on(
+    api: Api,
+) -> None:
+    stream = api.client.post("/api/v1/streams", json={"name": "watched"}).json()
+    with ExitStack() as sockets:
+        held = [sockets.enter_context(_stream_socket(api, stream["id"])) for _ in range(WS_PER_IP)]
+        for ws in held:
+            assert json.loads(ws.recv(timeout=20))["type"] == "status"
+        with _stream_socket(api, stream["id"]) as extra:
+            assert _close_of(extra) == (
+                1013,
+                f"too many websockets from this address: at most {WS_PER_IP} "
+                "(NEBULA_WS_MAX_CONNECTIONS_PER_IP)",
+            )
+        for ws in held:  # the ones within the cap keep being served
+            assert json.loads(ws.recv(timeout=20)) == {"type": "ping"}
+        held[0].close()
+
+        def one_more_fits() -> bool:
+            with _stream_socket(api, stream["id"]) as again:
+                return json.loads(again.recv(timeout=20))["type"] == "status"
+
+        wait_for(one_more_fits, 20, "a freed websocket slot")
+
+
+def test_a_websocket_message_above_the_limit_closes_with_1009(api: Api) -> None:
+    stream = api.client.post("/api/v1/streams", json={"name": "talkative"}).json()
+    with _stream_socket(api, stream["id"]) as ws:
+        assert json.loads(ws.recv(timeout=20))["type"] == "status"
+        ws.send("x" * WS_MESSAGE_LIMIT)  # at the limit: ignored, the socket stays
+        assert json.loads(ws.recv(timeout=20)) == {"type": "ping"}
+        ws.send("x" * (WS_MESSAGE_LIMIT + 1))
+        code, _ = _close_of(ws)
+    assert code == 1009
+
+
+def test_an_unknown_stream_still_closes_with_4404_for_the_player(api: Api) -> None:
+    with _stream_socket(api, UNKNOWN) as ws:
+        assert _close_of(ws) == (4404, f"stream {UNKNOWN} not found")
