@@ -79,7 +79,7 @@ def _percentiles(values: list[float]) -> dict:
 
 async def hammer(base: str, token: str, callers: int, calls: int) -> dict:
     health: list[float] = []
-    statuses: dict[int, int] = {}
+    statuses: dict[int | str, int] = {}
     api: list[float] = []
     done = asyncio.Event()
     limits = httpx.Limits(max_connections=callers + 1)
@@ -88,9 +88,12 @@ async def hammer(base: str, token: str, callers: int, calls: int) -> dict:
         async def caller() -> None:
             for _ in range(calls):
                 started = time.perf_counter()
-                response = await client.get("/healthz")
+                try:
+                    answer = (await client.get("/healthz")).status_code
+                except httpx.HTTPError as exc:
+                    answer = type(exc).__name__
                 health.append(time.perf_counter() - started)
-                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                statuses[answer] = statuses.get(answer, 0) + 1
 
         async def manager() -> None:
             headers = {"Authorization": f"Bearer {token}"}

@@ -199,3 +199,52 @@ def test_a_websocket_message_above_the_limit_closes_with_1009(api: Api) -> None:
 def test_an_unknown_stream_still_closes_with_4404_for_the_player(api: Api) -> None:
     with _stream_socket(api, UNKNOWN) as ws:
         assert _close_of(ws) == (4404, f"stream {UNKNOWN} not found")
+
+
+BOUNDARY = "hostile-boundary"
+
+
+def _upload_keys(api: Api) -> set[str]:
+    return {o.key for o in ObjectStore.from_settings(api.settings).list_keys("uploads/")}
+
+
+def _multipart(*parts: str) -> bytes:
+    return "".join(f"--{BOUNDARY}\r\n{part}" for part in parts).encode() + (
+        f"--{BOUNDARY}--\r\n".encode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("parts", "status", "detail"),
+    [
+        (
+            [
+                "Content-Disposition: form-data; name=file; filename=a.mp4\r\n"
+                # Each line under python-multipart's own 4 KiB line limit, together above ours.
+                + "".join(f"X-Padding-{n}: {'p' * 3000}\r\n" for n in range(3))
+                + "\r\nabc\r\n"
+            ],
+            413,
+            "a multipart part's headers are larger than 8192 bytes",
+        ),
+        (
+            ["Content-Disposition: form-data; name=extra\r\n\r\n1\r\n"] * 17
+            + ["Content-Disposition: form-data; name=file; filename=a.mp4\r\n\r\nabc\r\n"],
+            400,
+            "more than 16 multipart parts; send `file` and `name`",
+        ),
+    ],
+    ids=["part-headers", "part-count"],
+)
+def test_multipart_headers_and_parts_are_capped_with_the_limit_in_the_refusal(
+    api: Api, parts: list[str], status: int, detail: str
+) -> None:
+    before = _upload_keys(api)
+    response = api.client.post(
+        "/api/v1/uploads",
+        content=_multipart(*parts),
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    assert response.status_code == status, response.text
+    assert response.json() == {"detail": detail}
+    assert _upload_keys(api) == before  # nothing stored
