@@ -359,6 +359,30 @@ def test_delete_removes_the_stream_its_sessions_and_its_objects(
     assert list(store.list_keys(f"hls/{stream['id']}/")) == []
 
 
+def test_a_delete_the_object_store_fails_is_503_and_keeps_the_stream_for_a_retry(
+    api: TestClient, settings: Settings
+) -> None:
+    store: ObjectStore = api.app.state.store
+    stream = _create(api, "kept through a storage fault")
+    session_id = _add_session(
+        settings, stream["id"], started=datetime.now(UTC), segments=2, store=store
+    )
+    objects = list(store.list_keys(f"hls/{stream['id']}/"))
+    unreachable = settings.model_copy(update={"s3_endpoint": "127.0.0.1:9"})
+    with TestClient(create_app(unreachable), headers=AUTH) as faulty:
+        response = faulty.delete(f"/api/v1/streams/{stream['id']}")
+    assert response.status_code == 503
+    detail = response.json()["detail"]
+    assert detail.startswith(f"stream {stream['id']} was not deleted: the object store failed")
+    assert detail.endswith("send the delete again")
+    assert api.get(f"/api/v1/streams/{stream['id']}").status_code == 200
+    assert api.get(f"/api/v1/sessions/{session_id}").status_code == 200
+    assert list(store.list_keys(f"hls/{stream['id']}/")) == objects
+    assert api.delete(f"/api/v1/streams/{stream['id']}").status_code == 204
+    assert api.get(f"/api/v1/streams/{stream['id']}").status_code == 404
+    assert list(store.list_keys(f"hls/{stream['id']}/")) == []
+
+
 def test_force_delete_of_a_live_stream_disconnects_it_first(
     api: TestClient, settings: Settings, control_messages
 ) -> None:
