@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from core.events import (
@@ -40,18 +42,21 @@ class AddressSlots:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._open: dict[str, int] = defaultdict(int)
+        self._open: dict[str, int] = {}
 
-    def take(self, address: str) -> bool:
-        if self._open[address] >= self.limit:
-            return False
-        self._open[address] += 1
-        return True
-
-    def give_back(self, address: str) -> None:
-        self._open[address] -= 1
-        if self._open[address] <= 0:
-            del self._open[address]
+    @contextmanager
+    def held(self, address: str) -> Iterator[bool]:
+        """Whether `address` had a slot free; a slot taken is given back when the block ends."""
+        if self._open.get(address, 0) >= self.limit:
+            yield False
+            return
+        self._open[address] = self._open.get(address, 0) + 1
+        try:
+            yield True
+        finally:
+            self._open[address] -= 1
+            if not self._open[address]:
+                del self._open[address]
 
 
 class EventHub:

@@ -76,49 +76,36 @@ async def _follow(
     current: Callable[[str, uuid.UUID], str | None],
 ) -> None:
     """The current state first, then the subject's channel until the client goes."""
-    slots: AddressSlots = websocket.app.state.ws_slots
-    address = websocket.client.host if websocket.client else "unknown"
-    if not slots.take(address):
-        await websocket.accept()
-        reason = (
-            f"too many websockets from this address: at most {slots.limit} "
-            "(NEBULA_WS_MAX_CONNECTIONS_PER_IP)"
-        )
-        await websocket.close(CLOSE_TRY_AGAIN_LATER, reason)
-        return
-    try:
-        await _follow_subject(websocket, kind, subject_id, channel_of, current)
-    finally:
-        slots.give_back(address)
-
-
-async def _follow_subject(
-    websocket: WebSocket,
-    kind: str,
-    subject_id: str,
-    channel_of: Callable[[str], str],
-    current: Callable[[str, uuid.UUID], str | None],
-) -> None:
     hub: EventHub = websocket.app.state.hub
     settings = websocket.app.state.settings
-    await websocket.accept()
-    unknown = f"{kind} {subject_id[:40]} not found"  # a close reason holds 123 bytes at most
-    try:
-        parsed = uuid.UUID(subject_id)
-    except ValueError:
-        await websocket.close(CLOSE_UNKNOWN, unknown)
-        return
-    # Join before reading the state, so nothing published in between is missed.
-    subscriber = hub.join(channel_of(str(parsed)))
-    try:
-        status = await run_in_threadpool(current, settings.database_url, parsed)
-        if status is None:
+    slots: AddressSlots = websocket.app.state.ws_slots
+    address = websocket.client.host if websocket.client else "unknown"
+    with slots.held(address) as admitted:
+        await websocket.accept()
+        if not admitted:
+            reason = (
+                f"too many websockets from this address: at most {slots.limit} "
+                "(NEBULA_WS_MAX_CONNECTIONS_PER_IP)"
+            )
+            await websocket.close(CLOSE_TRY_AGAIN_LATER, reason)
+            return
+        unknown = f"{kind} {subject_id[:40]} not found"  # a close reason holds 123 bytes
+        try:
+            parsed = uuid.UUID(subject_id)
+        except ValueError:
             await websocket.close(CLOSE_UNKNOWN, unknown)
             return
-        await websocket.send_text(status)
-        await _serve(websocket, subscriber, settings.ws_ping_seconds)
-    finally:
-        hub.leave(subscriber)
+        # Join before reading the state, so nothing published in between is missed.
+        subscriber = hub.join(channel_of(str(parsed)))
+        try:
+            status = await run_in_threadpool(current, settings.database_url, parsed)
+            if status is None:
+                await websocket.close(CLOSE_UNKNOWN, unknown)
+                return
+            await websocket.send_text(status)
+            await _serve(websocket, subscriber, settings.ws_ping_seconds)
+        finally:
+            hub.leave(subscriber)
 
 
 async def _serve(websocket: WebSocket, subscriber: Subscriber, ping_seconds: float) -> None:

@@ -18,7 +18,7 @@ from websockets.sync.client import ClientConnection, connect
 from core.settings import Settings
 from core.storage import ObjectStore
 from tests.conftest import ARTIFACTS
-from tests.services import free_port, http_status, nebula_process, settings_env, wait_for
+from tests.services import free_port, running_api, wait_for
 
 UNKNOWN = "00000000-0000-0000-0000-000000000000"
 
@@ -51,13 +51,8 @@ def api(settings: Settings) -> Iterator[Api]:
             "ws_ping_seconds": 0.2,
         }
     )
-    ObjectStore.from_settings(own).ensure_bucket()
-    base = f"http://127.0.0.1:{own.http_port}"
-    with nebula_process("api", settings_env(own), ARTIFACTS / "logs" / "hostile-api.log"):
-        wait_for(lambda: http_status(f"{base}/docs") == 200, 60, "api")
-        headers = {"Authorization": f"Bearer {own.api_token}"}
-        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
-            yield Api(own, client)
+    with running_api(own, ARTIFACTS / "logs" / "hostile-api.log") as client:
+        yield Api(own, client)
 
 
 def _answer(sock: socket.socket) -> tuple[int, dict]:
