@@ -4,7 +4,9 @@
     python bench/api_hostile.py [--body-bytes 1073741824] [--callers 50] [--calls 20]
     python bench/api_hostile.py --api http://127.0.0.1:8000 --api-pid PID --token TOKEN
 
-Without `--api` it runs `nebula-live up` in a throwaway data dir (bench.stack). Prints JSON:
+Without `--api` it starts what the integration tests do, on free ports: a database of its
+own on the machine's PostgreSQL (TEST_POSTGRES_URL), its own Redis and S3 server, a
+`nebula-live worker` and a `nebula-live api` (real uvicorn). Prints JSON:
 the bytes this client got to send of the body before the 413 came (an upper bound of what
 the API read: socket buffers hold some), the API process's resident memory before and after,
 and the latency of /healthz under `--callers` concurrent callers (p50, p99), with that of an
@@ -17,10 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import select
 import socket
 import statistics
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -31,9 +35,20 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import running_stack  # noqa: E402
+from core.migrate import upgrade  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from tests.services import (  # noqa: E402
+    free_port,
+    fresh_database,
+    redis_server,
+    running_api,
+    running_worker,
+    s3_server,
+)
 
 CHUNK = 64 * 1024
+ANSWER_WAIT_SECONDS = 30
+LOGS = Path(tempfile.gettempdir()) / "nebula-bench-api-hostile"
 
 
 def flood(host: str, port: int, total: int) -> dict:
@@ -42,7 +57,7 @@ def flood(host: str, port: int, total: int) -> dict:
     framed = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
     sent = 0
     started = time.perf_counter()
-    with socket.create_connection((host, port), timeout=30) as sock:
+    with socket.create_connection((host, port), timeout=ANSWER_WAIT_SECONDS) as sock:
         sock.sendall(
             f"POST /api/v1/streams HTTP/1.1\r\nHost: {host}\r\n"
             "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
@@ -59,6 +74,8 @@ def flood(host: str, port: int, total: int) -> dict:
                 answer += piece
         except ConnectionResetError:
             pass
+        except TimeoutError:
+            answer = answer or f"no answer within {ANSWER_WAIT_SECONDS} s".encode()
     return {
         "body_bytes_offered": total,
         "bytes_sent_before_answer": sent,
@@ -113,12 +130,36 @@ async def hammer(base: str, token: str, callers: int, calls: int) -> dict:
     }
 
 
-def _api_process(root: int) -> psutil.Process:
-    for proc in psutil.Process(root).children(recursive=True):
+def _api_process() -> psutil.Process:
+    for proc in psutil.Process(os.getpid()).children(recursive=True):
         cmdline = proc.cmdline()
         if "nebula_live.cli" in cmdline and cmdline[-1] == "api":
             return proc
-    raise SystemExit("no `nebula-live api` process under the stack")
+    raise SystemExit("no `nebula-live api` process of ours")
+
+
+def _own_api(stack: ExitStack) -> tuple[str, str]:
+    """Services of our own on free ports, as the integration tests start them."""
+    database_url = stack.enter_context(fresh_database())
+    upgrade(database_url)
+    s3 = stack.enter_context(s3_server())
+    settings = Settings(
+        data_dir=Path(tempfile.mkdtemp(prefix="nebula-bench-api-")),
+        bind_host="127.0.0.1",
+        http_port=free_port(),
+        database_url=database_url,
+        redis_url=stack.enter_context(redis_server()),
+        s3_endpoint=s3.endpoint,
+        s3_access_key=s3.access_key,
+        s3_secret_key=s3.secret_key,
+        api_token="bench-token",
+        workers=1,
+        live_workers=1,
+        log_level="WARNING",
+    )
+    stack.enter_context(running_worker(settings, LOGS / "worker.log"))
+    client = stack.enter_context(running_api(settings, LOGS / "api.log"))
+    return str(client.base_url).rstrip("/"), settings.api_token
 
 
 def main() -> None:
@@ -134,8 +175,8 @@ def main() -> None:
         if args.api:
             base, token, api = args.api.rstrip("/"), args.token, psutil.Process(args.api_pid)
         else:
-            running = stack.enter_context(running_stack())
-            base, token, api = running.base_url, running.token, _api_process(running.pid)
+            base, token = _own_api(stack)
+            api = _api_process()
         url = urlsplit(base)
         rss_before = api.memory_info().rss
         result = {"flood": flood(url.hostname, url.port, args.body_bytes)}
