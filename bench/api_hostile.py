@@ -98,6 +98,7 @@ async def hammer(base: str, token: str, callers: int, calls: int) -> dict:
     health: list[float] = []
     statuses: dict[int | str, int] = {}
     api: list[float] = []
+    api_statuses: dict[int | str, int] = {}
     done = asyncio.Event()
     limits = httpx.Limits(max_connections=callers + 1)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
@@ -116,8 +117,12 @@ async def hammer(base: str, token: str, callers: int, calls: int) -> dict:
             headers = {"Authorization": f"Bearer {token}"}
             while not done.is_set():
                 started = time.perf_counter()
-                (await client.get("/api/v1/streams", headers=headers)).raise_for_status()
+                try:
+                    answer = (await client.get("/api/v1/streams", headers=headers)).status_code
+                except httpx.HTTPError as exc:
+                    answer = type(exc).__name__
                 api.append(time.perf_counter() - started)
+                api_statuses[answer] = api_statuses.get(answer, 0) + 1
                 await asyncio.sleep(0.05)
 
         watcher = asyncio.create_task(manager())
@@ -126,7 +131,7 @@ async def hammer(base: str, token: str, callers: int, calls: int) -> dict:
         await watcher
     return {
         "healthz": {**_percentiles(health), "statuses": statuses},
-        "api_v1_streams_meanwhile": _percentiles(api),
+        "api_v1_streams_meanwhile": {**_percentiles(api), "statuses": api_statuses},
     }
 
 
