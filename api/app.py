@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis import Redis
 
+from api.body_limit import RequestBodyLimit
 from api.cors import ScopedCors
+from api.health import HealthMonitor, component_probes
 from api.metrics import record_request
 from api.routes import health, hls, player, sessions, streams, uploads, ws
-from api.ws import EventHub
+from api.ws import AddressSlots, EventHub
 from core.settings import Settings, get_settings
 from core.storage import ObjectStore
 from packager.celery_app import make_celery
@@ -25,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.hub.start()
         yield
         await app.state.hub.stop()
+        app.state.health.close()
         app.state.redis.close()
 
     app = FastAPI(
@@ -39,12 +42,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.store = ObjectStore.from_settings(settings)
     app.state.celery = make_celery(settings.redis_url)
+    app.state.health = HealthMonitor(
+        component_probes(settings.database_url, app.state.redis, app.state.store, app.state.celery),
+        settings.health_cache_seconds,
+    )
     app.state.hub = EventHub(settings.redis_url, settings.ws_queue_size)
+    app.state.ws_slots = AddressSlots(settings.ws_max_connections_per_ip)
     app.middleware("http")(record_request)
     app.add_middleware(
         ScopedCors,
         playback_origins=settings.playback_cors_origin_list,
         api_origins=settings.api_cors_origin_list,
+    )
+    # Added last, so it runs first: before metrics, CORS and every route's auth.
+    app.add_middleware(
+        RequestBodyLimit,
+        max_bytes=settings.max_request_body_bytes,
+        exempt_paths=(uploads.router.prefix,),
     )
     app.include_router(health.router)
     app.include_router(streams.router)

@@ -59,14 +59,23 @@ def get_stream_or_404(db: Session, stream_id: uuid.UUID, *, lock: bool = False) 
 _bearer = HTTPBearer(auto_error=False)
 
 
-def require_token(
+def holds_admin_token(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """Bearer-token guard for /api/v1; the comparison takes the same time whatever matches."""
+) -> bool:
+    """Whether the caller sent the admin token; the comparison takes the same time whatever
+    matches."""
     expected = settings.api_token or ""
     given = credentials.credentials if credentials else ""
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+IsAdmin = Annotated[bool, Depends(holds_admin_token)]
+
+
+def require_token(is_admin: IsAdmin) -> None:
+    """Bearer-token guard for /api/v1."""
+    if not is_admin:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="missing or invalid bearer token",

@@ -1,7 +1,15 @@
-"""Component probes behind /healthz: each answers within a bounded time, up or with a reason."""
+"""Component probes behind /healthz: each answers within a bounded time, up or with a reason.
+
+`HealthMonitor` runs one check at a time for every caller and keeps its result a few seconds:
+the worker ping alone waits out its whole timeout, so a check per request would let a public
+caller tie up threads at will. The probes run on threads of the monitor's own, never in the
+threadpool that the sync routes share.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,6 +22,8 @@ from core.db import get_engine
 from core.storage import ObjectStore
 
 WORKER_PING_SECONDS = 1.5
+# A probe still running after this is reported down; its thread is left to finish.
+PROBE_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +64,54 @@ def check_worker(celery: Celery) -> str:
     return f"{len(replies)} worker(s)"
 
 
-def check_all(
+def component_probes(
     database_url: str, redis: Redis, store: ObjectStore, celery: Celery
-) -> list[ComponentHealth]:
-    probes = {
+) -> dict[str, Callable[[], str]]:
+    return {
         "database": lambda: check_database(database_url),
         "redis": lambda: check_redis(redis),
         "storage": lambda: check_storage(store),
         "worker": lambda: check_worker(celery),
     }
-    with ThreadPoolExecutor(max_workers=len(probes)) as pool:
-        futures = [pool.submit(_probe, name, check) for name, check in probes.items()]
-        return [f.result() for f in futures]
+
+
+class HealthMonitor:
+    """Every caller within `cache_seconds` of a finished check gets its result; callers
+    while a check runs wait for that one."""
+
+    def __init__(self, probes: dict[str, Callable[[], str]], cache_seconds: float) -> None:
+        self.probes = probes
+        self.cache_seconds = cache_seconds
+        self._threads = ThreadPoolExecutor(max_workers=len(probes), thread_name_prefix="health")
+        self._last: tuple[float, list[ComponentHealth]] | None = None
+        self._running: asyncio.Future[list[ComponentHealth]] | None = None
+
+    async def current(self) -> list[ComponentHealth]:
+        if self._last is not None and time.monotonic() - self._last[0] < self.cache_seconds:
+            return self._last[1]
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._check())
+        # Shielded: a caller that goes away does not cancel the check the others wait for.
+        return await asyncio.shield(self._running)
+
+    async def _check(self) -> list[ComponentHealth]:
+        try:
+            results = await asyncio.gather(
+                *(self._run(name, check) for name, check in self.probes.items())
+            )
+            self._last = (time.monotonic(), results)
+            return results
+        finally:
+            self._running = None
+
+    async def _run(self, name: str, check: Callable[[], str]) -> ComponentHealth:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._threads, _probe, name, check), PROBE_TIMEOUT_SECONDS
+            )
+        except TimeoutError:
+            return ComponentHealth(name, False, f"no answer within {PROBE_TIMEOUT_SECONDS} s")
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)

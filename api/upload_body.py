@@ -26,6 +26,10 @@ from core.storage import ObjectStore, StorageError
 FILE_FIELD, NAME_FIELD = "file", "name"
 MAX_NAME_BYTES = 200 * 4  # 200 characters of UTF-8
 MAX_FILENAME_CHARS = 500
+# A form needs two parts (`file`, `name`) with a few short headers each; these leave room
+# for what clients add, and stop a body that is all headers or all parts.
+MAX_PART_HEADER_BYTES = 8 * 1024
+MAX_PARTS = 16
 # Chunks of the body waiting for the S3 upload thread; beyond that the request waits.
 PIPE_CHUNKS = 16
 PIPE_WAIT_SECONDS = 0.01
@@ -76,6 +80,8 @@ class _Form:
     headers: dict[str, str] = field(default_factory=dict)
     header_name: bytes = b""
     header_value: bytes = b""
+    header_bytes: int = 0
+    parts: int = 0
     part: str | None = None
     filename: str | None = None
     name: bytes = b""
@@ -83,7 +89,10 @@ class _Form:
     file_done: bool = False
     size: int = 0
     pending: list[bytes] = field(default_factory=list)
-    error: str | None = None
+    error: HTTPException | None = None
+
+    def refuse(self, message: str, code: int = status.HTTP_400_BAD_REQUEST) -> None:
+        self.error = self.error or HTTPException(code, message)
 
     def callbacks(self) -> dict:
         return {
@@ -97,13 +106,31 @@ class _Form:
         }
 
     def _part_begin(self) -> None:
-        self.headers, self.part = {}, None
+        self.headers, self.part, self.header_bytes = {}, None, 0
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            self.refuse(
+                f"more than {MAX_PARTS} multipart parts; send `{FILE_FIELD}` and `{NAME_FIELD}`"
+            )
+
+    def _count_header_bytes(self, size: int) -> bool:
+        """Whether the part's headers still fit; refuses the body once they do not."""
+        self.header_bytes += size
+        if self.header_bytes > MAX_PART_HEADER_BYTES:
+            self.refuse(
+                f"a multipart part's headers are larger than {MAX_PART_HEADER_BYTES} bytes",
+                status.HTTP_413_CONTENT_TOO_LARGE,
+            )
+            return False
+        return True
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self.header_name += data[start:end]
+        if self._count_header_bytes(end - start):
+            self.header_name += data[start:end]
 
     def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self.header_value += data[start:end]
+        if self._count_header_bytes(end - start):
+            self.header_value += data[start:end]
 
     def _header_end(self) -> None:
         self.headers[self.header_name.decode("latin-1").lower()] = self.header_value.decode(
@@ -116,7 +143,7 @@ class _Form:
         self.part = options.get(b"name", b"").decode("utf-8", "replace")
         if self.part == FILE_FIELD:
             if self.file_started:
-                self.error = f"more than one `{FILE_FIELD}` part; send one file per upload"
+                self.refuse(f"more than one `{FILE_FIELD}` part; send one file per upload")
             self.file_started = True
             raw = options.get(b"filename", b"").decode("utf-8", "replace")
             self.filename = PurePath(raw.replace("\\", "/")).name[:MAX_FILENAME_CHARS] or None
@@ -128,7 +155,7 @@ class _Form:
         elif self.part == NAME_FIELD:
             self.name += data[start:end]
             if len(self.name) > MAX_NAME_BYTES:
-                self.error = "`name` is longer than 200 characters"
+                self.refuse("`name` is longer than 200 characters")
 
     def _part_end(self) -> None:
         if self.part == FILE_FIELD:
@@ -165,7 +192,7 @@ async def receive_file(request: Request, store: ObjectStore, key: str, limit: in
         async for chunk in request.stream():
             parser.write(chunk)
             if form.error:
-                failure = HTTPException(status.HTTP_400_BAD_REQUEST, form.error)
+                failure = form.error
             elif form.size > limit:
                 failure = HTTPException(
                     status.HTTP_413_CONTENT_TOO_LARGE,

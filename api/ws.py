@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from core.events import (
@@ -33,6 +35,28 @@ class Subscriber:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
             self.overflowed.set()
+
+
+class AddressSlots:
+    """Websockets open per client address in this process, at most `limit` each."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    @contextmanager
+    def held(self, address: str) -> Iterator[bool]:
+        """Whether `address` had a slot free; a slot taken is given back when the block ends."""
+        if self._open.get(address, 0) >= self.limit:
+            yield False
+            return
+        self._open[address] = self._open.get(address, 0) + 1
+        try:
+            yield True
+        finally:
+            self._open[address] -= 1
+            if not self._open[address]:
+                del self._open[address]
 
 
 class EventHub:

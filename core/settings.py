@@ -265,11 +265,35 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds a recording's playlist that holds EXT-X-ENDLIST may be cached.",
     )
+    max_request_body_bytes: int = Field(
+        64 * 1024,
+        gt=0,
+        description="Largest request body the API reads on any route but the upload one "
+        "(413 above), counted as it arrives, chunked bodies too.",
+    )
+    health_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="/healthz checks the components at most this often, one check shared by "
+        "every caller; 0 checks on each call (still one at a time).",
+    )
     ws_queue_size: int = Field(
         256, ge=1, description="Messages queued for one websocket client before it is dropped."
     )
     ws_ping_seconds: float = Field(
         15.0, gt=0, description="A websocket with nothing to say gets a ping this often."
+    )
+    ws_max_message_bytes: int = Field(
+        4096,
+        ge=125,
+        description="Largest websocket message a client may send (clients need send nothing); "
+        "larger closes the connection with 1009.",
+    )
+    ws_max_connections_per_ip: int = Field(
+        256,
+        ge=1,
+        description="Websockets one client address may hold open on one API process; more are "
+        "closed with 1013 at once.",
     )
 
     @field_validator("recording_retention")

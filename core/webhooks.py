@@ -67,6 +67,16 @@ def verify_signature(secret: str, header: str, body: str, tolerance_seconds: flo
     return hmac.compare_digest(sign(secret, timestamp, body), header)
 
 
+def unsigned_webhooks_warning(settings: Settings) -> str | None:
+    """What to warn of at startup when webhooks would go out unsigned; None when they won't."""
+    if settings.webhook_url and not settings.webhook_secret:
+        return (
+            "NEBULA_WEBHOOK_URL is set but NEBULA_WEBHOOK_SECRET is not: webhooks go out "
+            "unsigned, and their receiver cannot tell them from forged ones"
+        )
+    return None
+
+
 def enqueue_webhook(
     celery: Celery, settings: Settings, event: WebhookEvent, data: dict[str, Any]
 ) -> None:

@@ -67,6 +67,7 @@ def api() -> None:
         port=settings.http_port,
         log_level=settings.log_level.lower(),
         proxy_headers=True,
+        ws_max_size=settings.ws_max_message_bytes,
     )
 
 

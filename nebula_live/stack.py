@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 from core.retry import retry
 from core.settings import Settings
 from core.storage import ObjectStore
+from core.webhooks import unsigned_webhooks_warning
 from nebula_live import embedded
 from nebula_live.embedded import EmbeddedServiceError, wait_until
 from nebula_live.private_files import kept_secret
@@ -42,17 +43,21 @@ CHILDREN = {
 }
 
 
+def api_token_path(settings: Settings) -> Path:
+    return settings.data_dir / "api_token"
+
+
 def kept_api_token(settings: Settings) -> str | None:
     """The configured token, or the one `up` kept in the data dir; None when neither exists."""
     if settings.api_token:
         return settings.api_token
-    path = settings.data_dir / "api_token"
+    path = api_token_path(settings)
     return path.read_text().strip() if path.exists() else None
 
 
 def api_token(settings: Settings) -> str:
     """The configured token, or one generated on first run and kept in the data dir."""
-    return settings.api_token or kept_secret(settings.data_dir / "api_token", 32)
+    return settings.api_token or kept_secret(api_token_path(settings), 32)
 
 
 def _http_ok(url: str) -> bool:
@@ -201,7 +206,7 @@ def run_up(settings: Settings, *, demo: bool = False, say: Callable[[str], None]
     try:
         resolved = stack.start()
         say(f"ready in {time.monotonic() - started:.1f} s\n")
-        say(_banner(resolved))
+        say(_banner(resolved, token_in_env=settings.api_token is not None))
         while True:
             failed = stack.failed_process()
             if failed:
@@ -234,21 +239,27 @@ def _without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def _banner(s: Settings) -> str:
+def _banner(s: Settings, *, token_in_env: bool) -> str:
+    """What to do next. The admin token is named by where it is, never printed: terminals,
+    journald and CI logs keep what `up` prints."""
     base = s.public_http_url
-    return "\n".join(
-        [
-            f"  Admin API token   {s.api_token}",
-            f"  Player            {base}/player",
-            f"  API docs          {base}/docs",
-            f"  OBS server        rtmp://{s.public_host}:{s.rtmp_port}/live",
-            "  OBS stream key    create one with: curl -X POST "
-            f"-H 'Authorization: Bearer {s.api_token}' -H 'Content-Type: application/json' "
-            f'-d \'{{"name":"my stream"}}\' {base}/api/v1/streams',
-            f"  SRT (ffmpeg, OBS) srt://{s.public_host}:{s.srt_port}"
-            "?streamid=#!::r=live/STREAM_KEY,m=publish",
-            f"  Logs              {s.data_dir / 'logs'}",
-            "",
-            "Press Ctrl-C to stop.",
-        ]
-    )
+    if token_in_env:
+        where, token = "in NEBULA_API_TOKEN", "$NEBULA_API_TOKEN"
+    else:
+        path = api_token_path(s).resolve()
+        where, token = f"in {path}", f"$(cat {path})"
+    lines = [
+        f"  Admin API token   {where}",
+        f"  Player            {base}/player",
+        f"  API docs          {base}/docs",
+        f"  OBS server        rtmp://{s.public_host}:{s.rtmp_port}/live",
+        "  OBS stream key    create one with: curl -X POST "
+        f"-H \"Authorization: Bearer {token}\" -H 'Content-Type: application/json' "
+        f'-d \'{{"name":"my stream"}}\' {base}/api/v1/streams',
+        f"  SRT (ffmpeg, OBS) srt://{s.public_host}:{s.srt_port}"
+        "?streamid=#!::r=live/STREAM_KEY,m=publish",
+        f"  Logs              {s.data_dir / 'logs'}",
+    ]
+    if warning := unsigned_webhooks_warning(s):
+        lines.append(f"  ⚠ {warning}")
+    return "\n".join([*lines, "", "Press Ctrl-C to stop."])

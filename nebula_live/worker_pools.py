@@ -18,6 +18,7 @@ import threading
 from enum import StrEnum
 
 from core.settings import Settings
+from core.webhooks import unsigned_webhooks_warning
 from nebula_live.processes import die_with_parent
 from packager.enqueue import DEFAULT_QUEUE, LIVE_QUEUE, UPLOAD_QUEUE
 
@@ -96,4 +97,6 @@ def _run_pool(settings: Settings, pool: WorkerPool) -> None:
 
     if pool is WorkerPool.BATCH:
         os.nice(settings.batch_worker_nice)  # inherited by the pool's processes
+        if warning := unsigned_webhooks_warning(settings):  # this pool delivers them
+            log.warning(warning)
     celery_app.worker_main(celery_argv(settings, pool))

@@ -14,11 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psycopg
 from celery import Celery
 
 from core.retry import PollTimeout, poll
 from core.settings import Settings
+from core.storage import ObjectStore
 from nebula_live import embedded
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -150,6 +152,19 @@ def nebula_process(
         yield proc
     finally:
         terminate_group(proc)
+
+
+@contextmanager
+def running_api(settings: Settings, log_path: Path) -> Iterator[httpx.Client]:
+    """A `nebula-live api` process (real uvicorn) for `settings`, and a client holding its
+    admin token."""
+    ObjectStore.from_settings(settings).ensure_bucket()
+    base = f"http://127.0.0.1:{settings.http_port}"
+    with nebula_process("api", settings_env(settings), log_path):
+        wait_for(lambda: http_status(f"{base}/docs") == 200, 60, "api")
+        headers = {"Authorization": f"Bearer {settings.api_token}"}
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+            yield client
 
 
 def worker_pools(app: Celery) -> set[str]:

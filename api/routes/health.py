@@ -1,31 +1,41 @@
-"""Liveness of every component, and Prometheus metrics."""
+"""Health of every component, a liveness check, and Prometheus metrics."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.health import check_all
+from api.deps import IsAdmin
+from api.health import HealthMonitor
 from api.metrics import registry
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Each component's state; 200 only when all are up")
-async def healthz(request: Request) -> JSONResponse:
-    state = request.app.state
-    results = await run_in_threadpool(
-        check_all, state.settings.database_url, state.redis, state.store, state.celery
-    )
+@router.get(
+    "/healthz",
+    summary="Each component's state; 200 only when all are up",
+    description="Checked at most once per NEBULA_HEALTH_CACHE_SECONDS for every caller. "
+    "Each component's `detail` (what failed, and where) only for the admin-token holder.",
+)
+async def healthz(request: Request, is_admin: IsAdmin) -> JSONResponse:
+    monitor: HealthMonitor = request.app.state.health
+    results = await monitor.current()
     failing = [r.name for r in results if not r.ok]
     body = {
         "status": "ok" if not failing else "unavailable",
         "failing": failing,
-        "components": {r.name: {"ok": r.ok, "detail": r.detail} for r in results},
+        "components": {
+            r.name: {"ok": r.ok, "detail": r.detail} if is_admin else {"ok": r.ok} for r in results
+        },
     }
     return JSONResponse(body, status_code=503 if failing else 200)
+
+
+@router.get("/livez", summary="The API process answers; touches no other component")
+async def livez() -> dict[str, str]:
+    return {"status": "ok"}
 
 
 @router.get("/metrics", summary="Prometheus metrics")

@@ -18,14 +18,15 @@ from core.delivery import media_type
 from core.models import LiveSession
 from core.settings import Settings
 from core.storage import ObjectNotFoundError, ObjectStore
+from media.ladder import NAME_PATTERN
 from packager import catalog, slate_uris
 from packager.catalog import PlaylistPolicy
 from packager.keys import media_key
 
 router = APIRouter(prefix="/hls", tags=["playback"])
 
-MEDIA_NAME = re.compile(r"^(?:\d{8}\.m4s|init_\d+\.mp4)$")
-RENDITION_NAME = re.compile(r"^[a-z0-9]{1,32}$")
+# Matched whole (fullmatch): `$` alone would let a trailing newline through.
+MEDIA_NAME = re.compile(r"\d{8}\.m4s|init_\d+\.mp4")
 
 
 def _read(path: str, summary: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -126,7 +127,7 @@ def slate_object(
 ) -> Response:
     """What the live playlists list for an outage: made from its path alone, the same for
     every stream (`packager.slate_uris`)."""
-    data = slate_uris.render(slate_format, name) if RENDITION_NAME.match(rendition) else None
+    data = slate_uris.render(slate_format, name) if NAME_PATTERN.fullmatch(rendition) else None
     if data is None:
         raise _not_found(f"no slate {slate_format}/{name}")
     return media_response(request, data, media_type(name))
@@ -152,7 +153,7 @@ async def _media(
     session_id: uuid.UUID,
     name: str,
 ) -> Response:
-    if not MEDIA_NAME.match(name) or not RENDITION_NAME.match(rendition):
+    if not MEDIA_NAME.fullmatch(name) or not NAME_PATTERN.fullmatch(rendition):
         raise _not_found(f"no media object {name!r}")
     key = media_key(stream_id, rendition, session_id, name)
     try:

@@ -22,6 +22,7 @@ from api.deps import (
 from api.schemas import DisconnectOut, StreamCreate, StreamOut, StreamPage, StreamUpdate
 from core.events import ControlAction, publish_control
 from core.models import Stream, StreamStatus
+from core.storage import StorageError
 from core.stream_keys import hash_stream_key, new_stream_key
 from packager.keys import stream_prefix
 
@@ -122,9 +123,19 @@ def delete_stream(
             )
         publish_control(redis, ControlAction.DISCONNECT, str(stream_id))
         _wait_not_live(db, stream)
+    # Objects first, as retention does: should the store fail, the row stays and the delete
+    # can be sent again; no object is left behind unlisted (and still served as immutable).
+    try:
+        store.delete_prefix(stream_prefix(stream_id))
+    except StorageError as exc:
+        db.rollback()
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"stream {stream_id} was not deleted: the object store failed ({exc}); "
+            "send the delete again",
+        ) from exc
     db.delete(stream)
     db.commit()
-    store.delete_prefix(stream_prefix(stream_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

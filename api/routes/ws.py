@@ -4,7 +4,10 @@ happen (`status`, `segment`, `playlist`), and a `ping` when there is nothing to 
 defines every message.
 
 Close codes: 4404 the stream or upload does not exist; 4429 the client read too slowly and
-was dropped.
+was dropped; 1013 the client's address already holds NEBULA_WS_MAX_CONNECTIONS_PER_IP
+websockets here; 1009 (uvicorn's) a message above NEBULA_WS_MAX_MESSAGE_BYTES.
+An unknown id is accepted and then closed with 4404 rather than refused at the handshake:
+browsers report a refused handshake as 1006 only, and the player stops reconnecting on 4404.
 Messages are hints: a client that reconnects resyncs from REST.
 """
 
@@ -19,7 +22,7 @@ from fastapi import APIRouter, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from api.ws import EventHub, Subscriber
+from api.ws import AddressSlots, EventHub, Subscriber
 from core.db import session_scope
 from core.events import PING_MESSAGE, StatusEvent, encode_event, stream_channel, upload_channel
 from core.models import LiveSession, SessionStatus, Stream, StreamStatus
@@ -29,6 +32,7 @@ router = APIRouter(tags=["websockets"])
 
 CLOSE_UNKNOWN = 4404
 CLOSE_TOO_SLOW = 4429
+CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_WAIT_SECONDS = 1.0
 
 
@@ -74,24 +78,34 @@ async def _follow(
     """The current state first, then the subject's channel until the client goes."""
     hub: EventHub = websocket.app.state.hub
     settings = websocket.app.state.settings
-    await websocket.accept()
-    unknown = f"{kind} {subject_id[:40]} not found"  # a close reason holds 123 bytes at most
-    try:
-        parsed = uuid.UUID(subject_id)
-    except ValueError:
-        await websocket.close(CLOSE_UNKNOWN, unknown)
-        return
-    # Join before reading the state, so nothing published in between is missed.
-    subscriber = hub.join(channel_of(str(parsed)))
-    try:
-        status = await run_in_threadpool(current, settings.database_url, parsed)
-        if status is None:
+    slots: AddressSlots = websocket.app.state.ws_slots
+    address = websocket.client.host if websocket.client else "unknown"
+    with slots.held(address) as admitted:
+        await websocket.accept()
+        if not admitted:
+            reason = (
+                f"too many websockets from this address: at most {slots.limit} "
+                "(NEBULA_WS_MAX_CONNECTIONS_PER_IP)"
+            )
+            await websocket.close(CLOSE_TRY_AGAIN_LATER, reason)
+            return
+        unknown = f"{kind} {subject_id[:40]} not found"  # a close reason holds 123 bytes
+        try:
+            parsed = uuid.UUID(subject_id)
+        except ValueError:
             await websocket.close(CLOSE_UNKNOWN, unknown)
             return
-        await websocket.send_text(status)
-        await _serve(websocket, subscriber, settings.ws_ping_seconds)
-    finally:
-        hub.leave(subscriber)
+        # Join before reading the state, so nothing published in between is missed.
+        subscriber = hub.join(channel_of(str(parsed)))
+        try:
+            status = await run_in_threadpool(current, settings.database_url, parsed)
+            if status is None:
+                await websocket.close(CLOSE_UNKNOWN, unknown)
+                return
+            await websocket.send_text(status)
+            await _serve(websocket, subscriber, settings.ws_ping_seconds)
+        finally:
+            hub.leave(subscriber)
 
 
 async def _serve(websocket: WebSocket, subscriber: Subscriber, ping_seconds: float) -> None:

@@ -29,9 +29,11 @@ class StreamIdError(ValueError):
 def _key_from_resource(resource: str) -> str:
     app, _, key = resource.rpartition("/")
     if app not in ("", APP_NAME) or not key:
+        # Rejections are logged: name the app, never what may be the key after it.
+        shown = f"{app}/..." if key else f"{app}/"
         raise StreamIdError(
             RejectReason.NOTFOUND,
-            f"resource {resource!r} is not served; expected {APP_NAME}/STREAM_KEY",
+            f"resource {shown!r} is not served; expected {APP_NAME}/STREAM_KEY",
         )
     return key
 
@@ -45,11 +47,14 @@ def stream_key_from_stream_id(stream_id: str) -> str:
             )
         return _key_from_resource(stream_id.strip())
     fields: dict[str, str] = {}
-    for item in stream_id[len(ACCESS_CONTROL_PREFIX) :].split(","):
+    items = stream_id[len(ACCESS_CONTROL_PREFIX) :].split(",")
+    for position, item in enumerate(items, 1):
         name, sep, value = item.partition("=")
         if not sep or not name:
+            # By position only: a stray item is often the key itself, and this gets logged.
             raise StreamIdError(
-                RejectReason.BAD_REQUEST, f"stream id item {item!r} is not key=value"
+                RejectReason.BAD_REQUEST,
+                f"stream id item {position} of {len(items)} is not key=value",
             )
         fields[name.strip()] = value.strip()
     mode = fields.get("m", "publish")

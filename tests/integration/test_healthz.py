@@ -8,6 +8,8 @@ from api.app import create_app
 from core.settings import Settings
 from tests.services import s3_server
 
+ADMIN = {"Authorization": "Bearer test-token"}
+
 
 def test_healthz_is_200_when_every_component_is_up(settings: Settings, celery_worker: None) -> None:
     with TestClient(create_app(settings)) as client:
@@ -20,12 +22,60 @@ def test_healthz_is_200_when_every_component_is_up(settings: Settings, celery_wo
     assert all(c["ok"] for c in body["components"].values())
 
 
-def test_healthz_is_503_naming_storage_when_the_s3_server_stops(
+def test_only_the_admin_token_holder_sees_what_failed_and_where(settings: Settings) -> None:
+    unreachable = settings.model_copy(
+        update={"s3_endpoint": "127.0.0.1:9", "s3_bucket": "secretbucket"}
+    )
+    with TestClient(create_app(unreachable)) as client:
+        public = client.get("/healthz")
+        wrong = client.get("/healthz", headers={"Authorization": "Bearer not-the-token"})
+        admin = client.get("/healthz", headers=ADMIN)
+    assert public.status_code == admin.status_code == 503
+    assert public.json() == wrong.json()
+    assert public.json()["components"]["storage"] == {"ok": False}
+    assert "127.0.0.1" not in public.text and "detail" not in public.text
+    assert "port=9" in admin.json()["components"]["storage"]["detail"]
+    assert admin.json()["failing"] == public.json()["failing"]
+
+
+def test_a_result_is_kept_for_the_cache_time_so_callers_do_not_each_check(
     settings: Settings, celery_worker: None
 ) -> None:
     with s3_server() as s3:
         own = settings.model_copy(
             update={"s3_endpoint": s3.endpoint, "s3_secret_key": s3.secret_key}
+        )
+        with TestClient(create_app(own)) as client:
+            client.app.state.store.ensure_bucket()
+            assert client.get("/healthz").status_code == 200
+            s3.stop()
+            # Within NEBULA_HEALTH_CACHE_SECONDS (5 s): the kept result, no new check.
+            assert client.get("/healthz").status_code == 200
+
+
+def test_livez_answers_without_touching_any_component(settings: Settings) -> None:
+    nowhere = settings.model_copy(
+        update={
+            "database_url": "postgresql://nobody@127.0.0.1:9/none",
+            "s3_endpoint": "127.0.0.1:9",
+        }
+    )
+    with TestClient(create_app(nowhere)) as client:
+        response = client.get("/livez")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_healthz_is_503_naming_storage_when_the_s3_server_stops(
+    settings: Settings, celery_worker: None
+) -> None:
+    with s3_server() as s3:
+        own = settings.model_copy(
+            update={
+                "s3_endpoint": s3.endpoint,
+                "s3_secret_key": s3.secret_key,
+                "health_cache_seconds": 0,
+            }
         )
         with TestClient(create_app(own)) as client:
             client.app.state.store.ensure_bucket()

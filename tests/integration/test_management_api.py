@@ -344,18 +344,45 @@ def test_deleting_a_live_stream_is_409_without_force(api: TestClient, settings: 
     assert api.get(f"/api/v1/streams/{stream['id']}").status_code == 200
 
 
+def _recorded_stream(api: TestClient, settings: Settings, name: str) -> tuple[dict, uuid.UUID]:
+    """A stream with one ended session whose objects are in the bucket."""
+    stream = _create(api, name)
+    session_id = _add_session(
+        settings, stream["id"], started=datetime.now(UTC), segments=2, store=api.app.state.store
+    )
+    return stream, session_id
+
+
 def test_delete_removes_the_stream_its_sessions_and_its_objects(
     api: TestClient, settings: Settings
 ) -> None:
     store: ObjectStore = api.app.state.store
-    stream = _create(api, "doomed")
-    session_id = _add_session(
-        settings, stream["id"], started=datetime.now(UTC), segments=2, store=store
-    )
+    stream, session_id = _recorded_stream(api, settings, "doomed")
     assert list(store.list_keys(f"hls/{stream['id']}/"))
     assert api.delete(f"/api/v1/streams/{stream['id']}").status_code == 204
     assert api.get(f"/api/v1/streams/{stream['id']}").status_code == 404
     assert api.get(f"/api/v1/sessions/{session_id}").status_code == 404
+    assert list(store.list_keys(f"hls/{stream['id']}/")) == []
+
+
+def test_a_delete_the_object_store_fails_is_503_and_keeps_the_stream_for_a_retry(
+    api: TestClient, settings: Settings
+) -> None:
+    store: ObjectStore = api.app.state.store
+    stream, session_id = _recorded_stream(api, settings, "kept through a storage fault")
+    objects = list(store.list_keys(f"hls/{stream['id']}/"))
+    unreachable = settings.model_copy(update={"s3_endpoint": "127.0.0.1:9"})
+    with TestClient(create_app(unreachable), headers=AUTH) as faulty:
+        response = faulty.delete(f"/api/v1/streams/{stream['id']}")
+    assert response.status_code == 503
+    detail = response.json()["detail"]
+    assert detail.startswith(f"stream {stream['id']} was not deleted: the object store failed")
+    assert detail.endswith("send the delete again")
+    assert api.get(f"/api/v1/streams/{stream['id']}").status_code == 200
+    assert api.get(f"/api/v1/sessions/{session_id}").status_code == 200
+    assert list(store.list_keys(f"hls/{stream['id']}/")) == objects
+    assert api.delete(f"/api/v1/streams/{stream['id']}").status_code == 204
+    assert api.get(f"/api/v1/streams/{stream['id']}").status_code == 404
     assert list(store.list_keys(f"hls/{stream['id']}/")) == []
 
 

@@ -21,7 +21,7 @@ from core.settings import Settings
 from core.storage import ObjectStore
 from tests.conftest import ARTIFACTS
 from tests.media import make_media_file
-from tests.services import free_port, http_status, nebula_process, settings_env, wait_for
+from tests.services import free_port, running_api
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # more than two S3 parts: the multipart path is taken
 CHUNK = 256 * 1024
@@ -34,13 +34,8 @@ def api(settings: Settings) -> Iterator[httpx.Client]:
     own = settings.model_copy(
         update={"http_port": free_port(), "max_upload_bytes": MAX_UPLOAD_BYTES}
     )
-    ObjectStore.from_settings(own).ensure_bucket()
-    base = f"http://127.0.0.1:{own.http_port}"
-    with nebula_process("api", settings_env(own), ARTIFACTS / "logs" / "uploads-api.log"):
-        wait_for(lambda: http_status(f"{base}/docs") == 200, 60, "api")
-        headers = {"Authorization": f"Bearer {own.api_token}"}
-        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
-            yield client
+    with running_api(own, ARTIFACTS / "logs" / "uploads-api.log") as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,48 @@
+"""What `up` prints once ready: where the admin token is, never the token itself, and a
+warning when webhooks would go out unsigned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.settings import Settings
+from core.webhooks import unsigned_webhooks_warning
+from nebula_live.stack import _banner
+
+TOKEN = "tok-3f9a-never-printed"
+
+
+def _settings(tmp_path: Path, **fields: object) -> Settings:
+    return Settings(data_dir=tmp_path, api_token=TOKEN, **fields)
+
+
+def test_a_kept_token_is_named_by_its_file_and_the_curl_reads_it_from_there(
+    tmp_path: Path,
+) -> None:
+    banner = _banner(_settings(tmp_path), token_in_env=False)
+    assert TOKEN not in banner
+    path = (tmp_path / "api_token").resolve()
+    assert f"Admin API token   in {path}" in banner
+    assert f'-H "Authorization: Bearer $(cat {path})"' in banner
+
+
+def test_a_token_from_the_environment_is_named_by_its_variable(tmp_path: Path) -> None:
+    banner = _banner(_settings(tmp_path), token_in_env=True)
+    assert TOKEN not in banner
+    assert "Admin API token   in NEBULA_API_TOKEN" in banner
+    assert '-H "Authorization: Bearer $NEBULA_API_TOKEN"' in banner
+
+
+def test_webhooks_without_a_secret_are_warned_of_and_signed_ones_are_not(
+    tmp_path: Path,
+) -> None:
+    unsigned = _settings(tmp_path, webhook_url="http://hooks.example/in")
+    signed = _settings(tmp_path, webhook_url="http://hooks.example/in", webhook_secret="s3cret")
+    warning = unsigned_webhooks_warning(unsigned)
+    assert warning is not None and warning.startswith(
+        "NEBULA_WEBHOOK_URL is set but NEBULA_WEBHOOK_SECRET is not"
+    )
+    assert f"⚠ {warning}" in _banner(unsigned, token_in_env=True)
+    assert unsigned_webhooks_warning(signed) is None
+    assert unsigned_webhooks_warning(_settings(tmp_path)) is None
+    assert "⚠" not in _banner(signed, token_in_env=True)
