@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from core.db import get_engine
 from core.storage import ObjectStore
+from ingest.spool import spool_reports
 
 WORKER_PING_SECONDS = 1.5
 # A probe still running after this is reported down; its thread is left to finish.
@@ -64,6 +65,20 @@ def check_worker(celery: Celery) -> str:
     return f"{len(replies)} worker(s)"
 
 
+def check_ingest_spools(redis: Redis) -> str:
+    """Down while any ingest's spool is full (it refuses new publishes then)."""
+    reports = spool_reports(redis)
+    full = [
+        f"{name} ({report['used_bytes'] / 2**20:.0f} MiB)"
+        for name, report in reports.items()
+        if report["full"]
+    ]
+    if full:
+        raise RuntimeError(f"spool full, new publishes refused: {', '.join(sorted(full))}")
+    waiting = sum(r["waiting"] for r in reports.values())
+    return f"{len(reports)} ingest(s), {waiting} segment(s) waiting for storage"
+
+
 def component_probes(
     database_url: str, redis: Redis, store: ObjectStore, celery: Celery
 ) -> dict[str, Callable[[], str]]:
@@ -72,6 +87,7 @@ def component_probes(
         "redis": lambda: check_redis(redis),
         "storage": lambda: check_storage(store),
         "worker": lambda: check_worker(celery),
+        "ingest_spool": lambda: check_ingest_spools(redis),
     }
 
 

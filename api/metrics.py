@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from redis import Redis, RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
+
+from ingest.spool import spool_reports
 
 registry = CollectorRegistry(auto_describe=True)
 
@@ -30,6 +33,37 @@ async def record_request(
     http_requests.labels(request.method, template, str(response.status_code)).inc()
     http_seconds.labels(request.method, template).observe(time.perf_counter() - started)
     return response
+
+
+def spool_registry(redis: Redis) -> CollectorRegistry:
+    """The ingests' spools as gauges, from their reports in Redis (none while it is away)."""
+    spools = CollectorRegistry(auto_describe=True)
+    gauges = {
+        "used_bytes": Gauge(
+            "nebula_ingest_spool_bytes", "Segment bytes waiting for storage", ["ingest"],
+            registry=spools,
+        ),
+        "max_bytes": Gauge(
+            "nebula_ingest_spool_max_bytes", "Spool size above which publishes are refused",
+            ["ingest"], registry=spools,
+        ),
+        "waiting": Gauge(
+            "nebula_ingest_spool_segments", "Segments waiting for storage", ["ingest"],
+            registry=spools,
+        ),
+        "full": Gauge(
+            "nebula_ingest_spool_full", "1 while the ingest refuses new publishes", ["ingest"],
+            registry=spools,
+        ),
+    }  # fmt: skip
+    try:
+        reports = spool_reports(redis)
+    except RedisError:
+        return spools
+    for ingest, report in reports.items():
+        for field, gauge in gauges.items():
+            gauge.labels(ingest).set(float(report[field]))
+    return spools
 
 
 def route_template(request: Request) -> str:

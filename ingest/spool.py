@@ -114,3 +114,14 @@ class Spool:
         """Remove a publication's folder once everything in it is stored (it is empty)."""
         with contextlib.suppress(OSError):
             (self.root / str(session_id)).rmdir()
+
+
+def spool_reports(redis: Redis) -> dict[str, dict]:
+    """Every running ingest's last spool report, by ingest (host:pid)."""
+    keys = list(redis.scan_iter(match=f"{REPORT_PREFIX}*", count=100))
+    values = redis.mget(keys) if keys else []
+    return {
+        key.decode().removeprefix(REPORT_PREFIX): json.loads(value)
+        for key, value in zip(keys, values, strict=True)
+        if value is not None
+    }

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import IsAdmin
+from api.deps import IsAdmin, RedisDep
 from api.health import HealthMonitor
-from api.metrics import registry
+from api.metrics import registry, spool_registry
 
 router = APIRouter(tags=["health"])
 
@@ -39,5 +39,6 @@ async def livez() -> dict[str, str]:
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-def metrics() -> Response:
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+def metrics(redis: RedisDep) -> Response:
+    body = generate_latest(registry) + generate_latest(spool_registry(redis))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

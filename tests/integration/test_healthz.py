@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 from fastapi.testclient import TestClient
+from redis import Redis
 
 from api.app import create_app
 from core.settings import Settings
+from ingest.spool import REPORT_PREFIX, Spool
 from tests.services import s3_server
 
 ADMIN = {"Authorization": "Bearer test-token"}
@@ -18,7 +23,7 @@ def test_healthz_is_200_when_every_component_is_up(settings: Settings, celery_wo
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "ok"
-    assert set(body["components"]) == {"database", "redis", "storage", "worker"}
+    assert set(body["components"]) == {"database", "redis", "storage", "worker", "ingest_spool"}
     assert all(c["ok"] for c in body["components"].values())
 
 
@@ -112,3 +117,30 @@ def test_openapi_documents_the_health_endpoint(settings: Settings) -> None:
     with TestClient(create_app(settings)) as client:
         assert client.get("/docs").status_code == 200
         assert "/healthz" in client.get("/openapi.json").json()["paths"]
+
+
+def test_a_full_ingest_spool_shows_in_healthz_and_metrics(
+    settings: Settings, celery_worker: None, tmp_path: Path
+) -> None:
+    redis = Redis.from_url(settings.redis_url)
+    spool = Spool(tmp_path / "spool", max_bytes=100)
+    spool.report(redis, "ingest-a:1")
+    Spool(tmp_path / "other", max_bytes=10**9).report(redis, "ingest-b:2")
+    spool.put(uuid.uuid4(), 1, b"x" * 150)
+    spool.report(redis, "ingest-a:1")
+    try:
+        with TestClient(create_app(settings)) as client:
+            client.app.state.store.ensure_bucket()
+            health = client.get("/healthz", headers=ADMIN)
+            metrics = client.get("/metrics").text
+    finally:
+        redis.delete(f"{REPORT_PREFIX}ingest-a:1", f"{REPORT_PREFIX}ingest-b:2")
+        redis.close()
+    assert health.status_code == 503
+    assert health.json()["failing"] == ["ingest_spool"]
+    detail = health.json()["components"]["ingest_spool"]["detail"]
+    assert "new publishes refused: ingest-a:1 (0 MiB)" in detail
+    assert 'nebula_ingest_spool_full{ingest="ingest-a:1"} 1.0' in metrics
+    assert 'nebula_ingest_spool_full{ingest="ingest-b:2"} 0.0' in metrics
+    assert 'nebula_ingest_spool_bytes{ingest="ingest-a:1"} 150.0' in metrics
+    assert 'nebula_ingest_spool_segments{ingest="ingest-a:1"} 1.0' in metrics
