@@ -106,6 +106,13 @@ class Settings(BaseSettings):
         1024 * 1024,
         description="Unparsed bytes held for one RTMP client; must hold one largest chunk.",
     )
+    rtmp_max_prepublish_amf_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest RTMP command or data message before a publish is accepted "
+        "(connect, createStream, publish are a few hundred bytes); a larger one closes the "
+        "connection before it is decoded.",
+    )
     rtmp_out_chunk_bytes: int = Field(
         4096, ge=1, le=0x7FFFFFFF, description="Chunk size we send RTMP clients."
     )

@@ -46,6 +46,7 @@ class RtmpConnectionHandler:
             max_chunk_streams=settings.rtmp_max_chunk_streams,
             max_pending_bytes=settings.rtmp_max_pending_bytes,
             max_receive_buffer=settings.rtmp_max_receive_buffer_bytes,
+            max_prepublish_amf_size=settings.rtmp_max_prepublish_amf_bytes,
             out_chunk_size=settings.rtmp_out_chunk_bytes,
             window_ack_size=settings.rtmp_window_ack_bytes,
         )
