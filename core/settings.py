@@ -56,6 +56,18 @@ class Settings(BaseSettings):
     )
 
     segment_seconds: float = Field(2.0, gt=0, description="Target HLS segment duration.")
+    segment_max_open_targets: float = Field(
+        10.0,
+        ge=1,
+        description="A publish whose open segment runs this many target durations without a "
+        "keyframe to cut at is dropped (its open segment discarded): a GOP must be shorter.",
+    )
+    segment_max_open_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="A publish whose open segment grows past this many bytes without a "
+        "keyframe to cut at is dropped, as above: what one publisher may hold in memory.",
+    )
     playlist_window: int = Field(
         10, ge=6, description="Segments listed in a live playlist (Apple: at least 6)."
     )
