@@ -131,6 +131,29 @@ class Settings(BaseSettings):
     rtmp_window_ack_bytes: int = Field(
         5_000_000, ge=1, description="Window Acknowledgement Size we announce to RTMP clients."
     )
+    rtmp_publish_deadline_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="An RTMP client must finish the handshake, connect and publish within "
+        "this long of connecting, however it paces its bytes, or it is dropped.",
+    )
+    rtmp_write_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="An RTMP client that does not take what we send it (acknowledgements, "
+        "statuses) within this long is dropped.",
+    )
+    rtmp_max_connections: int = Field(
+        1000,
+        ge=1,
+        description="RTMP connections held at once, publishing or not; more are closed on "
+        "accept. The ingest raises its open-file limit to the hard limit at start.",
+    )
+    rtmp_max_connections_per_ip: int = Field(
+        16,
+        ge=1,
+        description="RTMP connections held at once from one IP address; more are closed on accept.",
+    )
     idle_timeout_seconds: float = Field(
         30.0, gt=0, description="An RTMP or SRT client that sends nothing this long is dropped."
     )

@@ -277,6 +277,19 @@ class ServerConnection:
         self._close_input()
         return events
 
+    def fail(self, description: str) -> list[Event]:
+        """Drop a live publisher for what it sent (unreadable media, timestamps that cannot
+        be placed): sends NetStream.Failed at level error, which FFmpeg prints as "Server
+        error: <description>", and closes. Returns ``PublishEnded`` like ``close``."""
+        if self._closed:
+            return []
+        self._awaiting_decision = False
+        if self._publishing and not self._publish_over:
+            self._send_status(self.publish_stream_id or 0, "error", "NetStream.Failed", description)
+        events = self._end_publish("failed")
+        self._close_input()
+        return events
+
     def _take_publish_decision(self) -> PublishRequested | None:
         if self._awaiting_decision:
             self._awaiting_decision = False

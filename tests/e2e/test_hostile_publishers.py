@@ -1,0 +1,213 @@
+"""Hostile RTMP clients against a real `nebula-live ingest`, with a real ffmpeg publishing
+beside them: slow handshakes are cut at the publish deadline, connections past the caps are
+closed on accept, and media that cannot be packaged drops only its own publisher.
+
+Slow clients come from other loopback addresses (127.0.0.2, ...), so the per-IP cap they
+hit is not the ffmpeg publisher's (127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from core.db import session_scope
+from core.models import LiveSession, Rendition, Segment
+from media.demux.flv import FlvTag, FlvTagType, iter_flv_tags
+from tests.conftest import ARTIFACTS
+from tests.e2e.conftest import LiveStack
+from tests.fixtures.rtmp.client_bytes import (
+    HANDSHAKE_SIZE,
+    ServerOutput,
+    command,
+    message_chunks,
+    plain_c0c1,
+)
+from tests.media import make_source, publish
+from tests.services import wait_for
+
+pytestmark = pytest.mark.e2e
+
+DEADLINE_SECONDS = 6.0
+PER_IP = 3
+GLOBAL = 12
+STACK_SETTINGS = {
+    "presentation_hold_seconds": 0.0,
+    "rtmp_publish_deadline_seconds": DEADLINE_SECONDS,
+    "rtmp_max_connections_per_ip": PER_IP,
+    "rtmp_max_connections": GLOBAL,
+}
+INGEST_LOG = ARTIFACTS / "logs" / "e2e-ingest.log"
+
+
+def _connect_from(source_ip: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((source_ip, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """True once the server closed the connection (EOF or reset); never blocks."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(65536) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionError:
+        return True
+
+
+@contextlib.contextmanager
+def _log_since_now() -> Iterator[list[str]]:
+    """The ingest log lines written inside the block (read when it ends)."""
+    start = INGEST_LOG.stat().st_size
+    lines: list[str] = []
+    yield lines
+    with open(INGEST_LOG, "rb") as log:
+        log.seek(start)
+        lines += log.read().decode(errors="replace").splitlines()
+
+
+def _segment_count(stack: LiveStack, stream_id: str) -> int:
+    with session_scope(stack.settings.database_url) as db:
+        return db.scalar(
+            select(func.count(Segment.id))
+            .join(Rendition)
+            .join(LiveSession, LiveSession.id == Rendition.session_id)
+            .where(LiveSession.stream_id == uuid.UUID(stream_id), Rendition.name == "source")
+        )
+
+
+@pytest.fixture(scope="module")
+def source_360p(media_dir: Path) -> Path:
+    return make_source(media_dir / "hostile-360p.flv", seconds=8, size="640x360", gop=30)
+
+
+def test_an_ffmpeg_publish_goes_on_while_slow_clients_are_cut_at_the_publish_deadline(
+    live_stack: LiveStack, source_360p: Path
+) -> None:
+    port = live_stack.settings.rtmp_port
+    stream = live_stack.create_stream("beside slowloris")
+    with _log_since_now() as log:
+        # Each sends one handshake byte every 0.2 s: never idle (30 s), never done (1537).
+        slow = [_connect_from(f"127.0.0.{2 + n // PER_IP}", port) for n in range(2 * PER_IP)]
+        ports = [s.getsockname()[1] for s in slow]
+        publisher = publish(source_360p, live_stack.rtmp_url(stream["stream_key"]))
+        sent = dict.fromkeys(ports, 0)
+        open_ = dict(zip(ports, slow, strict=True))
+        give_up = time.monotonic() + DEADLINE_SECONDS + 20
+        while open_ and time.monotonic() < give_up:
+            for client_port, sock in list(open_.items()):
+                if _closed_by_server(sock):
+                    sock.close()
+                    del open_[client_port]
+                    continue
+                with contextlib.suppress(OSError):
+                    sock.send(b"\x03")
+                    sent[client_port] += 1
+            time.sleep(0.2)
+        assert not open_, f"slow clients still open: {list(open_)}"
+        assert max(sent.values()) < 1 + 2 * HANDSHAKE_SIZE  # none got past the handshake
+        assert publisher.wait(60) == 0, publisher.stderr.read().decode()
+    cut = [line for line in log if "no publish within 6 s of connecting" in line]
+    assert {p for p in ports if any(f", {p})" in line for line in cut)} == set(ports)
+    wait_for(lambda: _segment_count(live_stack, stream["id"]) >= 4, 20, "segments of the publish")
+
+
+def test_connections_past_the_per_ip_and_global_caps_are_closed_on_accept(
+    live_stack: LiveStack,
+) -> None:
+    port = live_stack.settings.rtmp_port
+    with _log_since_now() as log:
+        held = [_connect_from("127.0.1.1", port) for _ in range(PER_IP)]
+        extra = _connect_from("127.0.1.1", port)
+        wait_for(lambda: _closed_by_server(extra), 5, "the connection over the per-IP cap closed")
+        assert not any(_closed_by_server(sock) for sock in held)  # within the deadline still
+        # Fill the global cap from other addresses; the next one is refused, whatever its IP.
+        held += [_connect_from(f"127.0.2.{1 + n // PER_IP}", port) for n in range(GLOBAL - PER_IP)]
+        time.sleep(0.5)  # let the server accept them all
+        assert not any(_closed_by_server(sock) for sock in held)
+        fresh = _connect_from("127.0.3.1", port)
+        wait_for(lambda: _closed_by_server(fresh), 5, "the connection over the global cap closed")
+        assert not any(_closed_by_server(sock) for sock in held)
+        for sock in [*held, extra, fresh]:
+            sock.close()
+    assert any(f"{PER_IP} connections held from 127.0.1.1, the per-IP" in line for line in log)
+    assert any(f"{GLOBAL} connections held, the limit" in line for line in log)
+
+
+def _up_to_a_backwards_frame(tags: list[FlvTag], video_frames: int, back_ms: int) -> list[FlvTag]:
+    """The tags up to the first `video_frames` video tags (sequence header included), then
+    one more video frame stamped `back_ms` before the last one. Nothing follows it, so the
+    server has read everything when it closes (no reset loses its last status)."""
+    seen, out, last_video_ms = 0, [], 0
+    for tag in tags:
+        if tag.tag_type is FlvTagType.VIDEO:
+            if seen == video_frames:
+                out.append(FlvTag(tag.tag_type, last_video_ms - back_ms, tag.payload))
+                return out
+            seen += 1
+            last_video_ms = tag.timestamp_ms
+        out.append(tag)
+    raise AssertionError(f"the source has fewer than {video_frames + 1} video tags")
+
+
+def _publish_and_read_statuses(port: int, key: str, tags: list[FlvTag]) -> list[dict]:
+    """Publish the tags over RTMP, then read the server's onStatus objects until it closes."""
+    messages = {FlvTagType.AUDIO: 4, FlvTagType.VIDEO: 6, FlvTagType.SCRIPT_DATA: 5}
+    output = ServerOutput()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        connect = command("connect", 1.0, {"app": "live", "tcUrl": f"rtmp://127.0.0.1:{port}/live"})
+        sock.sendall(plain_c0c1() + bytes(HANDSHAKE_SIZE) + message_chunks(3, 20, connect))
+        sock.sendall(message_chunks(3, 20, command("createStream", 2.0)))
+        sock.sendall(message_chunks(8, 20, command("publish", 3.0, None, key, "live"), stream_id=1))
+        for tag in tags:
+            chunks = message_chunks(
+                messages[tag.tag_type],
+                int(tag.tag_type),
+                tag.payload,
+                timestamp=tag.timestamp_ms,
+                stream_id=1,
+            )
+            sock.sendall(chunks)
+        while data := sock.recv(65536):
+            output.feed(data)
+    return [values[3] for _, values in output.commands() if values[0] == "onStatus"]
+
+
+def test_a_publisher_sending_a_backwards_dts_is_dropped_with_its_reason_and_others_go_on(
+    live_stack: LiveStack, source_360p: Path
+) -> None:
+    good = live_stack.create_stream("keeps going")
+    bad = live_stack.create_stream("goes backwards")
+    ffmpeg = publish(source_360p, live_stack.rtmp_url(good["stream_key"]), loop=True)
+    try:
+        wait_for(lambda: _segment_count(live_stack, good["id"]) >= 2, 30, "the good stream live")
+        tags = _up_to_a_backwards_frame(list(iter_flv_tags(source_360p.read_bytes())), 45, 1000)
+        statuses = _publish_and_read_statuses(
+            live_stack.settings.rtmp_port, bad["stream_key"], tags
+        )
+        codes = [status["code"] for status in statuses]
+        assert codes == ["NetStream.Publish.Start", "NetStream.Failed"]
+        assert "video dts went backwards" in statuses[1]["description"]
+        assert statuses[1]["level"] == "error"
+
+        with live_stack.client() as client:
+            [session] = client.get(f"/api/v1/streams/{bad['id']}/sessions").json()["items"]
+            warnings = client.get(f"/api/v1/sessions/{session['id']}").json()["warnings"]
+        assert any("the publisher was dropped: SegmenterError" in w for w in warnings), warnings
+        # The other publisher never noticed: still connected, still making segments.
+        before = _segment_count(live_stack, good["id"])
+        wait_for(lambda: _segment_count(live_stack, good["id"]) > before, 20, "more segments")
+        assert ffmpeg.poll() is None
+    finally:
+        ffmpeg.terminate()
+        ffmpeg.wait(10)
