@@ -185,6 +185,22 @@ class Settings(BaseSettings):
         description="Longest an SRT handshake waits for the stream key check; every SRT "
         "handshake on the port waits behind it.",
     )
+    srt_key_check_workers: int = Field(
+        2,
+        ge=1,
+        description="SRT stream key lookups run at once; a handshake that finds them all "
+        "busy is refused at once instead of waiting behind them.",
+    )
+    srt_unknown_key_cache_size: int = Field(
+        4096,
+        ge=0,
+        description="Unknown SRT stream keys remembered (and refused without a lookup).",
+    )
+    srt_unknown_key_cache_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="How long an unknown SRT stream key is refused without a lookup.",
+    )
 
     max_upload_bytes: int = Field(
         20 * 1024**3, gt=0, description="Largest file `POST /api/v1/uploads` accepts (413 above)."

@@ -7,7 +7,9 @@ demuxed with `TsDemuxer` and pushed to its `Publication`, exactly like RTMP's me
 Authorisation happens twice. The listen callback (libsrt's handshake thread, before the
 connection exists) parses the stream id and checks the key against PostgreSQL: a wrong key,
 a disabled stream or a playback request is rejected with an SRT_REJX code the caller sees,
-and nothing is accepted. After accepting, `Publisher.begin` decides with the stream row
+and nothing is accepted. That thread is shared by every SRT connection, so the check is
+cheapest refusal first (`ingest.srt.key_gate`): a malformed key or one found unknown a
+moment ago is refused without a lookup, and so is any key while every lookup is busy. After accepting, `Publisher.begin` decides with the stream row
 locked, as for RTMP; a second publisher of a live stream is refused there and closed.
 
 How a publish ends. MPEG-TS carries no "unpublish" message, so the SRT connection itself
@@ -35,9 +37,9 @@ cannot report on a broken socket, so the end uses the last sample, at most a sec
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import ctypes
+import functools
 import logging
 import threading
 import time
@@ -50,6 +52,7 @@ from ingest import sessions
 from ingest.publication import Publication
 from ingest.publisher import Publisher
 from ingest.srt import libsrt
+from ingest.srt.key_gate import KeyGate, KeyRefusedError
 from ingest.srt.libsrt import EpollFlag, ErrorCode, ReceiveStats, RejectReason, SockOpt, SrtError
 from ingest.srt.streamid import StreamIdError, stream_key_from_stream_id
 from media.demux.mpegts import TsDemuxer
@@ -122,7 +125,13 @@ class SrtListener:
         self._listener: int | None = None
         self._eid: int | None = None
         self._callback: object = None
-        self._key_checks = concurrent.futures.ThreadPoolExecutor(2, "srt-key-check")
+        self._key_gate = KeyGate(
+            functools.partial(sessions.check_publish_key, settings.database_url),
+            workers=settings.srt_key_check_workers,
+            timeout=settings.key_check_timeout_seconds,
+            cache_size=settings.srt_unknown_key_cache_size,
+            cache_seconds=settings.srt_unknown_key_cache_seconds,
+        )
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         # The epoll thread's own: broken sockets still being read, and until when.
@@ -157,15 +166,10 @@ class SrtListener:
     def _authorise(self, sock: int, peer: tuple[str, int], stream_id: str) -> int:
         """The listen callback: 0 lets the handshake complete, -1 rejects it."""
         try:
-            key = stream_key_from_stream_id(stream_id)
-            self._key_checks.submit(
-                sessions.check_publish_key, self.settings.database_url, key
-            ).result(self.settings.key_check_timeout_seconds)
+            self._key_gate.admit(stream_key_from_stream_id(stream_id))
             return 0
-        except StreamIdError as exc:
+        except (StreamIdError, KeyRefusedError) as exc:
             reason, why = exc.reason, str(exc)
-        except sessions.PublishRefusedError as exc:
-            reason, why = RejectReason.FORBIDDEN, str(exc)
         except Exception:
             log.exception("srt %s: key check failed", peer)
             reason, why = RejectReason.ISE, "key check failed or timed out"
@@ -407,7 +411,7 @@ class SrtListener:
             _close_quietly(self._listener)
         if self._eid is not None:
             libsrt.epoll_release(self._eid)
-        self._key_checks.shutdown(wait=False, cancel_futures=True)
+        self._key_gate.shutdown()
 
 
 def _close_quietly(sock: int) -> None:
