@@ -9,8 +9,9 @@ connection exists) parses the stream id and checks the key against PostgreSQL: a
 a disabled stream or a playback request is rejected with an SRT_REJX code the caller sees,
 and nothing is accepted. That thread is shared by every SRT connection, so the check is
 cheapest refusal first (`ingest.srt.key_gate`): a malformed key or one found unknown a
-moment ago is refused without a lookup, and so is any key while every lookup is busy. After accepting, `Publisher.begin` decides with the stream row
-locked, as for RTMP; a second publisher of a live stream is refused there and closed.
+moment ago is refused without a lookup, and so is any key while every lookup is busy.
+After accepting, `Publisher.begin` decides with the stream row locked, as for RTMP; a
+second publisher of a live stream is refused there and closed.
 
 How a publish ends. MPEG-TS carries no "unpublish" message, so the SRT connection itself
 tells: an encoder that stops sends SRT's shutdown, and the socket breaks while media is still
