@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from sqlalchemy import func, select
 
 from core.db import session_scope
 from core.models import LiveSession, Rendition, Segment
+from core.stream_keys import new_stream_key
 from media.demux.flv import FlvTag, FlvTagType, iter_flv_tags
 from tests.conftest import ARTIFACTS
 from tests.e2e.conftest import LiveStack
@@ -30,7 +32,7 @@ from tests.fixtures.rtmp.client_bytes import (
     message_chunks,
     plain_c0c1,
 )
-from tests.media import make_source, publish
+from tests.media import decode, make_source, make_ts_source, media_duration, publish, publish_ts
 from tests.services import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -65,15 +67,19 @@ def _closed_by_server(sock: socket.socket) -> bool:
         return True
 
 
+def _ingest_log_from(offset: int) -> list[str]:
+    with open(INGEST_LOG, "rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace").splitlines()
+
+
 @contextlib.contextmanager
 def _log_since_now() -> Iterator[list[str]]:
     """The ingest log lines written inside the block (read when it ends)."""
     start = INGEST_LOG.stat().st_size
     lines: list[str] = []
     yield lines
-    with open(INGEST_LOG, "rb") as log:
-        log.seek(start)
-        lines += log.read().decode(errors="replace").splitlines()
+    lines += _ingest_log_from(start)
 
 
 def _segment_count(stack: LiveStack, stream_id: str) -> int:
@@ -211,3 +217,60 @@ def test_a_publisher_sending_a_backwards_dts_is_dropped_with_its_reason_and_othe
     finally:
         ffmpeg.terminate()
         ffmpeg.wait(10)
+
+
+def _srt_caller(stack: LiveStack, stream_id: str) -> subprocess.Popen[bytes]:
+    """srt-live-transmit calling with `stream_id`; it waits on stdin, so only the handshake
+    happens (or the rejection)."""
+    url = f"srt://127.0.0.1:{stack.settings.srt_port}?streamid={stream_id}"
+    return subprocess.Popen(
+        ["srt-live-transmit", "file://con", url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_an_srt_handshake_flood_of_junk_keys_is_refused_cheaply_beside_a_live_publish(
+    live_stack: LiveStack, media_dir: Path
+) -> None:
+    source = make_ts_source(media_dir / "hostile-srt.ts", seconds=8)
+    with live_stack.client() as client:  # the source only: this test runs no ladder worker
+        good = client.post("/api/v1/streams", json={"name": "srt flood", "ladder": []}).json()
+    malformed = [f"#!::r=live/junk-{n},m=publish" for n in range(8)]
+    unknown = [new_stream_key() for _ in range(4)]
+    start = INGEST_LOG.stat().st_size
+    publisher = publish_ts(source, live_stack.srt_url(good["stream_key"]))
+    wait_for(lambda: _segment_count(live_stack, good["id"]) >= 1, 30, "the SRT publish live")
+    callers = [_srt_caller(live_stack, stream_id) for stream_id in malformed + unknown]
+    callers += [_srt_caller(live_stack, key) for key in unknown]  # each a second time
+
+    def rejected() -> list[str]:
+        return [line for line in _ingest_log_from(start) if ": rejected (" in line]
+
+    try:
+        # srt-live-transmit stays up after a rejection: the ingest log tells when all came.
+        wait_for(lambda: len(rejected()) >= len(callers), 30, "every caller rejected")
+    finally:
+        for caller in callers:
+            caller.kill()
+            caller.wait(10)
+    assert publisher.wait(60) == 0, publisher.stderr.read().decode()
+    lines = rejected()
+    assert len(lines) == len(callers)
+    assert sum("malformed stream key (6 characters" in line for line in lines) == len(malformed)
+    assert not any("junk-" in line for line in lines)  # the key is never logged
+    looked_up = [line for line in lines if line.endswith("(1403): unknown stream key")]
+    cached = [line for line in lines if "refused again within 60 s without a lookup" in line]
+    # Each unknown key reaches the database once; its repeat is refused from the cache.
+    assert (len(looked_up), len(cached)) == (len(unknown), len(unknown)), lines
+    # The live publish went on through it: its whole recording is there.
+    with live_stack.client() as client:
+        wait_for(
+            lambda: "#EXT-X-ENDLIST" in client.get(f"/hls/{good['id']}/source/index.m3u8").text,
+            30,
+            "the SRT publish ended",
+        )
+    errors, decoded = decode(f"{live_stack.api_url}/hls/{good['id']}/master.m3u8")
+    assert errors == ""
+    assert abs(decoded - media_duration(source)) <= 0.4
