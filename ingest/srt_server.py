@@ -57,6 +57,7 @@ from ingest.srt.key_gate import KeyGate, KeyRefusedError
 from ingest.srt.libsrt import EpollFlag, ErrorCode, ReceiveStats, RejectReason, SockOpt, SrtError
 from ingest.srt.streamid import StreamIdError, stream_key_from_stream_id
 from media.demux.mpegts import TsDemuxer
+from media.hls.segmenter import SegmentOverflowError
 from media.types import AccessUnit, AudioConfig, VideoConfig
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class SrtPublisherConnection:
     pending: bytearray = field(default_factory=bytearray)
     stats: ReceiveStats | None = None
     reported: bool = False
+    drop_reason: str | None = None  # why we dropped the publisher, if we did
     # Decided when the socket broke, not after the drain (see `SrtListener._broken`).
     explicit_end: bool = False
     ended: asyncio.Future[bool] = field(
@@ -106,6 +108,8 @@ class SrtPublisherConnection:
                 for stream in demuxer.ignored_streams
             ],
         }
+        if self.drop_reason is not None:
+            report["warnings"].append(self.drop_reason)
         if self.stats is not None:
             report["srt"] = {
                 "packets_received": self.stats.packets_received,
@@ -278,6 +282,8 @@ class SrtListener:
         if conn is None:
             return
         conn.last_data = asyncio.get_running_loop().time()
+        if conn.ended.done():  # dropped: what it sends until the socket closes is ignored
+            return
         if conn.publication is None:
             if len(conn.pending) + len(data) <= MAX_PENDING_BYTES:
                 conn.pending += data
@@ -296,6 +302,17 @@ class SrtListener:
         assert conn.publication is not None
         try:
             conn.publication.push(items, received)
+        except SegmentOverflowError as exc:
+            # No keyframe for far too long: the publisher is dropped, and the session says why.
+            reason = f"the publisher was dropped: {exc}"
+            log.warning(
+                "srt %s: publisher of stream %s dropped: %s",
+                conn.peer,
+                conn.publication.grant.stream_id,
+                exc,
+            )
+            conn.drop_reason = reason
+            conn.end(explicit=False)
         except Exception:
             # The demuxer only emits what the packager takes; should that ever fail, the
             # media in this chunk is lost but the session goes on.

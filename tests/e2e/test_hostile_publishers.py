@@ -274,3 +274,43 @@ def test_an_srt_handshake_flood_of_junk_keys_is_refused_cheaply_beside_a_live_pu
     errors, decoded = decode(f"{live_stack.api_url}/hls/{good['id']}/master.m3u8")
     assert errors == ""
     assert abs(decoded - media_duration(source)) <= 0.4
+
+
+def _without_keyframes_past(tags: list[FlvTag], seconds: float) -> list[FlvTag]:
+    """The tags with every video frame after the first keyframe marked inter (FLV frame type
+    2), up to and including the first tag stamped more than `seconds` after that keyframe."""
+    out: list[FlvTag] = []
+    first_ms = None
+    for tag in tags:
+        payload = tag.payload
+        if tag.tag_type is FlvTagType.VIDEO and payload[1] == 1:  # an AVC NALU packet
+            if first_ms is None:
+                first_ms = tag.timestamp_ms
+            else:
+                payload = bytes([0x27]) + payload[1:]
+        out.append(FlvTag(tag.tag_type, tag.timestamp_ms, payload))
+        if first_ms is not None and tag.timestamp_ms - first_ms > seconds * 1000:
+            return out
+    raise AssertionError(f"the source is shorter than {seconds} s")
+
+
+def test_a_publisher_without_keyframes_is_dropped_at_ten_targets_and_told_why(
+    live_stack: LiveStack, media_dir: Path
+) -> None:
+    source = make_source(media_dir / "hostile-24s.flv", seconds=24, size="320x240", gop=30)
+    stream = live_stack.create_stream("no keyframes")
+    limit = live_stack.settings.segment_max_open_targets * live_stack.settings.segment_seconds
+    tags = _without_keyframes_past(list(iter_flv_tags(source.read_bytes())), limit)
+    statuses = _publish_and_read_statuses(live_stack.settings.rtmp_port, stream["stream_key"], tags)
+    assert [status["code"] for status in statuses] == [
+        "NetStream.Publish.Start",
+        "NetStream.Failed",
+    ]
+    description = statuses[1]["description"]
+    assert "SegmentOverflowError: no keyframe to cut at" in description
+    assert "over the limit of 20.0 s" in description
+    with live_stack.client() as client:
+        [session] = client.get(f"/api/v1/streams/{stream['id']}/sessions").json()["items"]
+        warnings = client.get(f"/api/v1/sessions/{session['id']}").json()["warnings"]
+    assert any("no keyframe to cut at" in warning for warning in warnings), warnings
+    assert _segment_count(live_stack, stream["id"]) == 0  # the unbounded segment is not kept
