@@ -82,6 +82,13 @@ def _log_since_now() -> Iterator[list[str]]:
     lines += _ingest_log_from(start)
 
 
+def _warnings(stack: LiveStack, stream_id: str) -> list[str]:
+    """The warnings of the stream's only session, as the sessions API gives them."""
+    with stack.client() as client:
+        [session] = client.get(f"/api/v1/streams/{stream_id}/sessions").json()["items"]
+        return client.get(f"/api/v1/sessions/{session['id']}").json()["warnings"]
+
+
 def _segment_count(stack: LiveStack, stream_id: str) -> int:
     with session_scope(stack.settings.database_url) as db:
         return db.scalar(
@@ -206,9 +213,7 @@ def test_a_publisher_sending_a_backwards_dts_is_dropped_with_its_reason_and_othe
         assert "video dts went backwards" in statuses[1]["description"]
         assert statuses[1]["level"] == "error"
 
-        with live_stack.client() as client:
-            [session] = client.get(f"/api/v1/streams/{bad['id']}/sessions").json()["items"]
-            warnings = client.get(f"/api/v1/sessions/{session['id']}").json()["warnings"]
+        warnings = _warnings(live_stack, bad["id"])
         assert any("the publisher was dropped: SegmenterError" in w for w in warnings), warnings
         # The other publisher never noticed: still connected, still making segments.
         before = _segment_count(live_stack, good["id"])
@@ -309,8 +314,37 @@ def test_a_publisher_without_keyframes_is_dropped_at_ten_targets_and_told_why(
     description = statuses[1]["description"]
     assert "SegmentOverflowError: no keyframe to cut at" in description
     assert "over the limit of 20.0 s" in description
-    with live_stack.client() as client:
-        [session] = client.get(f"/api/v1/streams/{stream['id']}/sessions").json()["items"]
-        warnings = client.get(f"/api/v1/sessions/{session['id']}").json()["warnings"]
+    warnings = _warnings(live_stack, stream["id"])
     assert any("no keyframe to cut at" in warning for warning in warnings), warnings
     assert _segment_count(live_stack, stream["id"]) == 0  # the unbounded segment is not kept
+
+
+def test_an_srt_publisher_without_keyframes_is_dropped_and_its_session_says_why(
+    live_stack: LiveStack, media_dir: Path
+) -> None:
+    source = media_dir / "hostile-one-keyframe.ts"
+    if not source.exists():
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
+             "-t", "24", "-c:v", "libx264", "-preset", "veryfast", "-g", "1000",
+             "-keyint_min", "1000", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+             "-f", "mpegts", str(source)],
+            check=True,
+            timeout=120,
+        )  # fmt: skip
+    with live_stack.client() as client:
+        stream = client.post("/api/v1/streams", json={"name": "srt gop", "ladder": []}).json()
+    publisher = publish_ts(source, live_stack.srt_url(stream["stream_key"]))
+    try:
+        publisher.wait(60)  # the ingest closes it about 20 s in, before the source ends
+    finally:
+        publisher.kill()
+    wait_for(
+        lambda: any("no keyframe" in w for w in _warnings(live_stack, stream["id"])),
+        20,
+        "the drop recorded on the session",
+    )
+    [warning] = [w for w in _warnings(live_stack, stream["id"]) if "no keyframe" in w]
+    assert warning.startswith("the publisher was dropped: no keyframe to cut at")
+    assert "over the limit of 20.0 s" in warning
+    assert _segment_count(live_stack, stream["id"]) == 0
