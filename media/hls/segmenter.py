@@ -372,7 +372,7 @@ class Segmenter:
         size = self._open_bytes + len(au.data)
         limit = self._max_open_ticks
         if limit is not None and held > limit:
-            what = f"{held / CLOCK_HZ:.1f} s, over the limit of {limit / CLOCK_HZ:.1f} s"
+            what = f"{held / CLOCK_HZ:.2f} s, over the limit of {limit / CLOCK_HZ:.1f} s"
         elif self._max_open_bytes is not None and size > self._max_open_bytes:
             what = f"{size} bytes, over the limit of {self._max_open_bytes} bytes"
         else:
