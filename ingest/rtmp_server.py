@@ -117,6 +117,10 @@ class RtmpConnectionHandler:
             await session.end(task, dropped=dropped)
 
 
+class _WriteTimeoutError(Exception):
+    """The client did not take what we sent within `rtmp_write_timeout_seconds`."""
+
+
 class _Connection:
     """One client's connection from accept to close (see `RtmpConnectionHandler`)."""
 
@@ -167,7 +171,7 @@ class _Connection:
                 await self._flush()
                 if not data:
                     return
-        except TimeoutError:
+        except _WriteTimeoutError:
             log.info(
                 "rtmp %s: took nothing we sent for %.0f s, dropped",
                 peer,
@@ -246,8 +250,11 @@ class _Connection:
         out = self.conn.data_to_send()
         if out:
             self.writer.write(out)
-            async with asyncio.timeout(self.settings.rtmp_write_timeout_seconds):
-                await self.writer.drain()
+            try:
+                async with asyncio.timeout(self.settings.rtmp_write_timeout_seconds):
+                    await self.writer.drain()
+            except TimeoutError:
+                raise _WriteTimeoutError from None
 
     async def end(self, task: asyncio.Task[None], *, dropped: bool) -> None:
         """Store what the publish made and end it, then close the socket (abort it when the

@@ -45,6 +45,7 @@ STACK_SETTINGS = {
     "rtmp_publish_deadline_seconds": DEADLINE_SECONDS,
     "rtmp_max_connections_per_ip": PER_IP,
     "rtmp_max_connections": GLOBAL,
+    "rtmp_write_timeout_seconds": 2.0,
 }
 INGEST_LOG = ARTIFACTS / "logs" / "e2e-ingest.log"
 
@@ -348,3 +349,43 @@ def test_an_srt_publisher_without_keyframes_is_dropped_and_its_session_says_why(
     assert warning.startswith("the publisher was dropped: no keyframe to cut at")
     assert "over the limit of 20.0 s" in warning
     assert _segment_count(live_stack, stream["id"]) == 0
+
+
+def test_a_client_that_reads_nothing_we_send_is_dropped_at_the_write_timeout(
+    live_stack: LiveStack,
+) -> None:
+    """Ping requests make the server answer; a client that never reads fills the socket
+    buffers until the server's writes block: that client is dropped, after the write
+    timeout (2 s here), long before the publish deadline (6 s) or the idle timeout."""
+    ping = message_chunks(2, 4, b"\x00\x06\x00\x00\x00\x01") * 10_000
+    with _log_since_now() as log:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.bind(("127.0.4.1", 0))
+        sock.connect(("127.0.0.1", live_stack.settings.rtmp_port))
+        sock.settimeout(20)
+        connect = command("connect", 1.0, {"app": "live", "tcUrl": "rtmp://127.0.0.1/live"})
+        sock.sendall(plain_c0c1() + bytes(HANDSHAKE_SIZE) + message_chunks(3, 20, connect))
+        sent = 0
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            while sent < 64 * 1024 * 1024:
+                sock.sendall(ping)
+                sent += len(ping)
+        wait_for(lambda: _closed_after_draining(sock), 20, "the connection closed")
+        sock.close()
+    dropped = [line for line in log if "took nothing we sent for 2 s, dropped" in line]
+    assert [line for line in dropped if "127.0.4.1" in line], log[-20:]
+    assert not any("127.0.4.1" in line and "no publish within" in line for line in log)
+
+
+def _closed_after_draining(sock: socket.socket) -> bool:
+    """Read whatever the server had sent; True once it closed the connection."""
+    sock.setblocking(False)
+    try:
+        while data := sock.recv(1 << 20):
+            del data
+    except BlockingIOError:
+        return False
+    except ConnectionError:
+        return True
+    return True
