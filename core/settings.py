@@ -56,6 +56,18 @@ class Settings(BaseSettings):
     )
 
     segment_seconds: float = Field(2.0, gt=0, description="Target HLS segment duration.")
+    segment_max_open_targets: float = Field(
+        10.0,
+        ge=1,
+        description="A publish whose open segment runs this many target durations without a "
+        "keyframe to cut at is dropped (its open segment discarded): a GOP must be shorter.",
+    )
+    segment_max_open_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="A publish whose open segment grows past this many bytes without a "
+        "keyframe to cut at is dropped, as above: what one publisher may hold in memory.",
+    )
     playlist_window: int = Field(
         10, ge=6, description="Segments listed in a live playlist (Apple: at least 6)."
     )
@@ -106,11 +118,41 @@ class Settings(BaseSettings):
         1024 * 1024,
         description="Unparsed bytes held for one RTMP client; must hold one largest chunk.",
     )
+    rtmp_max_prepublish_amf_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest RTMP command or data message before a publish is accepted "
+        "(connect, createStream, publish are a few hundred bytes); a larger one closes the "
+        "connection before it is decoded.",
+    )
     rtmp_out_chunk_bytes: int = Field(
         4096, ge=1, le=0x7FFFFFFF, description="Chunk size we send RTMP clients."
     )
     rtmp_window_ack_bytes: int = Field(
         5_000_000, ge=1, description="Window Acknowledgement Size we announce to RTMP clients."
+    )
+    rtmp_publish_deadline_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="An RTMP client must finish the handshake, connect and publish within "
+        "this long of connecting, however it paces its bytes, or it is dropped.",
+    )
+    rtmp_write_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="An RTMP client that does not take what we send it (acknowledgements, "
+        "statuses) within this long is dropped.",
+    )
+    rtmp_max_connections: int = Field(
+        1000,
+        ge=1,
+        description="RTMP connections held at once, publishing or not; more are closed on "
+        "accept. The ingest raises its open-file limit to the hard limit at start.",
+    )
+    rtmp_max_connections_per_ip: int = Field(
+        16,
+        ge=1,
+        description="RTMP connections held at once from one IP address; more are closed on accept.",
     )
     idle_timeout_seconds: float = Field(
         30.0, gt=0, description="An RTMP or SRT client that sends nothing this long is dropped."
@@ -142,6 +184,22 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest an SRT handshake waits for the stream key check; every SRT "
         "handshake on the port waits behind it.",
+    )
+    srt_key_check_workers: int = Field(
+        2,
+        ge=1,
+        description="SRT stream key lookups run at once; a handshake that finds them all "
+        "busy is refused at once instead of waiting behind them.",
+    )
+    srt_unknown_key_cache_size: int = Field(
+        4096,
+        ge=0,
+        description="Unknown SRT stream keys remembered (and refused without a lookup).",
+    )
+    srt_unknown_key_cache_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="How long an unknown SRT stream key is refused without a lookup.",
     )
 
     max_upload_bytes: int = Field(

@@ -59,6 +59,8 @@ class Publication:
             init_index=grant.init_index,
             discontinuity=grant.discontinuity,
             target_duration=grant.target_duration,
+            max_open_targets=settings.segment_max_open_targets,
+            max_open_bytes=settings.segment_max_open_bytes,
         )
         self.metadata: dict[str, Any] = {}
         self.bytes_ingested = 0

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import uuid
-from collections import deque
+from collections import Counter, deque
 
 from core.settings import Settings
+from ingest import sessions
 from ingest.publication import Publication
 from ingest.publisher import Publisher
 from ingest.rtmp.connection import ServerConnection
 from ingest.rtmp.errors import RtmpError
 from ingest.rtmp.events import (
     AudioMessage,
+    Event,
     PublishEnded,
     PublishRequested,
     StreamMetadata,
     VideoMessage,
 )
-from media.demux.flv import DemuxError, FlvDemuxer
+from media.demux.flv import FlvDemuxer
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,16 @@ def stream_key_from_rtmp(app: str, stream_name: str) -> str:
 
 
 class RtmpConnectionHandler:
+    """Serves RTMP connections. Before a publish is accepted a client is a stranger, so it
+    gets bounded time and company: the handshake, connect and publish must be done within
+    `rtmp_publish_deadline_seconds` however slowly it sends (the idle timeout alone would
+    let it dribble a byte every few seconds for ever), and connections past the global or
+    per-IP cap are closed on accept. Every write waits at most `rtmp_write_timeout_seconds`
+    for a client to take it."""
+
     def __init__(self, publisher: Publisher, settings: Settings) -> None:
         self.publisher = publisher
+        self.settings = settings
         # A client that sends nothing for this long (no handshake, no media) is dropped.
         self.idle_timeout = settings.idle_timeout_seconds
         self.new_connection = functools.partial(
@@ -46,11 +55,13 @@ class RtmpConnectionHandler:
             max_chunk_streams=settings.rtmp_max_chunk_streams,
             max_pending_bytes=settings.rtmp_max_pending_bytes,
             max_receive_buffer=settings.rtmp_max_receive_buffer_bytes,
+            max_prepublish_amf_size=settings.rtmp_max_prepublish_amf_bytes,
             out_chunk_size=settings.rtmp_out_chunk_bytes,
             window_ack_size=settings.rtmp_window_ack_bytes,
         )
         self.new_connection()  # limits that do not fit together fail here, at start
         self.connections: set[asyncio.Task[None]] = set()
+        self._per_ip: Counter[str] = Counter()
         # The connection holding each stream's publisher here, for `disconnect`.
         self.publishing: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._dropped: set[asyncio.Task[None]] = set()
@@ -72,84 +83,196 @@ class RtmpConnectionHandler:
         if self.connections:
             await asyncio.wait(self.connections, timeout=timeout)
 
+    def _over_cap(self, ip: str) -> str | None:
+        """Why a new connection from `ip` is refused, or None."""
+        if len(self.connections) >= self.settings.rtmp_max_connections:
+            return f"{len(self.connections)} connections held, the limit"
+        if self._per_ip[ip] >= self.settings.rtmp_max_connections_per_ip:
+            return f"{self._per_ip[ip]} connections held from {ip}, the per-IP limit"
+        return None
+
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if peer else "unknown"
+        refusal = self._over_cap(ip)
+        if refusal is not None:
+            log.warning("rtmp %s: refused on accept: %s", peer, refusal)
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         self.connections.add(task)
-        conn = self.new_connection()
-        publication = None
-        demuxer = FlvDemuxer()
-        explicit_end = False
+        self._per_ip[ip] += 1
+        session = _Connection(self, peer, writer)
+        try:
+            await session.serve(reader)
+        except Exception:
+            log.exception("rtmp %s: connection failed", peer)
+        finally:
+            self.connections.discard(task)
+            self._per_ip[ip] -= 1
+            if not self._per_ip[ip]:
+                del self._per_ip[ip]
+            dropped = task in self._dropped
+            self._dropped.discard(task)
+            await session.end(task, dropped=dropped)
+
+
+class _WriteTimeoutError(Exception):
+    """The client did not take what we sent within `rtmp_write_timeout_seconds`."""
+
+
+class _Connection:
+    """One client's connection from accept to close (see `RtmpConnectionHandler`)."""
+
+    def __init__(
+        self, handler: RtmpConnectionHandler, peer: object, writer: asyncio.StreamWriter
+    ) -> None:
+        self.handler = handler
+        self.settings = handler.settings
+        self.peer = peer
+        self.writer = writer
+        self.conn = handler.new_connection()
+        self.demuxer = FlvDemuxer()
+        self.publication: Publication | None = None
+        self.explicit_end = False
+
+    async def serve(self, reader: asyncio.StreamReader) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.rtmp_publish_deadline_seconds
+        conn, peer = self.conn, self.peer
         try:
             while not conn.closed:
+                timeout = self.handler.idle_timeout
+                before_publish = self.publication is None
+                if before_publish:
+                    timeout = min(timeout, deadline - loop.time())
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_SIZE), self.idle_timeout)
+                    if timeout <= 0:  # a read of buffered bytes would not time out
+                        raise TimeoutError
+                    async with asyncio.timeout(timeout):
+                        data = await reader.read(READ_SIZE)
                 except TimeoutError:
-                    log.info("rtmp %s: idle for %.0f s, dropped", peer, self.idle_timeout)
-                    break
+                    if before_publish and loop.time() >= deadline:
+                        log.info(
+                            "rtmp %s: no publish within %.0f s of connecting (handshake, "
+                            "connect, publish), dropped",
+                            peer,
+                            self.settings.rtmp_publish_deadline_seconds,
+                        )
+                    else:
+                        log.info("rtmp %s: idle for %.0f s, dropped", peer, timeout)
+                    return
                 try:
                     events = deque(conn.receive_data(data) if data else conn.receive_eof())
                 except RtmpError as exc:
                     log.warning("rtmp %s: protocol error, connection closed: %s", peer, exc)
-                    break
-                while events:
-                    event = events.popleft()
-                    if isinstance(event, VideoMessage):
-                        publication.push(
-                            demuxer.video(event.timestamp_ms, event.payload), len(event.payload)
-                        )
-                    elif isinstance(event, AudioMessage):
-                        publication.push(
-                            demuxer.audio(event.timestamp_ms, event.payload), len(event.payload)
-                        )
-                    elif isinstance(event, PublishRequested):
-                        publication = await self._decide(conn, event, peer)
-                        await _flush(conn, writer)
-                        if publication is not None:
-                            self.publishing[publication.grant.stream_id] = task
-                            events.extend(conn.receive_data(b""))
-                    elif isinstance(event, StreamMetadata):
-                        if publication is not None:
-                            publication.metadata.update(event.values)
-                    elif isinstance(event, PublishEnded):
-                        explicit_end = event.reason in EXPLICIT_UNPUBLISH
-                await _flush(conn, writer)
+                    return
+                await self._handle(events)
+                await self._flush()
                 if not data:
-                    break
-        except DemuxError as exc:
-            log.warning("rtmp %s: unreadable media, connection closed: %s", peer, exc)
+                    return
+        except _WriteTimeoutError:
+            log.info(
+                "rtmp %s: took nothing we sent for %.0f s, dropped",
+                peer,
+                self.settings.rtmp_write_timeout_seconds,
+            )
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             log.info("rtmp %s: connection lost: %s", peer, exc)
-        finally:
-            self.connections.discard(task)
-            dropped = task in self._dropped
-            self._dropped.discard(task)
-            if publication is not None:
-                if self.publishing.get(publication.grant.stream_id) is task:
-                    del self.publishing[publication.grant.stream_id]
-                await self.publisher.end(publication, explicit=explicit_end or dropped)
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
 
-    async def _decide(
-        self, conn: ServerConnection, event: PublishRequested, peer: object
-    ) -> Publication | None:
+    async def _handle(self, events: deque[Event]) -> None:
+        conn = self.conn
+        while events:
+            event = events.popleft()
+            if isinstance(event, VideoMessage | AudioMessage):
+                try:
+                    self._push(event)
+                except ValueError as exc:  # DemuxError, SegmenterError, Fmp4Error
+                    await self._fail(exc)
+                    return
+            elif isinstance(event, PublishRequested):
+                self.publication = await self._decide(event)
+                await self._flush()
+                if self.publication is not None:
+                    self.handler.publishing[self.publication.grant.stream_id] = (
+                        asyncio.current_task()
+                    )
+                    events.extend(conn.receive_data(b""))
+            elif isinstance(event, StreamMetadata):
+                if self.publication is not None:
+                    self.publication.metadata.update(event.values)
+            elif isinstance(event, PublishEnded):
+                self.explicit_end = event.reason in EXPLICIT_UNPUBLISH
+
+    def _push(self, event: VideoMessage | AudioMessage) -> None:
+        assert self.publication is not None
+        if isinstance(event, VideoMessage):
+            items = self.demuxer.video(event.timestamp_ms, event.payload)
+        else:
+            items = self.demuxer.audio(event.timestamp_ms, event.payload)
+        self.publication.push(items, len(event.payload))
+
+    async def _fail(self, exc: ValueError) -> None:
+        """Media that cannot be packaged: the publisher is told why and dropped; the
+        session keeps its reconnect grace, and the reason is recorded on it."""
+        assert self.publication is not None
+        reason = f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "rtmp %s: publisher of stream %s dropped: %s",
+            self.peer,
+            self.publication.grant.stream_id,
+            reason,
+        )
+        self.conn.fail(f"publisher dropped: {reason}")
+        await self._flush()
+        report = {"protocol": "rtmp", "warnings": [f"the publisher was dropped: {reason}"]}
+        try:
+            await asyncio.to_thread(
+                sessions.record_ingest_report,
+                self.settings.database_url,
+                self.publication.grant.session_id,
+                report,
+            )
+        except Exception:
+            log.exception("rtmp %s: drop reason not recorded", self.peer)
+
+    async def _decide(self, event: PublishRequested) -> Publication | None:
         key = stream_key_from_rtmp(event.app, event.stream_name_without_query)
-        publication, reason = await self.publisher.begin(key, "rtmp")
+        publication, reason = await self.handler.publisher.begin(key, "rtmp")
         if publication is None:
-            log.info("rtmp %s: publish refused: %s", peer, reason)
-            conn.reject_publish(f"publish refused: {reason}")
+            log.info("rtmp %s: publish refused: %s", self.peer, reason)
+            self.conn.reject_publish(f"publish refused: {reason}")
             return None
-        conn.accept_publish()
+        self.conn.accept_publish()
         return publication
 
+    async def _flush(self) -> None:
+        out = self.conn.data_to_send()
+        if out:
+            self.writer.write(out)
+            try:
+                async with asyncio.timeout(self.settings.rtmp_write_timeout_seconds):
+                    await self.writer.drain()
+            except TimeoutError:
+                raise _WriteTimeoutError from None
 
-async def _flush(conn: ServerConnection, writer: asyncio.StreamWriter) -> None:
-    out = conn.data_to_send()
-    if out:
-        writer.write(out)
-        await writer.drain()
+    async def end(self, task: asyncio.Task[None], *, dropped: bool) -> None:
+        """Store what the publish made and end it, then close the socket (abort it when the
+        client does not take the last bytes in time)."""
+        publication = self.publication
+        if publication is not None:
+            publishing = self.handler.publishing
+            if publishing.get(publication.grant.stream_id) is task:
+                del publishing[publication.grant.stream_id]
+            await self.handler.publisher.end(publication, explicit=self.explicit_end or dropped)
+        self.writer.close()
+        try:
+            async with asyncio.timeout(self.settings.rtmp_write_timeout_seconds):
+                await self.writer.wait_closed()
+        except TimeoutError:
+            self.writer.transport.abort()
+        except (ConnectionError, OSError):
+            pass
 
 
 async def serve_rtmp(handler: RtmpConnectionHandler, host: str, port: int) -> asyncio.Server:

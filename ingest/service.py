@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import resource
 import signal
 import sys
 
@@ -32,8 +33,31 @@ IO_THREADS = 64
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 
 
+def raise_open_file_limit() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit (every connection is a file);
+    returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("open-file limit stays %s (hard %s): %s", soft, hard, exc)
+        return soft
+    log.info("open-file limit raised from %s to %s", soft, hard)
+    return hard
+
+
 async def run_ingest(settings: Settings) -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
+    open_files = raise_open_file_limit()
+    if settings.rtmp_max_connections > open_files // 2:
+        log.warning(
+            "NEBULA_RTMP_MAX_CONNECTIONS=%s is over half the open-file limit %s: sockets to "
+            "storage and the database may run out first",
+            settings.rtmp_max_connections,
+            open_files,
+        )
     loop = asyncio.get_running_loop()
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(IO_THREADS, "ingest-io"))
     store = ObjectStore.from_settings(settings)

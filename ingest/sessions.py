@@ -36,6 +36,10 @@ class PublishRefusedError(Exception):
     """The publish is refused; the message is what the publisher is told."""
 
 
+class UnknownStreamKeyError(PublishRefusedError):
+    """No stream has this key (as against a stream that exists but may not publish now)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PublishGrant:
     stream_id: uuid.UUID
@@ -72,7 +76,7 @@ def _publishable_stream(db: Session, stream_key: str, *, lock: bool) -> Stream:
     query = select(Stream).where(Stream.stream_key_hash == hash_stream_key(stream_key))
     stream = db.scalars(query.with_for_update() if lock else query).first()
     if stream is None or not key_matches(stream_key, stream.stream_key_hash):
-        raise PublishRefusedError("unknown stream key")
+        raise UnknownStreamKeyError("unknown stream key")
     if stream.status == StreamStatus.DISABLED:
         raise PublishRefusedError("stream is disabled")
     return stream

@@ -7,8 +7,11 @@ demuxed with `TsDemuxer` and pushed to its `Publication`, exactly like RTMP's me
 Authorisation happens twice. The listen callback (libsrt's handshake thread, before the
 connection exists) parses the stream id and checks the key against PostgreSQL: a wrong key,
 a disabled stream or a playback request is rejected with an SRT_REJX code the caller sees,
-and nothing is accepted. After accepting, `Publisher.begin` decides with the stream row
-locked, as for RTMP; a second publisher of a live stream is refused there and closed.
+and nothing is accepted. That thread is shared by every SRT connection, so the check is
+cheapest refusal first (`ingest.srt.key_gate`): a malformed key or one found unknown a
+moment ago is refused without a lookup, and so is any key while every lookup is busy.
+After accepting, `Publisher.begin` decides with the stream row locked, as for RTMP; a
+second publisher of a live stream is refused there and closed.
 
 How a publish ends. MPEG-TS carries no "unpublish" message, so the SRT connection itself
 tells: an encoder that stops sends SRT's shutdown, and the socket breaks while media is still
@@ -35,9 +38,9 @@ cannot report on a broken socket, so the end uses the last sample, at most a sec
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import ctypes
+import functools
 import logging
 import threading
 import time
@@ -50,9 +53,11 @@ from ingest import sessions
 from ingest.publication import Publication
 from ingest.publisher import Publisher
 from ingest.srt import libsrt
+from ingest.srt.key_gate import KeyGate, KeyRefusedError
 from ingest.srt.libsrt import EpollFlag, ErrorCode, ReceiveStats, RejectReason, SockOpt, SrtError
 from ingest.srt.streamid import StreamIdError, stream_key_from_stream_id
 from media.demux.mpegts import TsDemuxer
+from media.hls.segmenter import SegmentOverflowError
 from media.types import AccessUnit, AudioConfig, VideoConfig
 
 log = logging.getLogger(__name__)
@@ -81,6 +86,7 @@ class SrtPublisherConnection:
     pending: bytearray = field(default_factory=bytearray)
     stats: ReceiveStats | None = None
     reported: bool = False
+    drop_reason: str | None = None  # why we dropped the publisher, if we did
     # Decided when the socket broke, not after the drain (see `SrtListener._broken`).
     explicit_end: bool = False
     ended: asyncio.Future[bool] = field(
@@ -102,6 +108,8 @@ class SrtPublisherConnection:
                 for stream in demuxer.ignored_streams
             ],
         }
+        if self.drop_reason is not None:
+            report["warnings"].append(self.drop_reason)
         if self.stats is not None:
             report["srt"] = {
                 "packets_received": self.stats.packets_received,
@@ -122,7 +130,13 @@ class SrtListener:
         self._listener: int | None = None
         self._eid: int | None = None
         self._callback: object = None
-        self._key_checks = concurrent.futures.ThreadPoolExecutor(2, "srt-key-check")
+        self._key_gate = KeyGate(
+            functools.partial(sessions.check_publish_key, settings.database_url),
+            workers=settings.srt_key_check_workers,
+            timeout=settings.key_check_timeout_seconds,
+            cache_size=settings.srt_unknown_key_cache_size,
+            cache_seconds=settings.srt_unknown_key_cache_seconds,
+        )
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         # The epoll thread's own: broken sockets still being read, and until when.
@@ -157,15 +171,10 @@ class SrtListener:
     def _authorise(self, sock: int, peer: tuple[str, int], stream_id: str) -> int:
         """The listen callback: 0 lets the handshake complete, -1 rejects it."""
         try:
-            key = stream_key_from_stream_id(stream_id)
-            self._key_checks.submit(
-                sessions.check_publish_key, self.settings.database_url, key
-            ).result(self.settings.key_check_timeout_seconds)
+            self._key_gate.admit(stream_key_from_stream_id(stream_id))
             return 0
-        except StreamIdError as exc:
+        except (StreamIdError, KeyRefusedError) as exc:
             reason, why = exc.reason, str(exc)
-        except sessions.PublishRefusedError as exc:
-            reason, why = RejectReason.FORBIDDEN, str(exc)
         except Exception:
             log.exception("srt %s: key check failed", peer)
             reason, why = RejectReason.ISE, "key check failed or timed out"
@@ -273,6 +282,8 @@ class SrtListener:
         if conn is None:
             return
         conn.last_data = asyncio.get_running_loop().time()
+        if conn.ended.done():  # dropped: what it sends until the socket closes is ignored
+            return
         if conn.publication is None:
             if len(conn.pending) + len(data) <= MAX_PENDING_BYTES:
                 conn.pending += data
@@ -291,6 +302,17 @@ class SrtListener:
         assert conn.publication is not None
         try:
             conn.publication.push(items, received)
+        except SegmentOverflowError as exc:
+            # No keyframe for far too long: the publisher is dropped, and the session says why.
+            reason = f"the publisher was dropped: {exc}"
+            log.warning(
+                "srt %s: publisher of stream %s dropped: %s",
+                conn.peer,
+                conn.publication.grant.stream_id,
+                exc,
+            )
+            conn.drop_reason = reason
+            conn.end(explicit=False)
         except Exception:
             # The demuxer only emits what the packager takes; should that ever fail, the
             # media in this chunk is lost but the session goes on.
@@ -407,7 +429,7 @@ class SrtListener:
             _close_quietly(self._listener)
         if self._eid is not None:
             libsrt.epoll_release(self._eid)
-        self._key_checks.shutdown(wait=False, cancel_futures=True)
+        self._key_gate.shutdown()
 
 
 def _close_quietly(sock: int) -> None:

@@ -11,7 +11,16 @@ import struct
 from typing import NamedTuple
 
 from ingest.rtmp.errors import ChunkStreamError, LimitExceededError
-from ingest.rtmp.messages import ABORT, COMMAND_AMF0, COMMAND_AMF3, SET_CHUNK_SIZE
+from ingest.rtmp.messages import (
+    ABORT,
+    COMMAND_AMF0,
+    COMMAND_AMF3,
+    DATA_AMF0,
+    DATA_AMF3,
+    SET_CHUNK_SIZE,
+    SHARED_OBJECT_AMF0,
+    SHARED_OBJECT_AMF3,
+)
 
 DEFAULT_CHUNK_SIZE = 128  # every RTMP peer starts at 128 until Set Chunk Size
 DEFAULT_MAX_CHUNK_SIZE = 65536
@@ -25,6 +34,10 @@ EXTENDED_TIMESTAMP = 0xFFFFFF
 
 _CHUNK_LAYER_TYPES = frozenset((SET_CHUNK_SIZE, ABORT))  # applied inside the reader
 _COMMAND_TYPES = frozenset((COMMAND_AMF0, COMMAND_AMF3))
+# Messages decoded as AMF (or ignored shared objects): what `max_amf_message_size` bounds.
+_AMF_TYPES = frozenset(
+    (COMMAND_AMF0, COMMAND_AMF3, DATA_AMF0, DATA_AMF3, SHARED_OBJECT_AMF0, SHARED_OBJECT_AMF3)
+)
 
 _U32 = struct.Struct(">I").unpack_from
 _U32_LE = struct.Struct("<I").unpack_from
@@ -72,6 +85,11 @@ class ChunkReader:
 
     Set Chunk Size and Abort take effect inside the reader (the chunks after them depend
     on it); they are still returned so the caller can see them.
+
+    ``max_amf_message_size`` bounds command, data and shared object messages apart from
+    media (``max_message_size``); the connection keeps it small until a publish is accepted,
+    so an unauthenticated peer cannot have megabytes of AMF decoded. Both are checked on a
+    message's first header, before any of its payload is held.
     """
 
     def __init__(
@@ -88,6 +106,8 @@ class ChunkReader:
         self.max_message_size = max_message_size
         self.max_chunk_streams = max_chunk_streams
         self.max_pending_bytes = max_pending_bytes
+        self.max_amf_message_size = max_message_size
+        self.amf_limit_context = ""  # said after the limit in the error, e.g. "before publish"
         self._streams: dict[int, _ChunkStream] = {}
         self._pending_bytes = 0  # declared sizes of the messages still being reassembled
 
@@ -232,6 +252,13 @@ class ChunkReader:
                         p += 4
                     timestamp = (state.timestamp + delta) & 0xFFFFFFFF
 
+                if length > self.max_amf_message_size and type_id in _AMF_TYPES:
+                    raise LimitExceededError(
+                        f"AMF message (type {type_id}) larger than the limit",
+                        value=length,
+                        expected=f"at most {self.max_amf_message_size} bytes"
+                        f"{self.amf_limit_context}",
+                    )
                 if length > self.max_message_size:
                     raise LimitExceededError(
                         "message larger than the limit",

@@ -82,6 +82,9 @@ from ingest.rtmp.messages import (
 )
 
 DEFAULT_MAX_RECEIVE_BUFFER = 1024 * 1024
+# Largest command or data message before a publish is accepted: connect, createStream and
+# publish are a few hundred bytes; an unauthenticated peer gets no more decoded than this.
+DEFAULT_MAX_PREPUBLISH_AMF_SIZE = 64 * 1024
 DEFAULT_OUT_CHUNK_SIZE = 4096
 DEFAULT_WINDOW_ACK_SIZE = 5_000_000  # what nginx-rtmp announces
 
@@ -108,6 +111,7 @@ class ServerConnection:
         max_chunk_streams: int = DEFAULT_MAX_CHUNK_STREAMS,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         max_receive_buffer: int = DEFAULT_MAX_RECEIVE_BUFFER,
+        max_prepublish_amf_size: int = DEFAULT_MAX_PREPUBLISH_AMF_SIZE,
         out_chunk_size: int = DEFAULT_OUT_CHUNK_SIZE,
         window_ack_size: int = DEFAULT_WINDOW_ACK_SIZE,
         random_bytes: Callable[[int], bytes] = os.urandom,
@@ -127,6 +131,9 @@ class ServerConnection:
             max_chunk_streams=max_chunk_streams,
             max_pending_bytes=max_pending_bytes,
         )
+        self._reader.max_amf_message_size = min(max_prepublish_amf_size, max_message_size)
+        self._reader.amf_limit_context = " before a publish is accepted"
+        self._max_message_size = max_message_size
         self._handshake = ServerHandshake(random_bytes)
         self._writer = ChunkWriter(DEFAULT_CHUNK_SIZE)
         self._out_chunk_size = out_chunk_size
@@ -231,6 +238,8 @@ class ServerConnection:
         if request is None:
             return
         self._publishing = True
+        self._reader.max_amf_message_size = self._max_message_size
+        self._reader.amf_limit_context = ""
         stream_id = self.publish_stream_id or 0
         self._send_control(USER_CONTROL, user_control_payload(STREAM_BEGIN, stream_id))
         self._send_status(
@@ -265,6 +274,19 @@ class ServerConnection:
                 self.publish_stream_id or 0, "status", "NetStream.Unpublish.Success", description
             )
         events = self._end_publish("closed by server")
+        self._close_input()
+        return events
+
+    def fail(self, description: str) -> list[Event]:
+        """Drop a live publisher for what it sent (unreadable media, timestamps that cannot
+        be placed): sends NetStream.Failed at level error, which FFmpeg prints as "Server
+        error: <description>", and closes. Returns ``PublishEnded`` like ``close``."""
+        if self._closed:
+            return []
+        self._awaiting_decision = False
+        if self._publishing and not self._publish_over:
+            self._send_status(self.publish_stream_id or 0, "error", "NetStream.Failed", description)
+        events = self._end_publish("failed")
         self._close_input()
         return events
 

@@ -4,6 +4,12 @@ RTMP audio and video message payloads are FLV tag bodies, so `FlvDemuxer` serves
 RTMP core (one message in, events out) and `.flv` files read with `iter_flv_tags`.
 Only H.264 (codec id 7) and AAC (sound format 10) are supported; anything else is refused
 with `UnsupportedCodecError` naming the codec so the publisher can be told why.
+
+Timestamps are 32-bit milliseconds and wrap after 49.7 days; media timestamps (both tracks
+share one clock) are unwrapped onto one monotonic timeline, and a jump of more than
+`MAX_TIMESTAMP_JUMP_MS` (an encoder restarting its clock) continues `RESTART_GAP_MS` later,
+as for MPEG-TS (`media.demux.timestamps`). A smaller step back is passed on as it is: the
+segmenter refuses a video decode time that does not increase.
 """
 
 from __future__ import annotations
@@ -14,9 +20,15 @@ from enum import IntEnum
 
 from media.codecs.aac import AacError, parse_asc
 from media.codecs.h264 import H264Error, join_avcc, split_avcc, video_config_from_avcc
+from media.demux.timestamps import TimestampUnwrapper
 from media.types import AccessUnit, AudioConfig, TrackKind, VideoConfig
 
 MS_TO_CLOCK = 90  # 90 kHz ticks per millisecond
+TIMESTAMP_MODULUS_MS = 1 << 32
+# Consecutive media timestamps of one clock (across tracks) never differ by this much.
+MAX_TIMESTAMP_JUMP_MS = 10_000
+# Where a restarted clock continues: later than any B-frame reordering delay.
+RESTART_GAP_MS = 500
 
 
 class DemuxError(ValueError):
@@ -79,6 +91,14 @@ class FlvDemuxer:
         self.video_config: VideoConfig | None = None
         self.audio_config: AudioConfig | None = None
         self._nal_length_size = 4
+        self._clock = TimestampUnwrapper(
+            TIMESTAMP_MODULUS_MS, max_jump=MAX_TIMESTAMP_JUMP_MS, restart_gap=RESTART_GAP_MS
+        )
+
+    @property
+    def clock_restarts(self) -> int:
+        """Media timestamp jumps taken as the encoder restarting its clock."""
+        return self._clock.jumps
 
     def video(self, timestamp_ms: int, payload: bytes) -> list[AccessUnit | VideoConfig]:
         """One video tag body: [VideoConfig] for a sequence header, [AccessUnit] for NALUs."""
@@ -120,6 +140,7 @@ class FlvDemuxer:
         except H264Error as exc:
             raise DemuxError(f"AVC NALU packet at {timestamp_ms} ms: {exc}") from exc
         data = body if self._nal_length_size == 4 else join_avcc(nalus)
+        timestamp_ms = self._clock.unwrap(timestamp_ms)
         return [
             AccessUnit(
                 kind=TrackKind.VIDEO,
@@ -173,7 +194,7 @@ class FlvDemuxer:
             raise DemuxError(f"AACPacketType is {packet_type}; expected 0 or 1")
         if not body:
             return []
-        timestamp = timestamp_ms * MS_TO_CLOCK
+        timestamp = self._clock.unwrap(timestamp_ms) * MS_TO_CLOCK
         return [AccessUnit(TrackKind.AUDIO, timestamp, timestamp, True, body)]
 
 

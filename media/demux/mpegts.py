@@ -57,6 +57,7 @@ from enum import IntEnum, StrEnum
 from media.codecs import hevc
 from media.codecs.aac import AacError, audio_config_from_adts, parse_adts_header
 from media.codecs.h264 import H264Error, build_avcc, join_avcc, split_annexb, video_config_from_avcc
+from media.demux.timestamps import TimestampUnwrapper
 from media.types import CLOCK_HZ, AccessUnit, AudioConfig, TrackKind, VideoConfig
 
 PACKET_SIZE = 188
@@ -138,35 +139,6 @@ def mpeg_crc32(data: bytes) -> int:
     return crc
 
 
-class TimestampUnwrapper:
-    """33-bit PTS/DTS to one monotonic integer timeline: each value is placed nearest the
-    previous one (within half the modulus), so a wrap adds 2**33 instead of jumping back.
-
-    A jump of more than `MAX_TIMESTAMP_JUMP_TICKS` either way is an encoder restarting its
-    clock (or a spliced feed): the timeline continues `RESTART_GAP_TICKS` after where it was
-    instead, so the packager never sees time run backwards or leap ahead.
-    """
-
-    def __init__(self) -> None:
-        self._last_raw: int | None = None
-        self._last = 0
-        self.jumps = 0
-
-    def unwrap(self, raw: int) -> int:
-        if self._last_raw is None:
-            self._last_raw = self._last = raw
-            return raw
-        delta = (raw - self._last_raw) % TIMESTAMP_MODULUS
-        if delta >= TIMESTAMP_MODULUS // 2:
-            delta -= TIMESTAMP_MODULUS
-        if abs(delta) > MAX_TIMESTAMP_JUMP_TICKS:
-            self.jumps += 1
-            delta = RESTART_GAP_TICKS
-        self._last_raw = raw
-        self._last += delta
-        return self._last
-
-
 @dataclass(slots=True)
 class _Pes:
     """A PES being reassembled from TS packet payloads."""
@@ -207,7 +179,9 @@ class TsDemuxer:
         self._pmt_version: int | None = None
         self._sections: dict[int, bytearray] = {}
         self._tracks: dict[int, _Track] = {}
-        self._clock = TimestampUnwrapper()
+        self._clock = TimestampUnwrapper(
+            TIMESTAMP_MODULUS, max_jump=MAX_TIMESTAMP_JUMP_TICKS, restart_gap=RESTART_GAP_TICKS
+        )
         self._order = itertools.count()
         self._released_unit = False
         # The PID of the last elementary stream packet: whether the last PES was followed.

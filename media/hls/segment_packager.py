@@ -75,6 +75,9 @@ class SegmentPackager:
     init_index: int = 0
     discontinuity: bool = False
     target_duration: int | None = None
+    # Bounds of the open segment (`Segmenter`): target durations and bytes; None: unbounded.
+    max_open_targets: float | None = None
+    max_open_bytes: int | None = None
     video: VideoConfig | None = None
     audio: AudioConfig | None = None
     _segmenter: Segmenter | None = None
@@ -168,6 +171,10 @@ class SegmentPackager:
             max_duration_ticks=max_segment_ticks(
                 self.target_duration or presentation_target_duration(self.target_seconds, 0.0)
             ),
+            max_open_ticks=None
+            if self.max_open_targets is None
+            else round(self.max_open_targets * self.target_seconds * CLOCK_HZ),
+            max_open_bytes=self.max_open_bytes,
         )
         if self.discontinuity:
             self._segmenter.mark_discontinuity()

@@ -25,6 +25,13 @@ Rules (with video):
   its first, and that keyframe opens the next one. An encoder whose keyframes are further
   apart than the limit leaves no such keyframe; its segments run as long as the GOP.
 * Audio never triggers a cut; it joins the open segment in arrival order.
+* Video decode times must increase (a repeated or earlier one is refused with
+  `SegmenterError`), so every frame lasts at least one tick.
+* The open segment is bounded (``max_open_ticks``, ``max_open_bytes``): a publisher that
+  sends no keyframe (or only further apart than the bound) would otherwise grow it without
+  end. A unit that would take it past either bound raises `SegmentOverflowError`, and the
+  open segment is discarded: it could never be listed (its EXTINF would be far above any
+  target duration), and its memory is freed at once. The next segment waits for a keyframe.
 
 Without video (``has_video=False``) audio is the leading track: the first audio unit opens
 the first segment and a segment closes at the first audio unit reaching the target.
@@ -40,6 +47,7 @@ __all__ = [
     "GopStats",
     "PartClosed",
     "SegmentClosed",
+    "SegmentOverflowError",
     "Segmenter",
     "SegmenterError",
     "SegmenterEvent",
@@ -48,6 +56,10 @@ __all__ = [
 
 class SegmenterError(ValueError):
     """Input the segmenter cannot place (a timestamp going backwards, a bad end time)."""
+
+
+class SegmentOverflowError(SegmenterError):
+    """The open segment would pass its duration or size bound (no keyframe came to cut it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +154,11 @@ class Segmenter:
         "_lead",
         "_lead_delta",
         "_max_duration",
+        "_max_open_bytes",
+        "_max_open_ticks",
         "_next_sequence",
         "_open",
+        "_open_bytes",
         "_part_cap",
         "_part_independent",
         "_part_index",
@@ -169,6 +184,8 @@ class Segmenter:
         part_target_ticks: int | None = None,
         first_sequence: int = 0,
         max_duration_ticks: int | None = None,
+        max_open_ticks: int | None = None,
+        max_open_bytes: int | None = None,
     ) -> None:
         if target_ticks <= 0:
             raise ValueError(f"target_ticks must be positive, got {target_ticks}")
@@ -184,7 +201,16 @@ class Segmenter:
                 "max_duration_ticks cannot be combined with parts: a part already published"
                 " cannot move into the next segment"
             )
+        if max_open_ticks is not None and max_open_ticks < target_ticks:
+            raise ValueError(
+                f"max_open_ticks must be at least the target {target_ticks}, got {max_open_ticks}"
+            )
+        if max_open_bytes is not None and max_open_bytes <= 0:
+            raise ValueError(f"max_open_bytes must be positive, got {max_open_bytes}")
         self._target = target_ticks
+        self._max_open_ticks = max_open_ticks
+        self._max_open_bytes = max_open_bytes
+        self._open_bytes = 0
         self._max_duration: int | None = None
         self.max_duration_ticks = max_duration_ticks
         self._target_cap = target_ticks // 4
@@ -242,7 +268,7 @@ class Segmenter:
         """Add one access unit; returns the parts and segment it closed, usually nothing."""
         if au.kind is not self._lead:
             if self._open and au.dts >= self._timeline_start:
-                self._aus.append(au)
+                self._append(au)
             else:
                 self.dropped_before_keyframe += 1
             return []
@@ -262,6 +288,10 @@ class Segmenter:
             raise SegmenterError(
                 f"{self._lead.value} dts went backwards from {self._last_lead_dts} to {dts};"
                 " call flush() or mark_discontinuity() before restarting timestamps"
+            )
+        if delta == 0 and self._has_video:
+            raise SegmenterError(
+                f"video dts {dts} repeated; each frame needs a later decode time than the last"
             )
         if delta:
             self._lead_delta = delta
@@ -295,9 +325,9 @@ class Segmenter:
                 self._part_start_dts = dts
                 self._part_start_idx = len(self._aus)
                 self._part_independent = au.keyframe or not self._has_video
-                self._aus.append(au)
+                self._append(au)
                 return [part]
-        self._aus.append(au)
+        self._append(au)
         return events
 
     def flush(self, end_dts: int | None = None) -> list[SegmenterEvent]:
@@ -336,6 +366,26 @@ class Segmenter:
 
     # internals
 
+    def _append(self, au: AccessUnit) -> None:
+        """Add a unit to the open segment, within its bounds (see the module doc)."""
+        held = au.dts - self._seg_start
+        size = self._open_bytes + len(au.data)
+        limit = self._max_open_ticks
+        if limit is not None and held > limit:
+            what = f"{held / CLOCK_HZ:.2f} s, over the limit of {limit / CLOCK_HZ:.1f} s"
+        elif self._max_open_bytes is not None and size > self._max_open_bytes:
+            what = f"{size} bytes, over the limit of {self._max_open_bytes} bytes"
+        else:
+            self._aus.append(au)
+            self._open_bytes = size
+            return
+        units = len(self._aus)
+        self._forget_timeline()
+        raise SegmentOverflowError(
+            f"no keyframe to cut at: the open segment would hold {what} "
+            f"(since dts {self._seg_start}); its {units} units are discarded"
+        )
+
     def _note_keyframe(self, dts: int) -> None:
         last = self._last_keyframe_dts
         if last is not None and dts > last:
@@ -350,6 +400,7 @@ class Segmenter:
             self._timeline_start = dts
         self._open = True
         self._aus = [au]
+        self._open_bytes = len(au.data)
         self._seg_start = dts
         self._seg_start_pts = au.pts
         self._seg_keyframes = 1 if self._has_video else 0
@@ -380,6 +431,7 @@ class Segmenter:
             return []
         index, start, start_pts = inner
         head, self._aus = self._aus[:index], self._aus[index:]
+        self._open_bytes = sum(len(unit.data) for unit in self._aus)
         closed = SegmentClosed(
             sequence=self._next_sequence,
             start_dts=self._seg_start,
@@ -421,6 +473,7 @@ class Segmenter:
     def _forget_timeline(self) -> None:
         self._open = False
         self._aus = []
+        self._open_bytes = 0
         self._last_keyframe_dts = None
         self._timeline_start = None
         self._inner_keyframe = None

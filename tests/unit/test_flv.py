@@ -175,6 +175,49 @@ def test_negative_composition_time_is_read_as_signed_24_bit():
     assert (unit.dts, unit.pts, unit.keyframe) == (90_000, 89_100, False)
 
 
+NALU = b"\x00\x00\x00\x02\x41\x9a"
+AAC_RAW_FRAME = b"\xaf\x01\x21\x00"
+
+
+def _video_dts_ms(demuxer: FlvDemuxer, stamps: list[int]) -> list[int]:
+    return [demuxer.video(ms, b"\x27\x01\x00\x00\x00" + NALU)[0].dts // 90 for ms in stamps]
+
+
+def test_the_32_bit_millisecond_wrap_continues_the_timeline_for_both_tracks():
+    demuxer = FlvDemuxer()
+    near_wrap = (1 << 32) - 40
+    assert _video_dts_ms(demuxer, [near_wrap, near_wrap + 33]) == [near_wrap, near_wrap + 33]
+    [sound] = demuxer.audio(10, AAC_RAW_FRAME)  # 2**32 + 10: after the wrap
+    assert sound.dts == ((1 << 32) + 10) * 90
+    assert _video_dts_ms(demuxer, [27]) == [(1 << 32) + 27]
+    assert demuxer.clock_restarts == 0
+
+
+def test_a_timestamp_jump_continues_half_a_second_later_and_is_counted():
+    demuxer = FlvDemuxer()
+    assert _video_dts_ms(demuxer, [1000, 1033, 900_000_000, 900_000_033, 5]) == [
+        1000,
+        1033,
+        1533,
+        1566,
+        2066,
+    ]
+    assert demuxer.clock_restarts == 2
+
+
+def test_a_small_step_back_is_passed_on_for_the_segmenter_to_judge():
+    demuxer = FlvDemuxer()
+    assert _video_dts_ms(demuxer, [5000, 4000]) == [5000, 4000]
+
+
+def test_sequence_headers_do_not_move_the_media_clock():
+    demuxer = FlvDemuxer()
+    assert _video_dts_ms(demuxer, [3_000_000]) == [3_000_000]
+    demuxer.video(0, b"\x17\x00\x00\x00\x00" + AVCC)  # a new header stamped 0
+    assert _video_dts_ms(demuxer, [3_000_033]) == [3_000_033]
+    assert demuxer.clock_restarts == 0
+
+
 def test_two_byte_nal_lengths_are_rewritten_to_four_in_config_and_units():
     demuxer = FlvDemuxer()
     short = AVCC[:4] + b"\xfd" + AVCC[5:]

@@ -12,14 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from media.demux.mpegts import (
+    MAX_TIMESTAMP_JUMP_TICKS,
     PACKET_SIZE,
     RESTART_GAP_TICKS,
     TIMESTAMP_MODULUS,
     DropReason,
-    TimestampUnwrapper,
     TsDemuxer,
     mpeg_crc32,
 )
+from media.demux.timestamps import TimestampUnwrapper
 from media.types import AccessUnit, AudioConfig, TrackKind, VideoCodec, VideoConfig
 from tests.media import make_ts_source
 
@@ -163,8 +164,14 @@ def test_timestamps_across_the_33_bit_wrap_continue_on_one_timeline(wrap_ts: Pat
     assert demuxer.drops == {}
 
 
+def _ts_clock() -> TimestampUnwrapper:
+    return TimestampUnwrapper(
+        TIMESTAMP_MODULUS, max_jump=MAX_TIMESTAMP_JUMP_TICKS, restart_gap=RESTART_GAP_TICKS
+    )
+
+
 def test_the_unwrapper_places_each_value_nearest_the_previous_one() -> None:
-    unwrapper = TimestampUnwrapper()
+    unwrapper = _ts_clock()
     near_end = TIMESTAMP_MODULUS - 3000
     assert unwrapper.unwrap(near_end) == near_end
     assert unwrapper.unwrap(500) == TIMESTAMP_MODULUS + 500
@@ -173,7 +180,7 @@ def test_the_unwrapper_places_each_value_nearest_the_previous_one() -> None:
 
 
 def test_a_clock_jump_continues_the_timeline_half_a_second_later() -> None:
-    unwrapper = TimestampUnwrapper()
+    unwrapper = _ts_clock()
     assert [unwrapper.unwrap(v) for v in (90_000, 93_000, 50_000_000, 50_003_000, 100)] == [
         90_000,
         93_000,

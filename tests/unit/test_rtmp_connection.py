@@ -6,6 +6,7 @@ from ingest.rtmp import (
     DEFAULT_OUT_CHUNK_SIZE,
     AudioMessage,
     CommandError,
+    LimitExceededError,
     PublishEnded,
     PublishRequested,
     ServerConnection,
@@ -293,3 +294,43 @@ def test_metadata_keeps_only_finite_numbers_and_short_strings():
     # Only the two safe entries survive; NaN, infinity, the 257-char string and the nested
     # object are gone, so nothing downstream sees them.
     assert events == [StreamMetadata({"width": 640.0, "encoder": "x" * 256})]
+
+
+def _header_only(type_id: int, length: int) -> bytes:
+    """The first chunk's header of a message of `length` bytes, without its payload: the
+    limit must bite before the payload is held."""
+    return chunk(0, 3, b"", length=length, type_id=type_id)
+
+
+@pytest.mark.parametrize("type_id", [20, 17, 18, 15])
+def test_a_command_or_data_message_over_64_kib_before_publish_closes_the_connection(type_id):
+    conn = connected()
+    with pytest.raises(LimitExceededError) as caught:
+        conn.receive_data(_header_only(type_id, 64 * 1024 + 1))
+    assert caught.value.value == 64 * 1024 + 1
+    assert "at most 65536 bytes before a publish is accepted" in str(caught.value)
+    assert conn.closed
+
+
+def test_a_command_of_64_kib_before_publish_is_still_read():
+    conn = connected()
+    big = command("releaseStream", 2.0, None, "k" * (64 * 1024 - 40))
+    assert len(big) <= 64 * 1024
+    conn.receive_data(message_chunks(3, 20, big))
+    assert not conn.closed
+
+
+def test_after_the_publish_is_accepted_data_messages_may_be_larger_again():
+    conn, _ = publishing()
+    values = {"width": 1280.0, "pad": "x" * 100_000}
+    big = amf0.encode_values("@setDataFrame", "onMetaData", values)
+    assert len(big) > 64 * 1024
+    events = conn.receive_data(message_chunks(4, 18, big, stream_id=1))
+    assert events == [StreamMetadata({"width": 1280.0})]
+    assert not conn.closed
+
+
+def test_the_pre_publish_limit_never_exceeds_the_message_limit():
+    conn = connected(ServerConnection(max_message_size=2048))
+    with pytest.raises(LimitExceededError):
+        conn.receive_data(_header_only(20, 4096))

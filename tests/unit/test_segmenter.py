@@ -15,6 +15,7 @@ from media.hls.segmenter import (
     Segmenter,
     SegmenterError,
     SegmenterEvent,
+    SegmentOverflowError,
 )
 from media.hls.target_duration import max_segment_ticks
 from media.types import CLOCK_HZ, AccessUnit, TrackKind
@@ -260,6 +261,57 @@ def test_video_timestamps_going_backwards_are_refused_with_the_offending_values(
         seg.push(video(0, keyframe=True))
 
 
+def test_a_repeated_video_dts_is_refused_and_leaves_the_segment_intact() -> None:
+    seg = Segmenter(TWO_SECONDS, has_video=True)
+    seg.push(video(0, keyframe=True))
+    seg.push(video(3000))
+    with pytest.raises(SegmenterError, match="video dts 3000 repeated"):
+        seg.push(video(3000))
+    [closed] = segments_of(seg.flush())
+    assert [au.dts for au in closed.access_units] == [0, 3000]
+
+
+def test_an_audio_only_stream_may_repeat_a_timestamp() -> None:
+    seg = Segmenter(TWO_SECONDS, has_video=False)
+    assert run(seg, [audio(0), audio(0), audio(1920)])[0].access_units[1].dts == 0
+
+
+def test_a_stream_without_keyframes_overflows_at_the_duration_bound_and_frees_it() -> None:
+    seg = Segmenter(TWO_SECONDS, has_video=True, max_open_ticks=10 * TWO_SECONDS)
+    seg.push(video(0, keyframe=True))
+    frames = [video(n * 3000) for n in range(1, 600 + 1)]  # 20 s at 30 fps, no keyframe
+    for au in frames:
+        assert seg.push(au) == []
+        seg.push(audio(au.dts))
+    with pytest.raises(SegmentOverflowError) as caught:
+        seg.push(video(601 * 3000))
+    message = str(caught.value)
+    assert "20.03 s, over the limit of 20.0 s" in message
+    assert "1201 units are discarded" in message
+    assert seg.flush() == []  # nothing held any more
+    # The next keyframe starts again; sequence numbers continue.
+    [closed] = segments_of(run(seg, [video(700 * 3000, keyframe=True), video(701 * 3000)]))
+    assert closed.sequence == 0 and closed.start_dts == 700 * 3000
+
+
+def test_audio_piling_up_behind_a_stalled_video_track_overflows_too() -> None:
+    seg = Segmenter(TWO_SECONDS, has_video=True, max_open_ticks=3 * TWO_SECONDS)
+    seg.push(video(0, keyframe=True))
+    with pytest.raises(SegmentOverflowError, match="over the limit of 6.0 s"):
+        for n in range(1, 1000):
+            seg.push(audio(n * 1920))
+
+
+def test_the_byte_bound_counts_what_the_open_segment_holds() -> None:
+    seg = Segmenter(TWO_SECONDS, has_video=True, max_open_bytes=1000)
+    big = [AccessUnit(V, n * 3000, n * 3000, n % 60 == 0, bytes(10)) for n in range(200)]
+    run(seg, big)  # 60 frames of 10 bytes per segment: well within
+    seg = Segmenter(TWO_SECONDS, has_video=True, max_open_bytes=1000)
+    seg.push(AccessUnit(V, 0, 0, True, bytes(600)))
+    with pytest.raises(SegmentOverflowError, match="1200 bytes, over the limit of 1000 bytes"):
+        seg.push(AccessUnit(V, 3000, 3000, False, bytes(600)))
+
+
 def test_after_mark_discontinuity_the_next_segment_is_flagged_and_sequences_continue() -> None:
     seg = Segmenter(TWO_SECONDS, has_video=True, first_sequence=40)
     first = run(seg, flv_ms_30fps(120, keyint=60))
@@ -388,7 +440,7 @@ def test_closed_segments_tile_the_input_exactly(
 ) -> None:
     aus, dts = [], 0
     for kind, increment, keyframe in steps:
-        dts += increment
+        dts += max(increment, 1) if kind is V else increment  # video dts must increase
         aus.append(AccessUnit(kind, dts, dts, keyframe, b""))
     part_target = None if part_divisor is None else max(1, target // part_divisor)
     limit = None if limit_factor is None or part_target else round(target * limit_factor)

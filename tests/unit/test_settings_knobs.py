@@ -18,6 +18,7 @@ RTMP_LIMITS = {
     "max_chunk_streams": "rtmp_max_chunk_streams",
     "max_pending_bytes": "rtmp_max_pending_bytes",
     "max_receive_buffer": "rtmp_max_receive_buffer_bytes",
+    "max_prepublish_amf_size": "rtmp_max_prepublish_amf_bytes",
     "out_chunk_size": "rtmp_out_chunk_bytes",
     "window_ack_size": "rtmp_window_ack_bytes",
 }
