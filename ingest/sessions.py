@@ -112,14 +112,10 @@ def open_publish(
         ).all()
         resumable = None
         for session in current:
-            stale = session.heartbeat_at and at - session.heartbeat_at > timedelta(
-                seconds=HEARTBEAT_STALE_SECONDS
-            )
-            if session.disconnected_at is None and not stale:
-                raise PublishRefusedError("stream is already being published")
-            within_grace = session.disconnected_at and at - session.disconnected_at <= timedelta(
-                seconds=grace_seconds
-            )
+            gone_at = _publisher_gone_at(session)
+            if gone_at is None or gone_at > at:
+                raise PublishRefusedError(_already_published(session, at))
+            within_grace = at - gone_at <= timedelta(seconds=grace_seconds)
             if within_grace and resumable is None:
                 resumable = session
             else:
@@ -158,6 +154,26 @@ def open_publish(
             discontinuity=joins,
             target_duration=stream.target_duration,
         )
+
+
+def _publisher_gone_at(session: LiveSession) -> datetime | None:
+    """When the session's publisher left, for its grace window: when it dropped, or, if
+    its ingest died holding it, when that shows (its heartbeat a stale period old); None
+    for a session no heartbeat ever came for."""
+    if session.disconnected_at is not None:
+        return session.disconnected_at
+    if session.heartbeat_at is None:
+        return None
+    return session.heartbeat_at + timedelta(seconds=HEARTBEAT_STALE_SECONDS)
+
+
+def _already_published(session: LiveSession, at: datetime) -> str:
+    seconds = (at - session.heartbeat_at).total_seconds() if session.heartbeat_at else 0.0
+    wait = max(0.0, HEARTBEAT_STALE_SECONDS - seconds)
+    return (
+        f"stream is already being published (its ingest reported it {seconds:.0f} s ago; if "
+        f"that ingest stopped, a publish in {wait:.0f} s continues the session)"
+    )
 
 
 def _presentation_open(db: Session, stream: Stream, at: datetime, hold_seconds: float) -> bool:
@@ -243,8 +259,8 @@ def end_expired_sessions(
     at = now()
     grace_cut = at - timedelta(seconds=grace_seconds)
     expired_condition = LiveSession.disconnected_at <= grace_cut
-    if judge_stale:
-        stale_cut = at - timedelta(seconds=HEARTBEAT_STALE_SECONDS)
+    if judge_stale:  # its ingest died: the grace window runs from when that shows
+        stale_cut = grace_cut - timedelta(seconds=HEARTBEAT_STALE_SECONDS)
         expired_condition |= LiveSession.disconnected_at.is_(None) & (
             LiveSession.heartbeat_at <= stale_cut
         )

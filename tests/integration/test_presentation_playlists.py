@@ -382,6 +382,15 @@ def test_a_session_whose_ingest_died_gets_gaps_once_its_heartbeat_is_stale(
     assert back.discontinuity and back.first_sequence == 3 + len(gaps)
 
 
+def _age_heartbeat(settings: Settings, session_id: uuid.UUID, seconds: float) -> None:
+    with session_scope(settings.database_url) as db:
+        db.execute(
+            update(LiveSession)
+            .where(LiveSession.id == session_id)
+            .values(heartbeat_at=sessions.now() - timedelta(seconds=seconds))
+        )
+
+
 def test_a_stale_heartbeat_ends_a_session_unless_its_own_ingest_sweeps_or_the_database_was_away(
     api: TestClient, settings: Settings
 ) -> None:
@@ -389,12 +398,8 @@ def test_a_stale_heartbeat_ends_a_session_unless_its_own_ingest_sweeps_or_the_da
     grant = sessions.open_publish(
         settings.database_url, stream["stream_key"], "rtmp", GRACE, hold_seconds=HOLD
     )
-    with session_scope(settings.database_url) as db:
-        db.execute(
-            update(LiveSession)
-            .where(LiveSession.id == grant.session_id)
-            .values(heartbeat_at=sessions.now() - timedelta(minutes=1))
-        )
+    # Its ingest died: the heartbeat is a stale period old, and the grace window since.
+    _age_heartbeat(settings, grant.session_id, sessions.HEARTBEAT_STALE_SECONDS + GRACE + 1)
 
     def sweep(**judgement: object) -> list[uuid.UUID]:
         ended = sessions.end_expired_sessions(settings.database_url, GRACE, **judgement)
@@ -405,6 +410,37 @@ def test_a_stale_heartbeat_ends_a_session_unless_its_own_ingest_sweeps_or_the_da
     with session_scope(settings.database_url) as db:
         assert db.get(LiveSession, grant.session_id).status == "live"
     assert grant.session_id in sweep()
+    with session_scope(settings.database_url) as db:
+        assert db.get(LiveSession, grant.session_id).status == "ended"
+
+
+def test_a_publisher_back_after_its_ingest_died_continues_the_session_within_the_grace(
+    api: TestClient, settings: Settings
+) -> None:
+    """The grace window of a session whose ingest died runs from when that shows (its
+    heartbeat a stale period old); until then the stream still counts as published."""
+    stream = create_stream(api)
+    grant = sessions.open_publish(
+        settings.database_url, stream["stream_key"], "rtmp", GRACE, hold_seconds=HOLD
+    )
+
+    def publish_again() -> sessions.PublishGrant:
+        return sessions.open_publish(
+            settings.database_url, stream["stream_key"], "rtmp", GRACE, hold_seconds=HOLD
+        )
+
+    _age_heartbeat(settings, grant.session_id, sessions.HEARTBEAT_STALE_SECONDS - 3)
+    with pytest.raises(sessions.PublishRefusedError, match=r"a publish in 3 s continues"):
+        publish_again()
+    _age_heartbeat(settings, grant.session_id, sessions.HEARTBEAT_STALE_SECONDS + 1)
+    assert sessions.end_expired_sessions(settings.database_url, GRACE) == []  # in its grace
+    back = publish_again()
+    assert (back.session_id, back.resumed, back.discontinuity) == (grant.session_id, True, True)
+
+    # Back only after the grace window: a new session.
+    _age_heartbeat(settings, back.session_id, sessions.HEARTBEAT_STALE_SECONDS + GRACE + 1)
+    late = publish_again()
+    assert late.session_id != grant.session_id and not late.resumed
     with session_scope(settings.database_url) as db:
         assert db.get(LiveSession, grant.session_id).status == "ended"
 
