@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import select
+import shutil
 import socket
 import statistics
 import sys
@@ -148,8 +149,10 @@ def _own_api(stack: ExitStack) -> tuple[str, str]:
     database_url = stack.enter_context(fresh_database())
     upgrade(database_url)
     s3 = stack.enter_context(s3_server())
+    data_dir = Path(tempfile.mkdtemp(prefix="nebula-bench-api-"))
+    stack.callback(shutil.rmtree, data_dir, ignore_errors=True)
     settings = Settings(
-        data_dir=Path(tempfile.mkdtemp(prefix="nebula-bench-api-")),
+        data_dir=data_dir,
         bind_host="127.0.0.1",
         http_port=free_port(),
         database_url=database_url,
