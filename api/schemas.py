@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from core.models import LiveSession, SessionStatus, Stream, StreamStatus, Upload, UploadStatus
 from core.settings import Settings
 from media.hls.target_duration import max_segment_ticks
-from media.ladder import NAME_PATTERN, SOURCE, parse_ladder
+from media.ladder import SOURCE, parse_ladder
 from media.types import CLOCK_HZ
 from packager.keys import recording_path
 from packager.ladder_rows import quality_order
@@ -24,13 +24,6 @@ GOP_WARNING_FACTOR = 1.5
 def _valid_ladder(value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     if value is not None:
         parse_ladder(value)
-        # parse_ladder matches names with `$`, which lets "720p\n" through into playlists.
-        for index, rung in enumerate(value):
-            if not NAME_PATTERN.fullmatch(rung["name"]):
-                raise ValueError(
-                    f"ladder[{index}].name must be 1-32 lowercase letters or digits, "
-                    f"got {rung['name']!r}"
-                )
     return value
 
 

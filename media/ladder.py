@@ -119,7 +119,7 @@ def parse_ladder(data: Any) -> list[Rung]:
                 f"{where} must have exactly the keys {sorted(_KEYS)}, got {sorted(item)}"
             )
         name, height, bitrate = item["name"], item["height"], item["bitrate"]
-        if not isinstance(name, str) or not NAME_PATTERN.match(name) or name == SOURCE:
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name == SOURCE:
             raise ValueError(
                 f"{where}.name must be 1-32 lowercase letters or digits and not {SOURCE!r},"
                 f" got {name!r}"

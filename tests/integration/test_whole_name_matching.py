@@ -29,7 +29,7 @@ def test_a_rung_name_with_a_trailing_newline_is_422_naming_the_rung(api: TestCli
     (error,) = response.json()["detail"]
     assert error["loc"] == ["body", "ladder"]
     assert error["msg"].endswith(
-        "ladder[0].name must be 1-32 lowercase letters or digits, got '720p\\n'"
+        "ladder[0].name must be 1-32 lowercase letters or digits and not 'source', got '720p\\n'"
     )
     fine = api.post("/api/v1/streams", json={"name": "fine", "ladder": [{**rung, "name": "720p"}]})
     assert fine.status_code == 201, fine.text
