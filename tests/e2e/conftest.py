@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from core.db import session_scope
+from core.models import LiveSession, Rendition, Segment
 from core.settings import Settings
+from media.ladder import SOURCE
 from tests.conftest import ARTIFACTS
 from tests.hls_poller import CheckedHls
 from tests.media import make_source
@@ -51,6 +57,27 @@ class LiveStack:
             timeout=30,
         )
 
+    def source_rows(self, stream_id: str) -> list[tuple[uuid.UUID, Segment]]:
+        """(session id, row) of every source segment of the stream, in timeline order."""
+        with session_scope(self.settings.database_url) as db:
+            return list(
+                db.execute(
+                    select(LiveSession.id, Segment)
+                    .join(Rendition, Rendition.session_id == LiveSession.id)
+                    .join(Segment, Segment.rendition_id == Rendition.id)
+                    .where(LiveSession.stream_id == uuid.UUID(stream_id), Rendition.name == SOURCE)
+                    .order_by(Segment.sequence)
+                ).all()
+            )
+
+    def session_statuses(self, stream_id: str) -> list[str]:
+        with session_scope(self.settings.database_url) as db:
+            return list(
+                db.scalars(
+                    select(LiveSession.status).where(LiveSession.stream_id == uuid.UUID(stream_id))
+                )
+            )
+
     def create_stream(self, name: str = "e2e") -> dict:
         with self.client() as client:
             response = client.post("/api/v1/streams", json={"name": name})
@@ -85,7 +112,13 @@ def live_stack(
     other one may run beside it (nor under the integration tests, which build rows of
     their own)."""
     changes = getattr(request.module, "STACK_SETTINGS", DEFAULT_STACK_SETTINGS)
-    own = settings.model_copy(
+    with running_stack(stack_settings(settings, changes)) as stack:
+        yield stack
+
+
+def stack_settings(settings: Settings, changes: dict[str, object]) -> Settings:
+    """The session's settings on ports of a stack's own, with `changes`."""
+    return settings.model_copy(
         update={
             "http_port": free_port(),
             "rtmp_port": free_port(),
@@ -94,11 +127,15 @@ def live_stack(
             **changes,
         }
     )
-    env = settings_env(own)
+
+
+@contextmanager
+def running_stack(own: Settings, ingest: Settings | None = None) -> Iterator[LiveStack]:
+    """An ingest (with `ingest`'s settings, if given) and an API, until the block ends."""
     logs = ARTIFACTS / "logs"
     with (
-        nebula_process("ingest", env, logs / "e2e-ingest.log"),
-        nebula_process("api", env, logs / "e2e-api.log"),
+        nebula_process("ingest", settings_env(ingest or own), logs / "e2e-ingest.log"),
+        nebula_process("api", settings_env(own), logs / "e2e-api.log"),
     ):
         wait_for(lambda: tcp_open(own.rtmp_port), 60, "ingest")
         wait_for(lambda: http_status(f"http://127.0.0.1:{own.http_port}/docs") == 200, 60, "api")

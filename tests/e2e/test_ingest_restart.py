@@ -11,15 +11,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
-from core.db import session_scope
-from core.models import LiveSession, Rendition, Segment
-from media.ladder import SOURCE
 from tests.conftest import ARTIFACTS
 from tests.e2e.conftest import LiveStack, free_udp_port
 from tests.media import decode, make_source, publish
@@ -28,19 +23,6 @@ from tests.services import free_port, nebula_process, settings_env, tcp_open, wa
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 # The reconnect grace must outlast a stale period for the dead ingest's session to resume.
 STACK_SETTINGS = {"presentation_hold_seconds": 0.0, "reconnect_grace_seconds": 30.0}
-
-
-def _rows(stack: LiveStack, stream_id: str) -> list[tuple[uuid.UUID, Segment]]:
-    with session_scope(stack.settings.database_url) as db:
-        return list(
-            db.execute(
-                select(LiveSession.id, Segment)
-                .join(Rendition, Rendition.session_id == LiveSession.id)
-                .join(Segment, Segment.rendition_id == Rendition.id)
-                .where(LiveSession.stream_id == uuid.UUID(stream_id), Rendition.name == SOURCE)
-                .order_by(Segment.sequence)
-            ).all()
-        )
 
 
 def _publish_until_taken(source: Path, url: str, deadline: float) -> subprocess.Popen[bytes]:
@@ -68,7 +50,7 @@ def test_a_publisher_back_on_a_restarted_ingest_continues_its_session(
     with nebula_process("ingest", settings_env(own), log) as doomed:
         wait_for(lambda: tcp_open(own.rtmp_port), 60, "the ingest")
         first = publish(source, url)
-        wait_for(lambda: len(_rows(live_stack, stream["id"])) >= 3, 30, "3 segments")
+        wait_for(lambda: len(live_stack.source_rows(stream["id"])) >= 3, 30, "3 segments")
         doomed.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         doomed.wait(10)
@@ -78,9 +60,9 @@ def test_a_publisher_back_on_a_restarted_ingest_continues_its_session(
         again = _publish_until_taken(source, url, time.monotonic() + 60)
         print(f"publish taken again {time.monotonic() - killed_at:.1f} s after the SIGKILL")
         assert again.wait(60) == 0, again.stderr.read().decode()
-        wait_for(lambda: _session_statuses(live_stack, stream["id"]) == ["ended"], 60, "the end")
+        wait_for(lambda: live_stack.session_statuses(stream["id"]) == ["ended"], 60, "the end")
 
-    rows = _rows(live_stack, stream["id"])
+    rows = live_stack.source_rows(stream["id"])
     [session_id] = {session for session, _ in rows}  # one session across the restart
     media = [row for _, row in rows if row.status != "gap"]
     assert [row.sequence for _, row in rows] == list(range(len(rows)))
@@ -89,12 +71,3 @@ def test_a_publisher_back_on_a_restarted_ingest_continues_its_session(
     errors, decoded = decode(f"{live_stack.api_url}/hls/sessions/{session_id}/source/index.m3u8")
     assert errors == ""
     assert decoded >= 20 + 4  # the whole second publish, and what the first stored
-
-
-def _session_statuses(stack: LiveStack, stream_id: str) -> list[str]:
-    with session_scope(stack.settings.database_url) as db:
-        return list(
-            db.scalars(
-                select(LiveSession.status).where(LiveSession.stream_id == uuid.UUID(stream_id))
-            )
-        )
