@@ -1,8 +1,11 @@
 """The upload job and its bookkeeping against real PostgreSQL, Redis, S3 and a worker: a file
-the job cannot read ends `failed` with the reason; concurrent workers finishing the last
-rungs mark an upload ready exactly once, its progress only ever growing; retention deletes
-an old upload's media and rows. A transcoded upload is split into chunks that the worker's
-processes share, and the chunks join into one seamless source rendition."""
+the job cannot read, or whose media the packager cannot place, ends `failed` with the reason
+(webhook sent, original deleted); concurrent workers finishing the last rungs mark an upload
+ready exactly once, its progress only ever growing; retention deletes an old upload's media
+and rows. A transcoded upload is split into chunks that the worker's processes share, and
+the chunks join into one seamless source rendition. A video extent far past the declared
+duration is refused before any chunk is planned; a job started more than
+NEBULA_UPLOAD_MAX_DELIVERIES times, and an upload stuck in processing, are failed."""
 
 from __future__ import annotations
 
@@ -32,8 +35,8 @@ from packager.celery_app import make_celery
 from packager.enqueue import UPLOAD_CHUNK_TASK, UPLOAD_TASK, enqueue_upload
 from packager.keys import init_name, media_key, segment_name
 from packager.ladder_rows import RungOutcome
-from packager.tasks.housekeeping import expire_recordings
-from packager.tasks.upload_chunks import chunk_audio_key
+from packager.tasks.housekeeping import STUCK_UPLOADS_TASK, expire_recordings
+from packager.tasks.upload_chunks import chunk_audio_key, count_start
 from packager.uploads import (
     advance_upload,
     expect_chunks,
@@ -115,21 +118,19 @@ def _accepted(
         return upload_id, session.id
 
 
-def test_a_file_the_job_cannot_read_fails_the_upload_with_the_reason(
+def _assert_failed(
     settings: Settings,
     store: ObjectStore,
-    celery_worker,
     webhook_receiver: WebhookReceiver,
-    upload_events: redis.client.PubSub,
+    status: dict,
+    upload_id: uuid.UUID,
+    session_id: uuid.UUID,
+    reason: str,
 ) -> None:
-    # The probe would refuse this; here it stands for a file that changed after acceptance.
-    upload_id, session_id = _accepted(settings, store, b"\x00\x00\x00\x18ftypmp42 broken")
-    upload_events.subscribe(upload_channel(str(upload_id)))
-    enqueue_upload(make_celery(settings.redis_url), upload_id)
-
-    [status] = _messages(upload_events, until_status=True)
+    """The upload's final `status` event says failed with a reason starting `reason`; the rows,
+    the upload.failed webhook say the same, and the original is gone."""
     assert status["status"] == "failed"
-    assert status["error"].startswith("the file cannot be processed: ")
+    assert status["error"].startswith(reason), status["error"]
     with session_scope(settings.database_url) as db:
         upload = db.get(Upload, upload_id)
         session = db.get(LiveSession, session_id)
@@ -145,6 +146,162 @@ def test_a_file_the_job_cannot_read_fails_the_upload_with_the_reason(
     [hook] = [json.loads(d.body) for d in webhook_receiver.containing(str(upload_id))]
     assert hook["type"] == "upload.failed"
     assert hook["data"]["error"] == status["error"]
+
+
+def test_a_file_the_job_cannot_read_fails_the_upload_with_the_reason(
+    settings: Settings,
+    store: ObjectStore,
+    celery_worker,
+    webhook_receiver: WebhookReceiver,
+    upload_events: redis.client.PubSub,
+) -> None:
+    # The probe would refuse this; here it stands for a file that changed after acceptance.
+    upload_id, session_id = _accepted(settings, store, b"\x00\x00\x00\x18ftypmp42 broken")
+    upload_events.subscribe(upload_channel(str(upload_id)))
+    enqueue_upload(make_celery(settings.redis_url), upload_id)
+
+    [status] = _messages(upload_events, until_status=True)
+    _assert_failed(
+        settings,
+        store,
+        webhook_receiver,
+        status,
+        upload_id,
+        session_id,
+        "the file cannot be processed: ",
+    )
+
+
+def _video_going_back(flv: bytes, after_ms: int, back_ms: int) -> bytes:
+    """The FLV with every video tag from `after_ms` on dated `back_ms` earlier: its decode
+    times go backwards once, which the segmenter refuses (SegmenterError)."""
+    data = bytearray(flv)
+    offset = int.from_bytes(data[5:9], "big") + 4
+    while offset + 11 <= len(data):
+        size = int.from_bytes(data[offset + 1 : offset + 4], "big")
+        ms = int.from_bytes(data[offset + 4 : offset + 7], "big") | data[offset + 7] << 24
+        if data[offset] == 9 and ms >= after_ms:
+            ms -= back_ms
+            data[offset + 4 : offset + 7] = (ms & 0xFFFFFF).to_bytes(3, "big")
+            data[offset + 7] = ms >> 24
+        offset += 11 + size + 4
+    return bytes(data)
+
+
+def test_media_the_packager_cannot_place_fails_the_upload_instead_of_leaving_it_processing(
+    settings: Settings,
+    store: ObjectStore,
+    celery_worker,
+    webhook_receiver: WebhookReceiver,
+    upload_events: redis.client.PubSub,
+    tmp_path: Path,
+) -> None:
+    h264 = ["-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-bf", "0", "-c:a", "aac"]
+    flv = make_media_file(tmp_path / "back.flv", *h264, seconds=6, size="320x240")
+    upload_id, session_id = _accepted(
+        settings, store, _video_going_back(flv.read_bytes(), 4000, 3000), seconds=6
+    )
+    upload_events.subscribe(upload_channel(str(upload_id)))
+    enqueue_upload(make_celery(settings.redis_url), upload_id)
+
+    statuses = [m for m in _messages(upload_events, until_status=True) if m["type"] == "status"]
+    _assert_failed(
+        settings,
+        store,
+        webhook_receiver,
+        statuses[-1],
+        upload_id,
+        session_id,
+        "the file cannot be processed: video dts went backwards from ",
+    )
+
+
+def test_a_job_whose_workers_keep_dying_on_it_is_failed_once_past_the_delivery_limit(
+    settings: Settings,
+    store: ObjectStore,
+    celery_worker,
+    webhook_receiver: WebhookReceiver,
+    upload_events: redis.client.PubSub,
+    tmp_path: Path,
+) -> None:
+    # A file the job would package: only the count of its message's starts stops it.
+    h264 = ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"]
+    path = make_media_file(tmp_path / "fine.mp4", *h264, seconds=2, size="160x120")
+    upload_id, session_id = _accepted(settings, store, path.read_bytes(), seconds=2)
+    task_id = str(uuid.uuid4())
+    events = redis.Redis.from_url(settings.redis_url)
+    for _ in range(settings.upload_max_deliveries):  # as the starts whose worker died did
+        count_start(events, task_id, 0)
+    upload_events.subscribe(upload_channel(str(upload_id)))
+    celery = make_celery(settings.redis_url)
+
+    # The broker delivers the same message again (same id, no retry counted).
+    assert celery.send_task(UPLOAD_TASK, args=[str(upload_id)], task_id=task_id).get(60) == (
+        "failed"
+    )
+    [status] = _messages(upload_events, until_status=True)
+    _assert_failed(
+        settings,
+        store,
+        webhook_receiver,
+        status,
+        upload_id,
+        session_id,
+        f"the upload's job was started {settings.upload_max_deliveries + 1} times and its "
+        "worker was lost each time before it finished (out of memory or crashed; at most "
+        f"{settings.upload_max_deliveries}, NEBULA_UPLOAD_MAX_DELIVERIES)",
+    )
+
+
+def test_starts_are_counted_per_message_and_expire(settings: Settings) -> None:
+    events = redis.Redis.from_url(settings.redis_url)
+    task_id = str(uuid.uuid4())
+    assert [count_start(events, task_id, 0) for _ in range(3)] == [1, 2, 3]
+    assert count_start(events, task_id, 1) == 1  # a retry is a message of its own
+    assert 0 < events.ttl(f"nebula:task-starts:{task_id}:0") <= 7 * 24 * 3600
+
+
+def test_an_upload_stuck_in_processing_is_failed_by_the_sweep(
+    settings: Settings,
+    store: ObjectStore,
+    celery_worker,
+    webhook_receiver: WebhookReceiver,
+    upload_events: redis.client.PubSub,
+) -> None:
+    stuck, stuck_session = _accepted(settings, store, b"a job that was lost")
+    recent, _ = _accepted(settings, store, b"a job still running")
+    with session_scope(settings.database_url) as db:
+        db.get(Upload, stuck).created_at = datetime.now(UTC) - timedelta(days=3)
+    upload_events.subscribe(upload_channel(str(stuck)))
+
+    swept = make_celery(settings.redis_url).send_task(STUCK_UPLOADS_TASK).get(timeout=60)
+    assert swept >= 1  # the other tests' uploads are all younger than two days
+    [status] = _messages(upload_events, until_status=True)
+    _assert_failed(
+        settings,
+        store,
+        webhook_receiver,
+        status,
+        stuck,
+        stuck_session,
+        "still processing 172800 s after it was accepted (NEBULA_UPLOAD_STUCK_SECONDS): its "
+        "job was lost",
+    )
+    with session_scope(settings.database_url) as db:
+        assert db.get(Upload, recent).status == "processing"
+    assert store.size_of(upload_object_key(recent)) > 0
+
+
+def test_a_redelivered_job_of_an_upload_already_ended_deletes_the_file_left_behind(
+    settings: Settings, store: ObjectStore, celery_worker
+) -> None:
+    # As if the worker had been lost between recording the upload's end and the delete.
+    upload_id, _ = _accepted(settings, store, b"left behind")
+    with session_scope(settings.database_url) as db:
+        db.get(Upload, upload_id).status = "ready"
+    celery = make_celery(settings.redis_url)
+    assert celery.send_task(UPLOAD_TASK, args=[str(upload_id)]).get(timeout=60) == "gone"
+    assert list(store.list_keys(upload_prefix(upload_id))) == []
 
 
 def _source_rows(settings: Settings, session_id: uuid.UUID) -> None:
@@ -390,3 +547,50 @@ def test_a_chunk_that_cannot_be_processed_fails_the_upload_with_the_reason(
         assert db.get(Upload, upload_id).error == status["error"]
         assert db.get(LiveSession, session_id).status == "failed"
     assert list(store.list_keys(upload_prefix(upload_id))) == []  # file and audio deleted
+
+
+def test_a_far_off_timestamp_is_refused_before_any_chunk_is_planned(
+    settings: Settings,
+    store: ObjectStore,
+    celery_worker,
+    webhook_receiver: WebhookReceiver,
+    upload_events: redis.client.PubSub,
+    tmp_path: Path,
+) -> None:
+    # 3 s of MPEG-4 part 2 (encoded, so planned in chunks) whose last frame is dated an hour
+    # later (Matroska counts milliseconds): 900 chunks of 4 s without the check. The upload
+    # says 3 s, as a header may that the far-off packet does not change.
+    late = "setts=ts=if(eq(N\\,89)\\,TS+3600000\\,TS)"
+    path = make_media_file(
+        tmp_path / "far.mkv",
+        "-c:v",
+        "mpeg4",
+        "-bf",
+        "0",
+        "-bsf:v",
+        late,
+        "-c:a",
+        "libmp3lame",
+        seconds=3,
+        size="160x120",
+    )
+    upload_id, session_id = _accepted(settings, store, path.read_bytes(), seconds=3)
+    upload_events.subscribe(upload_channel(str(upload_id)))
+    celery = make_celery(settings.redis_url)
+    job = celery.send_task(UPLOAD_TASK, args=[str(upload_id)], kwargs={"chunk_seconds": 4})
+    assert job.get(timeout=120) == "failed"
+
+    [status] = _messages(upload_events, until_status=True)
+    _assert_failed(
+        settings,
+        store,
+        webhook_receiver,
+        status,
+        upload_id,
+        session_id,
+        "the video's timestamps span 3603.",
+    )
+    assert "far beyond the 3.0 s the file declares (at most 66.0 s)" in status["error"]
+    with session_scope(settings.database_url) as db:
+        assert db.get(Upload, upload_id).chunk_count is None  # nothing was planned
+    assert list(store.list_keys(upload_prefix(upload_id))) == []
