@@ -17,8 +17,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -118,58 +120,68 @@ def _accepted(
         return upload_id, session.id
 
 
-def _assert_failed(
-    settings: Settings,
-    store: ObjectStore,
-    webhook_receiver: WebhookReceiver,
-    status: dict,
-    upload_id: uuid.UUID,
-    session_id: uuid.UUID,
-    reason: str,
-) -> None:
-    """The upload's final `status` event says failed with a reason starting `reason`; the rows,
-    the upload.failed webhook say the same, and the original is gone."""
-    assert status["status"] == "failed"
-    assert status["error"].startswith(reason), status["error"]
-    with session_scope(settings.database_url) as db:
-        upload = db.get(Upload, upload_id)
-        session = db.get(LiveSession, session_id)
-        assert (upload.status, upload.error, upload.finished_at is not None) == (
-            "failed",
-            status["error"],
-            True,
-        )
-        assert (session.status, session.error) == ("failed", status["error"])
-    with pytest.raises(ObjectNotFoundError):
-        store.size_of(upload_object_key(upload_id))  # the original is gone too
-    wait_for(lambda: webhook_receiver.containing(str(upload_id)), 30, "upload.failed webhook")
-    [hook] = [json.loads(d.body) for d in webhook_receiver.containing(str(upload_id))]
-    assert hook["type"] == "upload.failed"
-    assert hook["data"]["error"] == status["error"]
+@dataclass
+class Jobs:
+    """Upload jobs the test worker runs: accept a file as the API would (and follow its
+    channel), then check how the upload ended."""
+
+    settings: Settings
+    store: ObjectStore
+    events: redis.client.PubSub
+    webhooks: WebhookReceiver
+
+    def accept(self, data: bytes, seconds: float) -> tuple[uuid.UUID, uuid.UUID]:
+        upload_id, session_id = _accepted(self.settings, self.store, data, seconds=seconds)
+        self.events.subscribe(upload_channel(str(upload_id)))
+        return upload_id, session_id
+
+    def send(self, upload_id: uuid.UUID, **options: Any) -> str:
+        """The job's message, as the broker delivers it; what the job returned."""
+        celery = make_celery(self.settings.redis_url)
+        return celery.send_task(UPLOAD_TASK, args=[str(upload_id)], **options).get(timeout=120)
+
+    def assert_failed(self, upload_id: uuid.UUID, session_id: uuid.UUID, reason: str) -> str:
+        """The upload ended failed with a reason starting with `reason`: its last `status`
+        event, its rows and its upload.failed webhook say so, and its original is gone.
+        Returns the whole reason."""
+        messages = _messages(self.events, until_status=True)
+        status = [m for m in messages if m["type"] == "status"][-1]
+        assert status["status"] == "failed"
+        assert status["error"].startswith(reason), status["error"]
+        with session_scope(self.settings.database_url) as db:
+            upload = db.get(Upload, upload_id)
+            session = db.get(LiveSession, session_id)
+            assert (upload.status, upload.error, upload.finished_at is not None) == (
+                "failed",
+                status["error"],
+                True,
+            )
+            assert (session.status, session.error) == ("failed", status["error"])
+        with pytest.raises(ObjectNotFoundError):
+            self.store.size_of(upload_object_key(upload_id))  # the original is gone too
+        wait_for(lambda: self.webhooks.containing(str(upload_id)), 30, "upload.failed webhook")
+        [hook] = [json.loads(d.body) for d in self.webhooks.containing(str(upload_id))]
+        assert hook["type"] == "upload.failed"
+        assert hook["data"]["error"] == status["error"]
+        return status["error"]
 
 
-def test_a_file_the_job_cannot_read_fails_the_upload_with_the_reason(
+@pytest.fixture
+def jobs(
     settings: Settings,
     store: ObjectStore,
     celery_worker,
-    webhook_receiver: WebhookReceiver,
     upload_events: redis.client.PubSub,
-) -> None:
-    # The probe would refuse this; here it stands for a file that changed after acceptance.
-    upload_id, session_id = _accepted(settings, store, b"\x00\x00\x00\x18ftypmp42 broken")
-    upload_events.subscribe(upload_channel(str(upload_id)))
-    enqueue_upload(make_celery(settings.redis_url), upload_id)
+    webhook_receiver: WebhookReceiver,
+) -> Jobs:
+    return Jobs(settings, store, upload_events, webhook_receiver)
 
-    [status] = _messages(upload_events, until_status=True)
-    _assert_failed(
-        settings,
-        store,
-        webhook_receiver,
-        status,
-        upload_id,
-        session_id,
-        "the file cannot be processed: ",
-    )
+
+def test_a_file_the_job_cannot_read_fails_the_upload_with_the_reason(jobs: Jobs) -> None:
+    # The probe would refuse this; here it stands for a file that changed after acceptance.
+    upload_id, session_id = jobs.accept(b"\x00\x00\x00\x18ftypmp42 broken", SEGMENTS * 2.0)
+    enqueue_upload(make_celery(jobs.settings.redis_url), upload_id)
+    jobs.assert_failed(upload_id, session_id, "the file cannot be processed: ")
 
 
 def _video_going_back(flv: bytes, after_ms: int, back_ms: int) -> bytes:
@@ -189,67 +201,37 @@ def _video_going_back(flv: bytes, after_ms: int, back_ms: int) -> bytes:
 
 
 def test_media_the_packager_cannot_place_fails_the_upload_instead_of_leaving_it_processing(
-    settings: Settings,
-    store: ObjectStore,
-    celery_worker,
-    webhook_receiver: WebhookReceiver,
-    upload_events: redis.client.PubSub,
-    tmp_path: Path,
+    jobs: Jobs, tmp_path: Path
 ) -> None:
     h264 = ["-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-bf", "0", "-c:a", "aac"]
     flv = make_media_file(tmp_path / "back.flv", *h264, seconds=6, size="320x240")
-    upload_id, session_id = _accepted(
-        settings, store, _video_going_back(flv.read_bytes(), 4000, 3000), seconds=6
-    )
-    upload_events.subscribe(upload_channel(str(upload_id)))
-    enqueue_upload(make_celery(settings.redis_url), upload_id)
-
-    statuses = [m for m in _messages(upload_events, until_status=True) if m["type"] == "status"]
-    _assert_failed(
-        settings,
-        store,
-        webhook_receiver,
-        statuses[-1],
-        upload_id,
-        session_id,
-        "the file cannot be processed: video dts went backwards from ",
+    upload_id, session_id = jobs.accept(_video_going_back(flv.read_bytes(), 4000, 3000), 6)
+    assert jobs.send(upload_id) == "failed"
+    jobs.assert_failed(
+        upload_id, session_id, "the file cannot be processed: video dts went backwards from "
     )
 
 
 def test_a_job_whose_workers_keep_dying_on_it_is_failed_once_past_the_delivery_limit(
-    settings: Settings,
-    store: ObjectStore,
-    celery_worker,
-    webhook_receiver: WebhookReceiver,
-    upload_events: redis.client.PubSub,
-    tmp_path: Path,
+    jobs: Jobs, tmp_path: Path
 ) -> None:
     # A file the job would package: only the count of its message's starts stops it.
     h264 = ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"]
     path = make_media_file(tmp_path / "fine.mp4", *h264, seconds=2, size="160x120")
-    upload_id, session_id = _accepted(settings, store, path.read_bytes(), seconds=2)
+    upload_id, session_id = jobs.accept(path.read_bytes(), 2)
     task_id = str(uuid.uuid4())
-    events = redis.Redis.from_url(settings.redis_url)
-    for _ in range(settings.upload_max_deliveries):  # as the starts whose worker died did
-        count_start(events, task_id, 0)
-    upload_events.subscribe(upload_channel(str(upload_id)))
-    celery = make_celery(settings.redis_url)
+    limit = jobs.settings.upload_max_deliveries
+    for _ in range(limit):  # as the starts whose worker died did
+        count_start(redis.Redis.from_url(jobs.settings.redis_url), task_id, 0)
 
     # The broker delivers the same message again (same id, no retry counted).
-    assert celery.send_task(UPLOAD_TASK, args=[str(upload_id)], task_id=task_id).get(60) == (
-        "failed"
-    )
-    [status] = _messages(upload_events, until_status=True)
-    _assert_failed(
-        settings,
-        store,
-        webhook_receiver,
-        status,
+    assert jobs.send(upload_id, task_id=task_id) == "failed"
+    jobs.assert_failed(
         upload_id,
         session_id,
-        f"the upload's job was started {settings.upload_max_deliveries + 1} times and its "
-        "worker was lost each time before it finished (out of memory or crashed; at most "
-        f"{settings.upload_max_deliveries}, NEBULA_UPLOAD_MAX_DELIVERIES)",
+        f"the upload's job was started {limit + 1} times and its worker was lost each time "
+        f"before it finished (out of memory or crashed; at most {limit}, "
+        "NEBULA_UPLOAD_MAX_DELIVERIES)",
     )
 
 
@@ -261,47 +243,34 @@ def test_starts_are_counted_per_message_and_expire(settings: Settings) -> None:
     assert 0 < events.ttl(f"nebula:task-starts:{task_id}:0") <= 7 * 24 * 3600
 
 
-def test_an_upload_stuck_in_processing_is_failed_by_the_sweep(
-    settings: Settings,
-    store: ObjectStore,
-    celery_worker,
-    webhook_receiver: WebhookReceiver,
-    upload_events: redis.client.PubSub,
-) -> None:
-    stuck, stuck_session = _accepted(settings, store, b"a job that was lost")
-    recent, _ = _accepted(settings, store, b"a job still running")
-    with session_scope(settings.database_url) as db:
+def test_an_upload_stuck_in_processing_is_failed_by_the_sweep(jobs: Jobs) -> None:
+    stuck, stuck_session = jobs.accept(b"a job that was lost", 12)
+    recent, _ = _accepted(jobs.settings, jobs.store, b"a job still running")
+    with session_scope(jobs.settings.database_url) as db:
         db.get(Upload, stuck).created_at = datetime.now(UTC) - timedelta(days=3)
-    upload_events.subscribe(upload_channel(str(stuck)))
 
-    swept = make_celery(settings.redis_url).send_task(STUCK_UPLOADS_TASK).get(timeout=60)
+    swept = make_celery(jobs.settings.redis_url).send_task(STUCK_UPLOADS_TASK).get(timeout=60)
     assert swept >= 1  # the other tests' uploads are all younger than two days
-    [status] = _messages(upload_events, until_status=True)
-    _assert_failed(
-        settings,
-        store,
-        webhook_receiver,
-        status,
+    jobs.assert_failed(
         stuck,
         stuck_session,
         "still processing 172800 s after it was accepted (NEBULA_UPLOAD_STUCK_SECONDS): its "
         "job was lost",
     )
-    with session_scope(settings.database_url) as db:
+    with session_scope(jobs.settings.database_url) as db:
         assert db.get(Upload, recent).status == "processing"
-    assert store.size_of(upload_object_key(recent)) > 0
+    assert jobs.store.size_of(upload_object_key(recent)) > 0
 
 
 def test_a_redelivered_job_of_an_upload_already_ended_deletes_the_file_left_behind(
-    settings: Settings, store: ObjectStore, celery_worker
+    jobs: Jobs,
 ) -> None:
     # As if the worker had been lost between recording the upload's end and the delete.
-    upload_id, _ = _accepted(settings, store, b"left behind")
-    with session_scope(settings.database_url) as db:
+    upload_id, _ = jobs.accept(b"left behind", 12)
+    with session_scope(jobs.settings.database_url) as db:
         db.get(Upload, upload_id).status = "ready"
-    celery = make_celery(settings.redis_url)
-    assert celery.send_task(UPLOAD_TASK, args=[str(upload_id)]).get(timeout=60) == "gone"
-    assert list(store.list_keys(upload_prefix(upload_id))) == []
+    assert jobs.send(upload_id) == "gone"
+    assert list(jobs.store.list_keys(upload_prefix(upload_id))) == []
 
 
 def _source_rows(settings: Settings, session_id: uuid.UUID) -> None:
@@ -550,47 +519,19 @@ def test_a_chunk_that_cannot_be_processed_fails_the_upload_with_the_reason(
 
 
 def test_a_far_off_timestamp_is_refused_before_any_chunk_is_planned(
-    settings: Settings,
-    store: ObjectStore,
-    celery_worker,
-    webhook_receiver: WebhookReceiver,
-    upload_events: redis.client.PubSub,
-    tmp_path: Path,
+    jobs: Jobs, tmp_path: Path
 ) -> None:
     # 3 s of MPEG-4 part 2 (encoded, so planned in chunks) whose last frame is dated an hour
     # later (Matroska counts milliseconds): 900 chunks of 4 s without the check. The upload
     # says 3 s, as a header may that the far-off packet does not change.
-    late = "setts=ts=if(eq(N\\,89)\\,TS+3600000\\,TS)"
-    path = make_media_file(
-        tmp_path / "far.mkv",
-        "-c:v",
-        "mpeg4",
-        "-bf",
-        "0",
-        "-bsf:v",
-        late,
-        "-c:a",
-        "libmp3lame",
-        seconds=3,
-        size="160x120",
-    )
-    upload_id, session_id = _accepted(settings, store, path.read_bytes(), seconds=3)
-    upload_events.subscribe(upload_channel(str(upload_id)))
-    celery = make_celery(settings.redis_url)
-    job = celery.send_task(UPLOAD_TASK, args=[str(upload_id)], kwargs={"chunk_seconds": 4})
-    assert job.get(timeout=120) == "failed"
+    late = ["-bsf:v", "setts=ts=if(eq(N\\,89)\\,TS+3600000\\,TS)"]
+    mpeg4 = ["-c:v", "mpeg4", "-bf", "0", *late, "-c:a", "libmp3lame"]
+    path = make_media_file(tmp_path / "far.mkv", *mpeg4, seconds=3, size="160x120")
+    upload_id, session_id = jobs.accept(path.read_bytes(), 3)
+    assert jobs.send(upload_id, kwargs={"chunk_seconds": 4}) == "failed"
 
-    [status] = _messages(upload_events, until_status=True)
-    _assert_failed(
-        settings,
-        store,
-        webhook_receiver,
-        status,
-        upload_id,
-        session_id,
-        "the video's timestamps span 3603.",
-    )
-    assert "far beyond the 3.0 s the file declares (at most 66.0 s)" in status["error"]
-    with session_scope(settings.database_url) as db:
+    reason = jobs.assert_failed(upload_id, session_id, "the video's timestamps span 3603.")
+    assert "far beyond the 3.0 s the file declares (at most 66.0 s)" in reason
+    with session_scope(jobs.settings.database_url) as db:
         assert db.get(Upload, upload_id).chunk_count is None  # nothing was planned
-    assert list(store.list_keys(upload_prefix(upload_id))) == []
+    assert list(jobs.store.list_keys(upload_prefix(upload_id))) == []

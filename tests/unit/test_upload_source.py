@@ -6,11 +6,8 @@ is refused before anything is fetched (a local HTTP server counts the requests).
 
 from __future__ import annotations
 
-import http.server
 import io
 import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -28,6 +25,7 @@ from packager.transcoding.upload_probe import (
 )
 from packager.transcoding.upload_source import SourceOptions, UploadSource
 from tests.media import make_media_file
+from tests.services import RequestRecorder
 
 SEGMENT_SECONDS = 1.0
 SECONDS = 3
@@ -195,31 +193,6 @@ def test_the_probe_refuses_media_past_a_decode_limit_saying_what_and_the_limit(
         assert probe_upload(file, DecodeLimits(320 * 240, 3.5, 30)).video["width"] == 320
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    hits: list[str]
-
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
-        self.hits.append(self.path)
-        self.send_response(404)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def recording_server() -> Iterator[tuple[str, list[str]]]:
-    """A local HTTP server: its base URL and the paths it was asked for."""
-    hits: list[str] = []
-    handler = type("Handler", (_Recorder,), {"hits": hits})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", hits
-    server.shutdown()
-    server.server_close()
-
-
 @pytest.mark.parametrize(
     ("name", "text", "what"),
     [
@@ -232,9 +205,9 @@ def recording_server() -> Iterator[tuple[str, list[str]]]:
     ],
 )
 def test_a_playlist_or_script_naming_urls_is_refused_before_anything_is_fetched(
-    folder: Path, recording_server: tuple[str, list[str]], name: str, text: str, what: str
+    folder: Path, recording_server: RequestRecorder, name: str, text: str, what: str
 ) -> None:
-    url, hits = recording_server
+    url, hits = recording_server.url, recording_server.hits
     path = folder / name
     path.write_text(text.format(url=url))
     with path.open("rb") as file, pytest.raises(NotMediaError) as caught:
@@ -247,10 +220,10 @@ def test_a_playlist_or_script_naming_urls_is_refused_before_anything_is_fetched(
 
 
 def test_without_the_allowlist_ffmpeg_fetches_what_an_uploaded_playlist_names(
-    folder: Path, recording_server: tuple[str, list[str]]
+    folder: Path, recording_server: RequestRecorder
 ) -> None:
     """Why the allowlist is there, and that the server above would see a fetch."""
-    url, hits = recording_server
+    url, hits = recording_server.url, recording_server.hits
     path = folder / "plain.m3u8"
     path.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{url}/leak.ts\n")
     with path.open("rb") as file, pytest.raises(av.FFmpegError):
