@@ -232,11 +232,11 @@ class Settings(BaseSettings):
         description="An upload still processing this long after it was accepted is failed by "
         "the housekeeping sweep (its job was lost).",
     )
-    worker_max_memory_mb: int | None = Field(
+    worker_max_memory_mb: int = Field(
         2048,
-        gt=0,
-        description="Resident memory (MiB) past which a batch worker process is replaced once "
-        "its task ends (Celery --max-memory-per-child); unset: never.",
+        ge=0,
+        description="Resident memory (MiB) past which a worker process (either pool) is "
+        "replaced once its task ends (Celery --max-memory-per-child); 0: never.",
     )
 
     embedded_postgres_port: int = Field(15432, description="Port of the embedded PostgreSQL.")

@@ -33,9 +33,9 @@ def test_a_segment_s_ladder_goes_to_the_live_queue_only_when_its_session_has_a_s
     assert ladder_queue(None) == UPLOAD_QUEUE
 
 
-def test_both_pools_replace_a_process_grown_past_the_memory_limit_unless_it_is_unset() -> None:
+def test_both_pools_replace_a_process_grown_past_the_memory_limit_unless_it_is_0() -> None:
     for pool in (WorkerPool.LIVE, WorkerPool.BATCH):
         argv = celery_argv(Settings(worker_max_memory_mb=512), pool)
         assert _option(argv, "max-memory-per-child") == str(512 * 1024)  # Celery counts KiB
-        argv = celery_argv(Settings(worker_max_memory_mb=None), pool)
+        argv = celery_argv(Settings(worker_max_memory_mb=0), pool)
         assert _option(argv, "max-memory-per-child") is None
