@@ -214,7 +214,7 @@ def extent_refusal(
     if seconds > max_seconds:
         return (
             f"the video's timestamps span {seconds:.1f} s: longer than this server processes "
-            f"({max_seconds:.0f} s, NEBULA_UPLOAD_MAX_SECONDS)"
+            f"({max_seconds:g} s, NEBULA_UPLOAD_MAX_SECONDS)"
         )
     if declared_seconds:
         limit = EXTENT_OVER_DECLARED * declared_seconds + EXTENT_SLACK_SECONDS

@@ -189,7 +189,7 @@ def _within_limits(
     if limits.max_seconds is not None and seconds is not None and seconds > limits.max_seconds:
         raise UnusableMediaError(
             f"the file declares {seconds:.1f} s: longer than this server processes "
-            f"({limits.max_seconds:.0f} s, NEBULA_UPLOAD_MAX_SECONDS)"
+            f"({limits.max_seconds:g} s, NEBULA_UPLOAD_MAX_SECONDS)"
         )
     if (
         limits.max_frame_rate is not None

@@ -173,7 +173,7 @@ def test_the_probe_describes_what_it_accepts(folder: Path) -> None:
         (
             DecodeLimits(max_seconds=2.5),
             "the file declares 3.0 s: longer than this server processes "
-            "(2 s, NEBULA_UPLOAD_MAX_SECONDS)",
+            "(2.5 s, NEBULA_UPLOAD_MAX_SECONDS)",
         ),
         (
             DecodeLimits(max_frame_rate=25),
