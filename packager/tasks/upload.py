@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 
 import av
+from redis import Redis
 from redis.exceptions import LockError
 from redis.lock import Lock
 from sqlalchemy import delete
@@ -55,6 +57,9 @@ log = logging.getLogger(__name__)
 
 # Held while a job runs, renewed at every segment: far longer than one segment takes.
 JOB_LOCK_SECONDS = 120
+# How much past a held lock's expiry a delivery waits for it, and how early a release must
+# come to count as the holder finishing rather than its lock running out.
+LOCK_EXPIRY_MARGIN_SECONDS = 1.0
 
 
 # Why an upload fails when its media is not what it should be.
@@ -70,13 +75,14 @@ def process_upload(self: UploadTask, upload_id: str, chunk_seconds: float | None
 
     A job longer than the broker's visibility timeout is delivered a second time while it
     still runs; the job lock turns that copy away (the running one keeps its message, so if
-    its worker dies the broker delivers it again, and by then the lock has expired)."""
+    its worker dies the broker delivers it again). See `_take_job_lock` for the message of a
+    job whose worker died, which finds the dead delivery's lock still held."""
     settings = get_settings()
     if chunk_seconds is None:
         chunk_seconds = settings.upload_chunk_seconds
     store, redis = worker_services()
     lock = redis.lock(f"nebula:upload-job:{upload_id}", timeout=JOB_LOCK_SECONDS)
-    if not lock.acquire(blocking=False):
+    if not _take_job_lock(redis, lock):
         return "running elsewhere"  # not counted as a start: the copy does nothing
     try:
         if reason := self.delivered_too_often(settings, "the upload's job"):
@@ -85,6 +91,27 @@ def process_upload(self: UploadTask, upload_id: str, chunk_seconds: float | None
     finally:
         with contextlib.suppress(LockError):
             lock.release()
+
+
+def _take_job_lock(redis: Redis, lock: Lock) -> bool:
+    """Take the job's lock, or say that another delivery is running the job.
+
+    A lock held belongs to a delivery still running (this message was sent again past the
+    broker's visibility timeout), or to one whose pool process died: Celery requeues that
+    message at once (reject_on_worker_lost), long before the dead holder's lock runs out.
+    Turning it away would drop the job and leave the upload processing. So wait until the
+    lock would run out: a dead holder's does; a live holder renews it first, or releases
+    it early because the job is done."""
+    if lock.acquire(blocking=False):
+        return True
+    ttl = redis.pttl(lock.name) / 1000  # negative: gone already, or held without expiry
+    runs_out = time.monotonic() + ttl
+    if not lock.acquire(blocking=True, blocking_timeout=max(ttl, 0) + LOCK_EXPIRY_MARGIN_SECONDS):
+        return False
+    if time.monotonic() < runs_out - LOCK_EXPIRY_MARGIN_SECONDS:
+        lock.release()  # released before it could run out: the job finished
+        return False
+    return True
 
 
 def _run(

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
+import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -235,6 +238,44 @@ def test_a_job_whose_workers_keep_dying_on_it_is_failed_once_past_the_delivery_l
     )
 
 
+def test_a_chunk_whose_worker_is_killed_every_time_fails_the_upload_after_the_limit(
+    jobs: Jobs, tmp_path: Path
+) -> None:
+    """Real deaths: each start of the chunk's message is SIGKILLed in its pool process, and
+    Celery (acks_late, reject_on_worker_lost) delivers it again, until the starts pass the
+    limit and the next one fails the upload instead of trying once more."""
+    mpeg4 = ["-c:v", "mpeg4", "-q:v", "5"]
+    path = make_media_file(tmp_path / "long.mkv", *mpeg4, seconds=60, size="640x480", audio=False)
+    upload_id, session_id = jobs.accept(path.read_bytes(), 60)
+    expect_chunks(jobs.settings.database_url, upload_id, 1)
+    celery = make_celery(jobs.settings.redis_url)
+    task_id = str(uuid.uuid4())
+    # One chunk of the whole minute: 30 segments of 2 s, long enough to be caught running.
+    numbers = [0, 30 * 2 * 90_000, 30, 1]
+    chunk = celery.send_task(UPLOAD_CHUNK_TASK, args=[str(upload_id), 0, numbers], task_id=task_id)
+    killed: list[int] = []
+
+    def running_in_a_new_process() -> bool:
+        for tasks in (celery.control.inspect(timeout=1).active() or {}).values():
+            for task in tasks:
+                if task["id"] == task_id and task["worker_pid"] not in killed:
+                    killed.append(task["worker_pid"])
+                    return True
+        return False
+
+    limit = jobs.settings.upload_max_deliveries
+    for _ in range(limit):
+        wait_for(running_in_a_new_process, 60, "the chunk running in a new process")
+        os.kill(killed[-1], signal.SIGKILL)
+    assert chunk.get(timeout=60) == "failed"
+    jobs.assert_failed(
+        upload_id,
+        session_id,
+        f"chunk 0 was started {limit + 1} times and its worker was lost each time",
+    )
+    assert len(set(killed)) == limit
+
+
 def test_starts_are_counted_per_message_and_expire(settings: Settings) -> None:
     events = redis.Redis.from_url(settings.redis_url)
     task_id = str(uuid.uuid4())
@@ -378,22 +419,64 @@ def test_retention_deletes_an_old_upload_with_its_media(
         assert db.get(Upload, upload_id) is None
 
 
-def test_a_second_delivery_of_a_running_job_is_turned_away(
-    settings: Settings, store: ObjectStore, celery_worker
-) -> None:
-    upload_id, _ = _accepted(settings, store, b"not media at all")
-    celery = make_celery(settings.redis_url)
-    running = redis.Redis.from_url(settings.redis_url).lock(f"nebula:upload-job:{upload_id}")
+HOLDER_LOCK_SECONDS = 2.0
+
+
+def test_a_second_delivery_of_a_running_job_is_turned_away(jobs: Jobs) -> None:
+    upload_id, _ = jobs.accept(b"not media at all", 12)
+    key = f"nebula:upload-job:{upload_id}"
+    running = redis.Redis.from_url(jobs.settings.redis_url).lock(
+        key, HOLDER_LOCK_SECONDS, thread_local=False
+    )
     assert running.acquire(blocking=False)  # as the first delivery holds it while it works
+    stop = threading.Event()
+
+    def renew() -> None:  # as it does at every segment
+        while not stop.wait(HOLDER_LOCK_SECONDS / 4):
+            running.reacquire()
+
+    renewer = threading.Thread(target=renew)
+    renewer.start()
     try:
-        copy = celery.send_task(UPLOAD_TASK, args=[str(upload_id)])
-        assert copy.get(timeout=60) == "running elsewhere"
-        with session_scope(settings.database_url) as db:
+        assert jobs.send(upload_id) == "running elsewhere"
+        with session_scope(jobs.settings.database_url) as db:
             assert db.get(Upload, upload_id).status == "processing"
     finally:
+        stop.set()
+        renewer.join()
         running.release()
     # The delivery that holds the lock carries on: here, to the failure this file earns.
-    assert celery.send_task(UPLOAD_TASK, args=[str(upload_id)]).get(timeout=60) == "failed"
+    assert jobs.send(upload_id) == "failed"
+
+
+def test_a_job_whose_delivery_finishes_while_a_copy_waits_is_not_run_again(jobs: Jobs) -> None:
+    upload_id, _ = jobs.accept(b"not media at all", 12)
+    key = f"nebula:upload-job:{upload_id}"
+    running = redis.Redis.from_url(jobs.settings.redis_url).lock(key, 60, thread_local=False)
+    assert running.acquire(blocking=False)
+    finishing = threading.Timer(1.0, running.release)  # long before the lock would run out
+    finishing.start()
+    try:
+        assert jobs.send(upload_id) == "running elsewhere"
+    finally:
+        finishing.join()
+    with session_scope(jobs.settings.database_url) as db:
+        assert db.get(Upload, upload_id).status == "processing"
+
+
+def test_the_requeued_job_of_a_dead_worker_runs_once_the_dead_delivery_s_lock_runs_out(
+    jobs: Jobs,
+) -> None:
+    """Celery requeues the message of a pool process that died at once, while the lock the
+    dead delivery took is still held (it renews it no more): the job must not be dropped."""
+    upload_id, session_id = jobs.accept(b"not media at all", 12)
+    key = f"nebula:upload-job:{upload_id}"
+    dead = redis.Redis.from_url(jobs.settings.redis_url).lock(
+        key, HOLDER_LOCK_SECONDS, thread_local=False
+    )
+    assert dead.acquire(blocking=False)
+    assert jobs.send(upload_id) == "failed"  # it ran: the failure this file earns
+    jobs.assert_failed(upload_id, session_id, "the file cannot be processed: ")
 
 
 @pytest.fixture(scope="module")
