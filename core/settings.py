@@ -205,6 +205,39 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         20 * 1024**3, gt=0, description="Largest file `POST /api/v1/uploads` accepts (413 above)."
     )
+    upload_max_pixels: int = Field(
+        4096 * 2160,
+        gt=0,
+        description="Largest video frame (width x height) an upload may have (422 above; the "
+        "default is DCI 4K).",
+    )
+    upload_max_seconds: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="Longest upload: its declared duration (422 above) and the extent of its "
+        "timestamps, which the job refuses past this.",
+    )
+    upload_max_frame_rate: float = Field(
+        120.0, gt=0, description="Highest video frame rate an upload may have (422 above)."
+    )
+    upload_max_deliveries: int = Field(
+        3,
+        ge=1,
+        description="Starts of one upload job or chunk task (the first included) before an "
+        "upload whose workers keep dying on it (out of memory, a crash) is failed.",
+    )
+    upload_stuck_seconds: float = Field(
+        48 * 3600.0,
+        gt=0,
+        description="An upload still processing this long after it was accepted is failed by "
+        "the housekeeping sweep (its job was lost).",
+    )
+    worker_max_memory_mb: int = Field(
+        2048,
+        ge=0,
+        description="Resident memory (MiB) past which a worker process (either pool) is "
+        "replaced once its task ends (Celery --max-memory-per-child); 0: never.",
+    )
 
     embedded_postgres_port: int = Field(15432, description="Port of the embedded PostgreSQL.")
     embedded_redis_port: int = Field(16379, description="Port of the embedded Redis.")

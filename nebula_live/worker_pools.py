@@ -42,6 +42,10 @@ def celery_argv(settings: Settings, pool: WorkerPool) -> list[str]:
         "--without-gossip",
         "--without-mingle",
     ]
+    if settings.worker_max_memory_mb:
+        # Checked after each task: a process that grew past it (a leak, a huge upload's
+        # buffers) is replaced before it takes the next one.
+        common.append(f"--max-memory-per-child={settings.worker_max_memory_mb * 1024}")
     if pool is WorkerPool.LIVE:
         return [
             *common,

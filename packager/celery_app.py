@@ -51,10 +51,11 @@ def make_celery(redis_url: str | None) -> Celery:
             UPLOAD_TASK: {"queue": UPLOAD_QUEUE},
             UPLOAD_CHUNK_TASK: {"queue": UPLOAD_QUEUE},
         },
-        # Needs a beat (`nebula-live worker` runs one embedded); the task is idempotent, so
+        # Needs a beat (`nebula-live worker` runs one embedded); the tasks are idempotent, so
         # several beats in a scaled-out deployment only repeat harmless work.
         beat_schedule={
-            "expire-recordings": {"task": "nebula.expire_recordings", "schedule": 3600.0}
+            "expire-recordings": {"task": "nebula.expire_recordings", "schedule": 3600.0},
+            "fail-stuck-uploads": {"task": "nebula.fail_stuck_uploads", "schedule": 3600.0},
         },
     )
     return app

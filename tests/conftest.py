@@ -15,6 +15,7 @@ from core.settings import Settings
 from core.storage import ObjectStore
 from tests.services import (
     REDIS_BASE_URL,
+    RequestRecorder,
     S3Server,
     WebhookReceiver,
     fresh_database,
@@ -60,6 +61,14 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver()
     yield receiver
     receiver.close()
+
+
+@pytest.fixture
+def recording_server() -> Iterator[RequestRecorder]:
+    """A local HTTP server that records what is fetched from it (nothing should be)."""
+    recorder = RequestRecorder()
+    yield recorder
+    recorder.close()
 
 
 WEBHOOK_SECRET = "test-webhook-secret"

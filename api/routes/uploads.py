@@ -21,6 +21,7 @@ from core.settings import Settings
 from core.storage import ObjectStore
 from packager.enqueue import enqueue_upload
 from packager.transcoding.upload_probe import (
+    DecodeLimits,
     NotMediaError,
     ProbedMedia,
     UnusableMediaError,
@@ -53,9 +54,9 @@ MULTIPART_BODY = {
 }
 
 
-def _probe(store: ObjectStore, key: str) -> ProbedMedia:
+def _probe(store: ObjectStore, key: str, limits: DecodeLimits) -> ProbedMedia:
     with store.open_reader(key) as file:
-        return probe_upload(file)
+        return probe_upload(file, limits)
 
 
 def _create_rows(
@@ -103,8 +104,11 @@ def _delete_rows(database_url: str, upload_id: uuid.UUID, session_id: uuid.UUID)
     openapi_extra=MULTIPART_BODY,
     responses={
         413: {"description": "Larger than NEBULA_MAX_UPLOAD_BYTES"},
-        415: {"description": "Not a media file (or not a multipart body)"},
-        422: {"description": "Media, but unusable: no video, broken or truncated"},
+        415: {"description": "Not a media file, a container not accepted, or not multipart"},
+        422: {
+            "description": "Media, but unusable: no video, broken or truncated, or larger, "
+            "longer or faster than NEBULA_UPLOAD_MAX_PIXELS, _SECONDS, _FRAME_RATE allow"
+        },
     },
 )
 async def create_upload(request: Request, settings: SettingsDep, store: StoreDep) -> UploadOut:
@@ -120,7 +124,7 @@ async def create_upload(request: Request, settings: SettingsDep, store: StoreDep
     key = upload_object_key(upload_id)
     received = await receive_file(request, store, key, limit)
     try:
-        probed = await run_in_threadpool(_probe, store, key)
+        probed = await run_in_threadpool(_probe, store, key, DecodeLimits.from_settings(settings))
     except (NotMediaError, UnusableMediaError) as exc:
         await run_in_threadpool(store.delete, key)
         code = (

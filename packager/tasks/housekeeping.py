@@ -1,4 +1,5 @@
-"""Background duties that are not media: webhook delivery and the recording retention sweep."""
+"""Background duties that are not media: webhook delivery, the recording retention sweep and
+the sweep that fails uploads whose job was lost."""
 
 from __future__ import annotations
 
@@ -10,17 +11,19 @@ import httpx
 from sqlalchemy import delete, select
 
 from core.db import session_scope
-from core.models import LiveSession, SessionStatus, Upload
-from core.settings import get_settings
+from core.models import LiveSession, SessionStatus, Upload, UploadStatus
+from core.settings import Settings, get_settings
 from core.storage import ObjectStore
 from core.webhooks import DELIVER_TASK, post_webhook
 from packager.celery_app import celery_app
 from packager.keys import media_key
 from packager.tasks.base import MediaTask
+from packager.tasks.upload_chunks import give_up
 
 log = logging.getLogger(__name__)
 
 EXPIRE_TASK = "nebula.expire_recordings"
+STUCK_UPLOADS_TASK = "nebula.fail_stuck_uploads"
 # Each sweep deletes at most this many sessions, so one run stays short; the next continues.
 EXPIRE_BATCH = 200
 
@@ -92,3 +95,38 @@ def expire_recordings_task() -> int:
     if retention is None:
         return 0
     return expire_recordings(settings.database_url, ObjectStore.from_settings(settings), retention)
+
+
+def fail_stuck_uploads(settings: Settings, store: ObjectStore, older_than: timedelta) -> int:
+    """Fail the uploads still processing that were accepted before `now - older_than`: their
+    job was lost (a message dropped, every delivery turned away), so nothing else would
+    ever end them. Each gets the failure webhook, and its original is deleted. Returns how
+    many uploads it failed."""
+    cutoff = datetime.now(UTC) - older_than
+    with session_scope(settings.database_url) as db:
+        stuck = db.scalars(
+            select(Upload.id)
+            .where(Upload.status == UploadStatus.PROCESSING, Upload.created_at < cutoff)
+            .order_by(Upload.created_at)
+            .limit(EXPIRE_BATCH)
+        ).all()
+    reason = (
+        f"still processing {older_than.total_seconds():.0f} s after it was accepted "
+        "(NEBULA_UPLOAD_STUCK_SECONDS): its job was lost"
+    )
+    for upload_id in stuck:
+        give_up(settings, store, upload_id, reason)
+    if stuck:
+        log.warning("failed %d uploads stuck in processing since before %s", len(stuck), cutoff)
+    return len(stuck)
+
+
+@celery_app.task(base=MediaTask, name=STUCK_UPLOADS_TASK)
+def fail_stuck_uploads_task() -> int:
+    """Beat entry point."""
+    settings = get_settings()
+    return fail_stuck_uploads(
+        settings,
+        ObjectStore.from_settings(settings),
+        timedelta(seconds=settings.upload_stuck_seconds),
+    )

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 
 import av
+from redis import Redis
 from redis.exceptions import LockError
 from redis.lock import Lock
 from sqlalchemy import delete
@@ -38,14 +40,16 @@ from packager.tasks.upload_chunks import (
     UploadTask,
     chunk_audio,
     chunk_audio_key,
+    discard_upload_objects,
     encode_audio_units,
     enqueue_chunks,
+    extent_refusal,
     give_up,
     plan_chunks,
     snap_audio,
 )
 from packager.transcoding.transcode import EncoderOptions
-from packager.transcoding.upload_probe import END_TOLERANCE_SECONDS
+from packager.transcoding.upload_probe import END_TOLERANCE_SECONDS, open_upload
 from packager.transcoding.upload_source import SourceOptions, UploadSource, UploadSourceError
 from packager.uploads import advance_upload, expect_chunks
 
@@ -53,14 +57,17 @@ log = logging.getLogger(__name__)
 
 # Held while a job runs, renewed at every segment: far longer than one segment takes.
 JOB_LOCK_SECONDS = 120
+# How much past a held lock's expiry a delivery waits for it, and how early a release must
+# come to count as the holder finishing rather than its lock running out.
+LOCK_EXPIRY_MARGIN_SECONDS = 1.0
 
 
 # Why an upload fails when its media is not what it should be.
 NO_VIDEO = "the file has no video frame to start a segment"
 
 
-@celery_app.task(base=UploadTask, name=UPLOAD_TASK)
-def process_upload(upload_id: str, chunk_seconds: float | None = None) -> str:
+@celery_app.task(base=UploadTask, name=UPLOAD_TASK, bind=True)
+def process_upload(self: UploadTask, upload_id: str, chunk_seconds: float | None = None) -> str:
     """Package one upload's source rendition, or plan it in chunks of about `chunk_seconds`
     (`NEBULA_UPLOAD_CHUNK_SECONDS` unless given) when its video must be encoded. Safe to run
     again (a redelivery after a lost worker, a retry after a storage fault): it starts the
@@ -68,19 +75,43 @@ def process_upload(upload_id: str, chunk_seconds: float | None = None) -> str:
 
     A job longer than the broker's visibility timeout is delivered a second time while it
     still runs; the job lock turns that copy away (the running one keeps its message, so if
-    its worker dies the broker delivers it again, and by then the lock has expired)."""
+    its worker dies the broker delivers it again). See `_take_job_lock` for the message of a
+    job whose worker died, which finds the dead delivery's lock still held."""
     settings = get_settings()
     if chunk_seconds is None:
         chunk_seconds = settings.upload_chunk_seconds
     store, redis = worker_services()
     lock = redis.lock(f"nebula:upload-job:{upload_id}", timeout=JOB_LOCK_SECONDS)
-    if not lock.acquire(blocking=False):
-        return "running elsewhere"
+    if not _take_job_lock(redis, lock):
+        return "running elsewhere"  # not counted as a start: the copy does nothing
     try:
+        if reason := self.delivered_too_often(settings, "the upload's job"):
+            return give_up(settings, store, uuid.UUID(upload_id), reason)
         return _run(settings, store, lock, uuid.UUID(upload_id), chunk_seconds)
     finally:
         with contextlib.suppress(LockError):
             lock.release()
+
+
+def _take_job_lock(redis: Redis, lock: Lock) -> bool:
+    """Take the job's lock, or say that another delivery is running the job.
+
+    A lock held belongs to a delivery still running (this message was sent again past the
+    broker's visibility timeout), or to one whose pool process died: Celery requeues that
+    message at once (reject_on_worker_lost), long before the dead holder's lock runs out.
+    Turning it away would drop the job and leave the upload processing. So wait until the
+    lock would run out: a dead holder's does; a live holder renews it first, or releases
+    it early because the job is done."""
+    if lock.acquire(blocking=False):
+        return True
+    ttl = redis.pttl(lock.name) / 1000  # negative: gone already, or held without expiry
+    runs_out = time.monotonic() + ttl
+    if not lock.acquire(blocking=True, blocking_timeout=max(ttl, 0) + LOCK_EXPIRY_MARGIN_SECONDS):
+        return False
+    if time.monotonic() < runs_out - LOCK_EXPIRY_MARGIN_SECONDS:
+        lock.release()  # released before it could run out: the job finished
+        return False
+    return True
 
 
 def _run(
@@ -92,27 +123,32 @@ def _run(
 ) -> str:
     job = _start(settings.database_url, upload_id)
     if job is None:
+        # Ready or failed already (a redelivery after the last step): what is left of the
+        # upload's objects is of no use.
+        discard_upload_objects(store, upload_id)
         return "gone"
     options = SourceOptions(
         settings.segment_seconds,
         EncoderOptions(settings.transcode_preset, settings.transcode_threads),
     )
     try:
-        with store.open_reader(job.object_key) as file, av.open(file, mode="r") as container:
+        with store.open_reader(job.object_key) as file, open_upload(file) as container:
             source = UploadSource(container, options)
             log.info("upload %s: %s", job.upload_id, source.handling)
             if source.video_encoded:
                 return _split(settings, store, job, source, chunk_seconds, lock.reacquire)
             segments, seconds = _remux(settings, store, job, source, lock.reacquire)
-    except (UploadSourceError, av.FFmpegError) as exc:
-        return give_up(settings, store, job, f"the file cannot be processed: {exc}")
+    except (ValueError, av.FFmpegError) as exc:  # the media's fault: decoder, packager, muxer
+        return give_up(settings, store, job.upload_id, f"the file cannot be processed: {exc}")
     if segments == 0:
-        return give_up(settings, store, job, NO_VIDEO)
+        return give_up(settings, store, job.upload_id, NO_VIDEO)
     if reason := _shortfall(job, seconds):
-        return give_up(settings, store, job, reason)
-    store.delete(job.object_key)
+        return give_up(settings, store, job.upload_id, reason)
     _, redis = worker_services()
+    # The state first: a worker lost before the delete leaves a file the next delivery
+    # finds (and deletes, or packages again), never a source whose file is gone.
     advance_upload(settings, redis, celery_app, job.session_id, source_segments=segments)
+    store.delete(job.object_key)
     return "packaged"
 
 
@@ -154,6 +190,10 @@ def _remux(
 
     def store_segment(segment: PackagedSegment) -> None:
         nonlocal stored, seconds
+        if reason := extent_refusal(
+            seconds + segment.duration, job.declared_seconds, settings.upload_max_seconds
+        ):
+            raise UploadSourceError(reason)
         writer.write(segment, packager, metadata=job.metadata, bytes_ingested=job.size_bytes)
         stored, seconds = stored + 1, seconds + segment.duration
         keep_lock()
@@ -181,11 +221,14 @@ def _split(
     not race to create it), and queue them."""
     scan = source.scan(keep_lock)
     if scan.video_start is None or scan.video_end is None:
-        return give_up(settings, store, job, NO_VIDEO)
+        return give_up(settings, store, job.upload_id, NO_VIDEO)
     last_frame = 1 / job.frame_rate if job.frame_rate else 0.0
     seconds = (scan.video_end - scan.video_start) / CLOCK_HZ + last_frame
-    if reason := _shortfall(job, seconds):
-        return give_up(settings, store, job, reason)
+    reason = _shortfall(job, seconds) or extent_refusal(
+        seconds, job.declared_seconds, settings.upload_max_seconds
+    )
+    if reason:
+        return give_up(settings, store, job.upload_id, reason)
     plan = plan_chunks(scan.video_start, scan.video_end, settings.segment_seconds, chunk_seconds)
     video = next(c for c in source.configs if isinstance(c, VideoConfig))
     audio = next((c for c in source.configs if isinstance(c, AudioConfig)), None)

@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any
 
 import av
+from redis import Redis
 from sqlalchemy import delete, select
 
 from core.db import session_scope
@@ -47,7 +48,8 @@ from packager.enqueue import UPLOAD_CHUNK_TASK
 from packager.source_writer import SourceWriter
 from packager.tasks.base import MediaTask, worker_services
 from packager.transcoding.transcode import EncoderOptions
-from packager.transcoding.upload_source import SourceOptions, UploadSource, UploadSourceError
+from packager.transcoding.upload_probe import open_upload
+from packager.transcoding.upload_source import SourceOptions, UploadSource
 from packager.uploads import (
     PROBE_INFO_KEY,
     ChunkReport,
@@ -64,6 +66,12 @@ log = logging.getLogger(__name__)
 # lasts): the packager drops what falls before the chunk's first keyframe, and the chunk
 # stops at the next chunk's first frame, so no unit near a seam is missed or doubled.
 AUDIO_MARGIN_TICKS = CLOCK_HZ
+# How far the video's timestamps may run past the duration the file declares: twice it, and
+# a minute more (a container's duration is a header field, not always exact).
+EXTENT_OVER_DECLARED = 2.0
+EXTENT_SLACK_SECONDS = 60.0
+# How long the starts of a task's message are counted: longer than any redelivery cycle.
+START_COUNT_SECONDS = 7 * 24 * 3600
 _UNIT_HEADER = struct.Struct(">qI")  # dts in 90 kHz ticks, payload length
 
 
@@ -197,39 +205,94 @@ def enqueue_chunks(upload_id: uuid.UUID, plan: ChunkPlan) -> None:
         celery_app.send_task(UPLOAD_CHUNK_TASK, args=[str(upload_id), index, numbers])
 
 
-def give_up(settings: Settings, store: ObjectStore, job: UploadJob, reason: str) -> str:
-    """Delete what the upload kept (its file, its chunks' audio) first, so whoever hears of
-    the failure finds the end state."""
+def extent_refusal(
+    seconds: float, declared_seconds: float | None, max_seconds: float
+) -> str | None:
+    """Why video whose timestamps span `seconds` is not planned or packaged: past the
+    absolute limit, or far past the duration the file declares (a packet with a far-off
+    timestamp, which would otherwise plan chunks and segments for all the time between)."""
+    if seconds > max_seconds:
+        return (
+            f"the video's timestamps span {seconds:.1f} s: longer than this server processes "
+            f"({max_seconds:g} s, NEBULA_UPLOAD_MAX_SECONDS)"
+        )
+    if declared_seconds:
+        limit = EXTENT_OVER_DECLARED * declared_seconds + EXTENT_SLACK_SECONDS
+        if seconds > limit:
+            return (
+                f"the video's timestamps span {seconds:.1f} s, far beyond the "
+                f"{declared_seconds:.1f} s the file declares (at most {limit:.1f} s): a packet "
+                "carries a far-off timestamp"
+            )
+    return None
+
+
+def discard_upload_objects(store: ObjectStore, upload_id: uuid.UUID) -> None:
+    """Delete what an upload kept while it was processed (its file, its chunks' audio)."""
     try:
-        store.delete_prefix(upload_prefix(job.upload_id))
-    except Exception:  # noqa: BLE001 - the failure must be recorded; a leftover is harmless
-        log.exception("objects of upload %s not deleted", job.upload_id)
+        store.delete_prefix(upload_prefix(upload_id))
+    except Exception:  # noqa: BLE001 - the caller's outcome stands; a leftover is harmless
+        log.exception("objects of upload %s not deleted", upload_id)
+
+
+def give_up(settings: Settings, store: ObjectStore, upload_id: uuid.UUID, reason: str) -> str:
+    """Delete what the upload kept first, so whoever hears of the failure finds the end
+    state."""
+    discard_upload_objects(store, upload_id)
     _, redis = worker_services()
-    fail_upload(settings, redis, celery_app, job.upload_id, reason)
+    fail_upload(settings, redis, celery_app, upload_id, reason)
     return "failed"
+
+
+def count_start(redis: Redis, task_id: str, retries: int) -> int:
+    """Count one start of a task's message: a delivery. A retry is a message of its own
+    (same id, one more retry), so it starts a count of its own."""
+    key = f"nebula:task-starts:{task_id}:{retries}"
+    with redis.pipeline() as pipe:
+        pipe.incr(key)
+        pipe.expire(key, START_COUNT_SECONDS)
+        count, _ = pipe.execute()
+    return count
 
 
 class UploadTask(MediaTask):
     """An upload's job or one of its chunks: retried `NEBULA_UPLOAD_RETRIES` times, then
-    the upload fails with the reason."""
+    the upload fails with the reason; started at most `NEBULA_UPLOAD_MAX_DELIVERIES` times
+    for one message (a worker that died on it is what makes the broker deliver it again)."""
 
     @property
     def max_retries(self) -> int:
         return get_settings().upload_retries
 
+    def delivered_too_often(self, settings: Settings, what: str) -> str | None:
+        """Count this start; the reason to give up when the message has been started more
+        than `NEBULA_UPLOAD_MAX_DELIVERIES` times. None when called outside a worker."""
+        if self.request.called_directly or self.request.id is None:
+            return None
+        _, redis = worker_services()
+        starts = count_start(redis, self.request.id, self.request.retries or 0)
+        if starts <= settings.upload_max_deliveries:
+            return None
+        return (
+            f"{what} was started {starts} times and its worker was lost each time before it "
+            f"finished (out of memory or crashed; at most {settings.upload_max_deliveries}, "
+            "NEBULA_UPLOAD_MAX_DELIVERIES)"
+        )
+
     def on_retries_exhausted(
         self, exc: Exception, upload_id: str, *args: Any, **kwargs: Any
     ) -> str:
         settings = get_settings()
-        job = _load_job(settings.database_url, uuid.UUID(upload_id))
-        if job is None:
-            return "gone"
         store, _ = worker_services()
-        return give_up(settings, store, job, f"storage or database unavailable: {exc}")
+        return give_up(
+            settings, store, uuid.UUID(upload_id), f"storage or database unavailable: {exc}"
+        )
 
 
-@celery_app.task(base=UploadTask, name=UPLOAD_CHUNK_TASK)
-def package_upload_chunk(upload_id: str, index: int, numbers: list[int]) -> dict[str, Any] | str:
+@celery_app.task(base=UploadTask, name=UPLOAD_CHUNK_TASK, bind=True)
+def package_upload_chunk(
+    self: UploadTask, upload_id: str, index: int, numbers: list[int]
+) -> dict[str, Any] | str:
     """Encode and package one chunk of an upload's source. Safe to run again: a redelivery
     redoes this chunk only (same object keys, its own rows replaced), and a chunk already
     recorded as packaged is not redone. Storage and database faults are retried
@@ -238,19 +301,24 @@ def package_upload_chunk(upload_id: str, index: int, numbers: list[int]) -> dict
     store, _ = worker_services()
     done = chunk_done(settings.database_url, uuid.UUID(upload_id), index)
     if done is None:
+        discard_upload_objects(store, uuid.UUID(upload_id))  # ready or failed: leftovers
         return "gone"
     if done:
         return "done already"
     job = _load_job(settings.database_url, uuid.UUID(upload_id))
     if job is None:
         return "gone"
+    if reason := self.delivered_too_often(settings, f"chunk {index}"):
+        return give_up(settings, store, job.upload_id, reason)
     plan = ChunkPlan(*numbers)
     try:
         report = _package_chunk(settings, store, job, plan, index)
     except ObjectNotFoundError as exc:  # deleted under it: the upload failed (or was redone)
-        return give_up(settings, store, job, f"chunk {index} lost its stored input: {exc}")
-    except (UploadSourceError, av.FFmpegError) as exc:
-        return give_up(settings, store, job, f"chunk {index} cannot be processed: {exc}")
+        return give_up(
+            settings, store, job.upload_id, f"chunk {index} lost its stored input: {exc}"
+        )
+    except (ValueError, av.FFmpegError) as exc:  # the media's fault: decoder, packager, muxer
+        return give_up(settings, store, job.upload_id, f"chunk {index} cannot be processed: {exc}")
     if record_chunk(settings.database_url, job.upload_id, report):
         store.delete_prefix(upload_prefix(job.upload_id))  # the segments are the media now
     _, redis = worker_services()
@@ -292,7 +360,7 @@ def _package_chunk(
         EncoderOptions(settings.transcode_preset, settings.transcode_threads),
     )
     stored = 0
-    with store.open_reader(job.object_key) as file, av.open(file, mode="r") as container:
+    with store.open_reader(job.object_key) as file, open_upload(file) as container:
         source = UploadSource(container, options)
         has_audio = any(isinstance(config, AudioConfig) for config in source.configs)
         audio = (

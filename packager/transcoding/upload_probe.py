@@ -1,18 +1,26 @@
 """Is an uploaded file something we can turn into a ladder? Decided before a job is queued.
 
 Cheap on purpose, since it runs in the API on a file read through ranged GETs: open the
-container, decode the first video frame, then seek to the last keyframe before the declared
-end and demux (not decode) to the end. A file cut short keeps its header's promises about
-a duration its data no longer reaches, which that last read shows.
+container, check its size, duration and frame rate against the limits, decode the first
+video frame, then seek to the last keyframe before the declared end and demux (not decode)
+to the end. A file cut short keeps its header's promises about a duration its data no
+longer reaches, which that last read shows.
+
+Only the container formats a media file comes in are opened (`open_upload`, which the
+workers use too): FFmpeg's playlist and script demuxers (hls, dash, concat, ...) open the
+URLs and paths an uploaded file names, so they are refused before any of them runs.
 """
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, BinaryIO
 
 import av
+
+from core.settings import Settings
 
 # Packets read to find the first decodable video frame before calling the video broken.
 FIRST_FRAME_PACKETS = 300
@@ -32,11 +40,28 @@ MEDIA_SIGNATURES = (
 )
 
 
-# Demuxers that read anything as "video": ffmpeg renders text as ANSI art (tty) and takes a
-# single picture as a one-frame stream.
-TEXT_DEMUXERS = frozenset({"tty"})
+# The demuxers an upload may be opened with (FFmpeg's names; "mov" is mov/mp4/m4a/3gp,
+# "matroska" is Matroska and WebM).
+ACCEPTED_DEMUXERS = ("mov", "matroska", "flv", "mpegts", "avi", "ogg", "mpeg")
+ACCEPTED_CONTAINERS = "MP4/QuickTime, Matroska/WebM, FLV, MPEG-TS, MPEG-PS, AVI, Ogg"
+# Demuxers that read only the file itself, let through the open so that the refusal can say
+# what the file is: ffmpeg renders text as ANSI art (tty) and takes a single picture as a
+# one-frame stream.
+TEXT_DEMUXER = "tty"
 IMAGE_DEMUXER_SUFFIX = "_pipe"
-IMAGE_DEMUXERS = frozenset({"image2"})
+_IDENTIFIED_DEMUXERS = (
+    TEXT_DEMUXER,
+    *sorted(name for name in av.formats_available if name.endswith(IMAGE_DEMUXER_SUFFIX)),
+)
+# FFmpeg's `format_whitelist`: it refuses (EINVAL) any other demuxer before it reads a byte
+# of the file's header.
+_OPEN_OPTIONS = {"format_whitelist": ",".join(ACCEPTED_DEMUXERS + _IDENTIFIED_DEMUXERS)}
+# What a refused container most likely is, from its first bytes: (magic, what).
+REFUSED_SIGNATURES = (
+    (b"#EXTM3U", "an HLS playlist"),
+    (b"ffconcat", "an FFmpeg concat script"),
+    (b"<?xml", "an XML document (a DASH manifest?)"),
+)
 
 
 class NotMediaError(ValueError):
@@ -45,6 +70,21 @@ class NotMediaError(ValueError):
 
 class UnusableMediaError(ValueError):
     """Media, but not something we can publish: no video, broken or truncated (HTTP 422)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """The most an upload may ask of the workers that decode it (None: no limit)."""
+
+    max_pixels: int | None = None
+    max_seconds: float | None = None
+    max_frame_rate: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DecodeLimits:
+        return cls(
+            settings.upload_max_pixels, settings.upload_max_seconds, settings.upload_max_frame_rate
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +103,22 @@ class ProbedMedia:
         }
 
 
-def probe_upload(file: BinaryIO) -> ProbedMedia:
-    """Raise NotMediaError or UnusableMediaError with a message for the uploader, else
-    describe it."""
+def open_upload(file: BinaryIO) -> av.container.InputContainer:
+    """Open an uploaded file with an accepted demuxer, or raise NotMediaError or
+    UnusableMediaError saying why not."""
     head = file.read(16)
     file.seek(0)
     if not head:
         raise NotMediaError("the file is empty")
     try:
-        container = av.open(file, mode="r")
+        container = av.open(file, mode="r", options=_OPEN_OPTIONS)
     except av.FFmpegError as exc:
+        if exc.errno == errno.EINVAL:  # recognised, but by a demuxer not on the list
+            what = next((w for magic, w in REFUSED_SIGNATURES if head.startswith(magic)), None)
+            raise NotMediaError(
+                f"not a container we accept: {what or 'a format'} that FFmpeg would open with "
+                f"a demuxer outside the list ({ACCEPTED_CONTAINERS})"
+            ) from exc
         kind = _signature(head)
         if kind is None:
             raise NotMediaError(
@@ -81,12 +127,22 @@ def probe_upload(file: BinaryIO) -> ProbedMedia:
         raise UnusableMediaError(
             f"{kind} that cannot be read ({exc.strerror}): it is truncated or damaged"
         ) from exc
-    with container:
+    demuxer = container.format.name
+    if demuxer == TEXT_DEMUXER:
+        container.close()
+        raise NotMediaError("not a media file: it reads as text")
+    if demuxer.endswith(IMAGE_DEMUXER_SUFFIX):
+        container.close()
+        raise UnusableMediaError(f"a still image ({demuxer}), not a video")
+    return container
+
+
+def probe_upload(file: BinaryIO, limits: DecodeLimits | None = None) -> ProbedMedia:
+    """Raise NotMediaError or UnusableMediaError with a message for the uploader, else
+    describe it."""
+    limits = limits or DecodeLimits()
+    with open_upload(file) as container:
         demuxer = container.format.name
-        if demuxer in TEXT_DEMUXERS:
-            raise NotMediaError("not a media file: it reads as text")
-        if demuxer in IMAGE_DEMUXERS or demuxer.endswith(IMAGE_DEMUXER_SUFFIX):
-            raise UnusableMediaError(f"a still image ({demuxer}), not a video")
         if not container.streams.video:
             found = ", ".join(
                 f"{s.type} ({s.codec_context.name})" for s in container.streams if s.codec_context
@@ -95,8 +151,13 @@ def probe_upload(file: BinaryIO) -> ProbedMedia:
         video = container.streams.video[0]
         audio = container.streams.audio[0] if container.streams.audio else None
         codec = video.codec_context.name
-        _first_frame(container, video, codec)
         duration = _declared_duration(container, video)
+        frame_rate = _frame_rate(video)
+        # Before the first frame is decoded: a huge picture costs the API its memory.
+        _within_limits(
+            video.codec_context.width, video.codec_context.height, duration, frame_rate, limits
+        )
+        _first_frame(container, video, codec)
         if duration is not None:
             _reaches_end(container, video, duration)
         return ProbedMedia(
@@ -106,7 +167,7 @@ def probe_upload(file: BinaryIO) -> ProbedMedia:
                 "codec": codec,
                 "width": video.codec_context.width,
                 "height": video.codec_context.height,
-                "frame_rate": _frame_rate(video),
+                "frame_rate": frame_rate,
             },
             audio=audio
             and {
@@ -114,6 +175,30 @@ def probe_upload(file: BinaryIO) -> ProbedMedia:
                 "sample_rate": audio.codec_context.sample_rate,
                 "channels": audio.codec_context.channels,
             },
+        )
+
+
+def _within_limits(
+    width: int, height: int, seconds: float | None, frame_rate: float | None, limits: DecodeLimits
+) -> None:
+    if limits.max_pixels is not None and width * height > limits.max_pixels:
+        raise UnusableMediaError(
+            f"the video is {width}x{height} ({width * height} pixels a frame): more than this "
+            f"server decodes ({limits.max_pixels} pixels, NEBULA_UPLOAD_MAX_PIXELS)"
+        )
+    if limits.max_seconds is not None and seconds is not None and seconds > limits.max_seconds:
+        raise UnusableMediaError(
+            f"the file declares {seconds:.1f} s: longer than this server processes "
+            f"({limits.max_seconds:g} s, NEBULA_UPLOAD_MAX_SECONDS)"
+        )
+    if (
+        limits.max_frame_rate is not None
+        and frame_rate is not None
+        and frame_rate > limits.max_frame_rate
+    ):
+        raise UnusableMediaError(
+            f"the video runs at {frame_rate:g} frames/s: more than this server decodes "
+            f"({limits.max_frame_rate:g} frames/s, NEBULA_UPLOAD_MAX_FRAME_RATE)"
         )
 
 

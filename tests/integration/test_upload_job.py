@@ -1,21 +1,29 @@
 """The upload job and its bookkeeping against real PostgreSQL, Redis, S3 and a worker: a file
-the job cannot read ends `failed` with the reason; concurrent workers finishing the last
-rungs mark an upload ready exactly once, its progress only ever growing; retention deletes
-an old upload's media and rows. A transcoded upload is split into chunks that the worker's
-processes share, and the chunks join into one seamless source rendition."""
+the job cannot read, or whose media the packager cannot place, ends `failed` with the reason
+(webhook sent, original deleted); concurrent workers finishing the last rungs mark an upload
+ready exactly once, its progress only ever growing; retention deletes an old upload's media
+and rows. A transcoded upload is split into chunks that the worker's processes share, and
+the chunks join into one seamless source rendition. A video extent far past the declared
+duration is refused before any chunk is planned; a job started more than
+NEBULA_UPLOAD_MAX_DELIVERIES times, and an upload stuck in processing, are failed."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
+import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -32,8 +40,8 @@ from packager.celery_app import make_celery
 from packager.enqueue import UPLOAD_CHUNK_TASK, UPLOAD_TASK, enqueue_upload
 from packager.keys import init_name, media_key, segment_name
 from packager.ladder_rows import RungOutcome
-from packager.tasks.housekeeping import expire_recordings
-from packager.tasks.upload_chunks import chunk_audio_key
+from packager.tasks.housekeeping import STUCK_UPLOADS_TASK, expire_recordings
+from packager.tasks.upload_chunks import chunk_audio_key, count_start
 from packager.uploads import (
     advance_upload,
     expect_chunks,
@@ -115,36 +123,195 @@ def _accepted(
         return upload_id, session.id
 
 
-def test_a_file_the_job_cannot_read_fails_the_upload_with_the_reason(
+@dataclass
+class Jobs:
+    """Upload jobs the test worker runs: accept a file as the API would (and follow its
+    channel), then check how the upload ended."""
+
+    settings: Settings
+    store: ObjectStore
+    events: redis.client.PubSub
+    webhooks: WebhookReceiver
+
+    def accept(self, data: bytes, seconds: float) -> tuple[uuid.UUID, uuid.UUID]:
+        upload_id, session_id = _accepted(self.settings, self.store, data, seconds=seconds)
+        self.events.subscribe(upload_channel(str(upload_id)))
+        return upload_id, session_id
+
+    def send(self, upload_id: uuid.UUID, **options: Any) -> str:
+        """The job's message, as the broker delivers it; what the job returned."""
+        celery = make_celery(self.settings.redis_url)
+        return celery.send_task(UPLOAD_TASK, args=[str(upload_id)], **options).get(timeout=120)
+
+    def assert_failed(self, upload_id: uuid.UUID, session_id: uuid.UUID, reason: str) -> str:
+        """The upload ended failed with a reason starting with `reason`: its last `status`
+        event, its rows and its upload.failed webhook say so, and its original is gone.
+        Returns the whole reason."""
+        messages = _messages(self.events, until_status=True)
+        status = [m for m in messages if m["type"] == "status"][-1]
+        assert status["status"] == "failed"
+        assert status["error"].startswith(reason), status["error"]
+        with session_scope(self.settings.database_url) as db:
+            upload = db.get(Upload, upload_id)
+            session = db.get(LiveSession, session_id)
+            assert (upload.status, upload.error, upload.finished_at is not None) == (
+                "failed",
+                status["error"],
+                True,
+            )
+            assert (session.status, session.error) == ("failed", status["error"])
+        with pytest.raises(ObjectNotFoundError):
+            self.store.size_of(upload_object_key(upload_id))  # the original is gone too
+        wait_for(lambda: self.webhooks.containing(str(upload_id)), 30, "upload.failed webhook")
+        [hook] = [json.loads(d.body) for d in self.webhooks.containing(str(upload_id))]
+        assert hook["type"] == "upload.failed"
+        assert hook["data"]["error"] == status["error"]
+        return status["error"]
+
+
+@pytest.fixture
+def jobs(
     settings: Settings,
     store: ObjectStore,
     celery_worker,
-    webhook_receiver: WebhookReceiver,
     upload_events: redis.client.PubSub,
-) -> None:
-    # The probe would refuse this; here it stands for a file that changed after acceptance.
-    upload_id, session_id = _accepted(settings, store, b"\x00\x00\x00\x18ftypmp42 broken")
-    upload_events.subscribe(upload_channel(str(upload_id)))
-    enqueue_upload(make_celery(settings.redis_url), upload_id)
+    webhook_receiver: WebhookReceiver,
+) -> Jobs:
+    return Jobs(settings, store, upload_events, webhook_receiver)
 
-    [status] = _messages(upload_events, until_status=True)
-    assert status["status"] == "failed"
-    assert status["error"].startswith("the file cannot be processed: ")
-    with session_scope(settings.database_url) as db:
-        upload = db.get(Upload, upload_id)
-        session = db.get(LiveSession, session_id)
-        assert (upload.status, upload.error, upload.finished_at is not None) == (
-            "failed",
-            status["error"],
-            True,
-        )
-        assert (session.status, session.error) == ("failed", status["error"])
-    with pytest.raises(ObjectNotFoundError):
-        store.size_of(upload_object_key(upload_id))  # the original is gone too
-    wait_for(lambda: webhook_receiver.containing(str(upload_id)), 30, "upload.failed webhook")
-    [hook] = [json.loads(d.body) for d in webhook_receiver.containing(str(upload_id))]
-    assert hook["type"] == "upload.failed"
-    assert hook["data"]["error"] == status["error"]
+
+def test_a_file_the_job_cannot_read_fails_the_upload_with_the_reason(jobs: Jobs) -> None:
+    # The probe would refuse this; here it stands for a file that changed after acceptance.
+    upload_id, session_id = jobs.accept(b"\x00\x00\x00\x18ftypmp42 broken", SEGMENTS * 2.0)
+    enqueue_upload(make_celery(jobs.settings.redis_url), upload_id)
+    jobs.assert_failed(upload_id, session_id, "the file cannot be processed: ")
+
+
+def _video_going_back(flv: bytes, after_ms: int, back_ms: int) -> bytes:
+    """The FLV with every video tag from `after_ms` on dated `back_ms` earlier: its decode
+    times go backwards once, which the segmenter refuses (SegmenterError)."""
+    data = bytearray(flv)
+    offset = int.from_bytes(data[5:9], "big") + 4
+    while offset + 11 <= len(data):
+        size = int.from_bytes(data[offset + 1 : offset + 4], "big")
+        ms = int.from_bytes(data[offset + 4 : offset + 7], "big") | data[offset + 7] << 24
+        if data[offset] == 9 and ms >= after_ms:
+            ms -= back_ms
+            data[offset + 4 : offset + 7] = (ms & 0xFFFFFF).to_bytes(3, "big")
+            data[offset + 7] = ms >> 24
+        offset += 11 + size + 4
+    return bytes(data)
+
+
+def test_media_the_packager_cannot_place_fails_the_upload_instead_of_leaving_it_processing(
+    jobs: Jobs, tmp_path: Path
+) -> None:
+    h264 = ["-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-bf", "0", "-c:a", "aac"]
+    flv = make_media_file(tmp_path / "back.flv", *h264, seconds=6, size="320x240")
+    upload_id, session_id = jobs.accept(_video_going_back(flv.read_bytes(), 4000, 3000), 6)
+    assert jobs.send(upload_id) == "failed"
+    jobs.assert_failed(
+        upload_id, session_id, "the file cannot be processed: video dts went backwards from "
+    )
+
+
+def test_a_job_whose_workers_keep_dying_on_it_is_failed_once_past_the_delivery_limit(
+    jobs: Jobs, tmp_path: Path
+) -> None:
+    # A file the job would package: only the count of its message's starts stops it.
+    h264 = ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"]
+    path = make_media_file(tmp_path / "fine.mp4", *h264, seconds=2, size="160x120")
+    upload_id, session_id = jobs.accept(path.read_bytes(), 2)
+    task_id = str(uuid.uuid4())
+    limit = jobs.settings.upload_max_deliveries
+    for _ in range(limit):  # as the starts whose worker died did
+        count_start(redis.Redis.from_url(jobs.settings.redis_url), task_id, 0)
+
+    # The broker delivers the same message again (same id, no retry counted).
+    assert jobs.send(upload_id, task_id=task_id) == "failed"
+    jobs.assert_failed(
+        upload_id,
+        session_id,
+        f"the upload's job was started {limit + 1} times and its worker was lost each time "
+        f"before it finished (out of memory or crashed; at most {limit}, "
+        "NEBULA_UPLOAD_MAX_DELIVERIES)",
+    )
+
+
+def test_a_chunk_whose_worker_is_killed_every_time_fails_the_upload_after_the_limit(
+    jobs: Jobs, tmp_path: Path
+) -> None:
+    """Real deaths: each start of the chunk's message is SIGKILLed in its pool process, and
+    Celery (acks_late, reject_on_worker_lost) delivers it again, until the starts pass the
+    limit and the next one fails the upload instead of trying once more."""
+    mpeg4 = ["-c:v", "mpeg4", "-q:v", "5"]
+    path = make_media_file(tmp_path / "long.mkv", *mpeg4, seconds=60, size="640x480", audio=False)
+    upload_id, session_id = jobs.accept(path.read_bytes(), 60)
+    expect_chunks(jobs.settings.database_url, upload_id, 1)
+    celery = make_celery(jobs.settings.redis_url)
+    task_id = str(uuid.uuid4())
+    # One chunk of the whole minute: 30 segments of 2 s, long enough to be caught running.
+    numbers = [0, 30 * 2 * 90_000, 30, 1]
+    chunk = celery.send_task(UPLOAD_CHUNK_TASK, args=[str(upload_id), 0, numbers], task_id=task_id)
+    killed: list[int] = []
+
+    def running_in_a_new_process() -> bool:
+        for tasks in (celery.control.inspect(timeout=1).active() or {}).values():
+            for task in tasks:
+                if task["id"] == task_id and task["worker_pid"] not in killed:
+                    killed.append(task["worker_pid"])
+                    return True
+        return False
+
+    limit = jobs.settings.upload_max_deliveries
+    for _ in range(limit):
+        wait_for(running_in_a_new_process, 60, "the chunk running in a new process")
+        os.kill(killed[-1], signal.SIGKILL)
+    assert chunk.get(timeout=60) == "failed"
+    jobs.assert_failed(
+        upload_id,
+        session_id,
+        f"chunk 0 was started {limit + 1} times and its worker was lost each time",
+    )
+    assert len(set(killed)) == limit
+
+
+def test_starts_are_counted_per_message_and_expire(settings: Settings) -> None:
+    events = redis.Redis.from_url(settings.redis_url)
+    task_id = str(uuid.uuid4())
+    assert [count_start(events, task_id, 0) for _ in range(3)] == [1, 2, 3]
+    assert count_start(events, task_id, 1) == 1  # a retry is a message of its own
+    assert 0 < events.ttl(f"nebula:task-starts:{task_id}:0") <= 7 * 24 * 3600
+
+
+def test_an_upload_stuck_in_processing_is_failed_by_the_sweep(jobs: Jobs) -> None:
+    stuck, stuck_session = jobs.accept(b"a job that was lost", 12)
+    recent, _ = _accepted(jobs.settings, jobs.store, b"a job still running")
+    with session_scope(jobs.settings.database_url) as db:
+        db.get(Upload, stuck).created_at = datetime.now(UTC) - timedelta(days=3)
+
+    swept = make_celery(jobs.settings.redis_url).send_task(STUCK_UPLOADS_TASK).get(timeout=60)
+    assert swept >= 1  # the other tests' uploads are all younger than two days
+    jobs.assert_failed(
+        stuck,
+        stuck_session,
+        "still processing 172800 s after it was accepted (NEBULA_UPLOAD_STUCK_SECONDS): its "
+        "job was lost",
+    )
+    with session_scope(jobs.settings.database_url) as db:
+        assert db.get(Upload, recent).status == "processing"
+    assert jobs.store.size_of(upload_object_key(recent)) > 0
+
+
+def test_a_redelivered_job_of_an_upload_already_ended_deletes_the_file_left_behind(
+    jobs: Jobs,
+) -> None:
+    # As if the worker had been lost between recording the upload's end and the delete.
+    upload_id, _ = jobs.accept(b"left behind", 12)
+    with session_scope(jobs.settings.database_url) as db:
+        db.get(Upload, upload_id).status = "ready"
+    assert jobs.send(upload_id) == "gone"
+    assert list(jobs.store.list_keys(upload_prefix(upload_id))) == []
 
 
 def _source_rows(settings: Settings, session_id: uuid.UUID) -> None:
@@ -252,22 +419,64 @@ def test_retention_deletes_an_old_upload_with_its_media(
         assert db.get(Upload, upload_id) is None
 
 
-def test_a_second_delivery_of_a_running_job_is_turned_away(
-    settings: Settings, store: ObjectStore, celery_worker
-) -> None:
-    upload_id, _ = _accepted(settings, store, b"not media at all")
-    celery = make_celery(settings.redis_url)
-    running = redis.Redis.from_url(settings.redis_url).lock(f"nebula:upload-job:{upload_id}")
+HOLDER_LOCK_SECONDS = 2.0
+
+
+def test_a_second_delivery_of_a_running_job_is_turned_away(jobs: Jobs) -> None:
+    upload_id, _ = jobs.accept(b"not media at all", 12)
+    key = f"nebula:upload-job:{upload_id}"
+    running = redis.Redis.from_url(jobs.settings.redis_url).lock(
+        key, HOLDER_LOCK_SECONDS, thread_local=False
+    )
     assert running.acquire(blocking=False)  # as the first delivery holds it while it works
+    stop = threading.Event()
+
+    def renew() -> None:  # as it does at every segment
+        while not stop.wait(HOLDER_LOCK_SECONDS / 4):
+            running.reacquire()
+
+    renewer = threading.Thread(target=renew)
+    renewer.start()
     try:
-        copy = celery.send_task(UPLOAD_TASK, args=[str(upload_id)])
-        assert copy.get(timeout=60) == "running elsewhere"
-        with session_scope(settings.database_url) as db:
+        assert jobs.send(upload_id) == "running elsewhere"
+        with session_scope(jobs.settings.database_url) as db:
             assert db.get(Upload, upload_id).status == "processing"
     finally:
+        stop.set()
+        renewer.join()
         running.release()
     # The delivery that holds the lock carries on: here, to the failure this file earns.
-    assert celery.send_task(UPLOAD_TASK, args=[str(upload_id)]).get(timeout=60) == "failed"
+    assert jobs.send(upload_id) == "failed"
+
+
+def test_a_job_whose_delivery_finishes_while_a_copy_waits_is_not_run_again(jobs: Jobs) -> None:
+    upload_id, _ = jobs.accept(b"not media at all", 12)
+    key = f"nebula:upload-job:{upload_id}"
+    running = redis.Redis.from_url(jobs.settings.redis_url).lock(key, 60, thread_local=False)
+    assert running.acquire(blocking=False)
+    finishing = threading.Timer(1.0, running.release)  # long before the lock would run out
+    finishing.start()
+    try:
+        assert jobs.send(upload_id) == "running elsewhere"
+    finally:
+        finishing.join()
+    with session_scope(jobs.settings.database_url) as db:
+        assert db.get(Upload, upload_id).status == "processing"
+
+
+def test_the_requeued_job_of_a_dead_worker_runs_once_the_dead_delivery_s_lock_runs_out(
+    jobs: Jobs,
+) -> None:
+    """Celery requeues the message of a pool process that died at once, while the lock the
+    dead delivery took is still held (it renews it no more): the job must not be dropped."""
+    upload_id, session_id = jobs.accept(b"not media at all", 12)
+    key = f"nebula:upload-job:{upload_id}"
+    dead = redis.Redis.from_url(jobs.settings.redis_url).lock(
+        key, HOLDER_LOCK_SECONDS, thread_local=False
+    )
+    assert dead.acquire(blocking=False)
+    assert jobs.send(upload_id) == "failed"  # it ran: the failure this file earns
+    jobs.assert_failed(upload_id, session_id, "the file cannot be processed: ")
 
 
 @pytest.fixture(scope="module")
@@ -390,3 +599,22 @@ def test_a_chunk_that_cannot_be_processed_fails_the_upload_with_the_reason(
         assert db.get(Upload, upload_id).error == status["error"]
         assert db.get(LiveSession, session_id).status == "failed"
     assert list(store.list_keys(upload_prefix(upload_id))) == []  # file and audio deleted
+
+
+def test_a_far_off_timestamp_is_refused_before_any_chunk_is_planned(
+    jobs: Jobs, tmp_path: Path
+) -> None:
+    # 3 s of MPEG-4 part 2 (encoded, so planned in chunks) whose last frame is dated an hour
+    # later (Matroska counts milliseconds): 900 chunks of 4 s without the check. The upload
+    # says 3 s, as a header may that the far-off packet does not change.
+    late = ["-bsf:v", "setts=ts=if(eq(N\\,89)\\,TS+3600000\\,TS)"]
+    mpeg4 = ["-c:v", "mpeg4", "-bf", "0", *late, "-c:a", "libmp3lame"]
+    path = make_media_file(tmp_path / "far.mkv", *mpeg4, seconds=3, size="160x120")
+    upload_id, session_id = jobs.accept(path.read_bytes(), 3)
+    assert jobs.send(upload_id, kwargs={"chunk_seconds": 4}) == "failed"
+
+    reason = jobs.assert_failed(upload_id, session_id, "the video's timestamps span 3603.")
+    assert "far beyond the 3.0 s the file declares (at most 66.0 s)" in reason
+    with session_scope(jobs.settings.database_url) as db:
+        assert db.get(Upload, upload_id).chunk_count is None  # nothing was planned
+    assert list(jobs.store.list_keys(upload_prefix(upload_id))) == []

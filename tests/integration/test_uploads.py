@@ -1,6 +1,8 @@
 """Refused uploads against a real `nebula-live api` process, PostgreSQL and S3 server: each
 gets the right 4xx with a precise detail, and leaves no object (whole or a multipart upload
-in progress) and no row behind."""
+in progress) and no row behind. Media past a decode limit gets 422 naming the limit; a
+playlist or concat script naming URLs gets 415 and nothing is fetched (a local HTTP server
+counts the requests)."""
 
 from __future__ import annotations
 
@@ -21,9 +23,13 @@ from core.settings import Settings
 from core.storage import ObjectStore
 from tests.conftest import ARTIFACTS
 from tests.media import make_media_file
-from tests.services import free_port, running_api
+from tests.services import RequestRecorder, free_port, running_api
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # more than two S3 parts: the multipart path is taken
+# The API's decode limits: the 320x240, 30 fps, 3 s files here are within them.
+MAX_PIXELS = 320 * 240
+MAX_SECONDS = 10.0
+MAX_FRAME_RATE = 30.0
 CHUNK = 256 * 1024
 BOUNDARY = "nebula-test-boundary"
 UNKNOWN = "00000000-0000-0000-0000-000000000000"
@@ -32,7 +38,13 @@ UNKNOWN = "00000000-0000-0000-0000-000000000000"
 @pytest.fixture(scope="module")
 def api(settings: Settings) -> Iterator[httpx.Client]:
     own = settings.model_copy(
-        update={"http_port": free_port(), "max_upload_bytes": MAX_UPLOAD_BYTES}
+        update={
+            "http_port": free_port(),
+            "max_upload_bytes": MAX_UPLOAD_BYTES,
+            "upload_max_pixels": MAX_PIXELS,
+            "upload_max_seconds": MAX_SECONDS,
+            "upload_max_frame_rate": MAX_FRAME_RATE,
+        }
     )
     with running_api(own, ARTIFACTS / "logs" / "uploads-api.log") as client:
         yield client
@@ -53,7 +65,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
     cut_data = folder / "cut-data.mp4"  # moov first: the index promises data that is gone
     cut_data.write_bytes(indexed.read_bytes()[: indexed.stat().st_size * 6 // 10])
     audio = make_media_file(folder / "tone.m4a", "-c:a", "aac", video=False)
+    small = ["-c:v", "libx264", "-preset", "ultrafast", "-an"]
     return {
+        "too-large": make_media_file(folder / "large.mp4", *small, seconds=1, size="640x480"),
+        "too-long": make_media_file(folder / "long.mp4", *small, seconds=12, size="64x48"),
+        "too-fast": make_media_file(folder / "fast.mp4", *small, seconds=1, size="64x48", rate=60),
         "text": text,
         "cut-index": cut_index,
         "cut-data": cut_data,
@@ -102,6 +118,24 @@ def _post(api: httpx.Client, path: Path) -> httpx.Response:
             "the file is truncated or damaged: it declares 3.0 s of video but its data",
         ),
         ("audio", 422, "no video stream (found: audio (aac))"),
+        (
+            "too-large",
+            422,
+            "the video is 640x480 (307200 pixels a frame): more than this server decodes "
+            "(76800 pixels, NEBULA_UPLOAD_MAX_PIXELS)",
+        ),
+        (
+            "too-long",
+            422,
+            "the file declares 12.0 s: longer than this server processes "
+            "(10 s, NEBULA_UPLOAD_MAX_SECONDS)",
+        ),
+        (
+            "too-fast",
+            422,
+            "the video runs at 60 frames/s: more than this server decodes "
+            "(30 frames/s, NEBULA_UPLOAD_MAX_FRAME_RATE)",
+        ),
     ],
 )
 def test_a_file_that_cannot_become_a_ladder_is_refused_with_the_reason(
@@ -206,3 +240,42 @@ def test_the_websocket_of_an_unknown_upload_closes_with_4404(api: httpx.Client) 
         ws.recv(timeout=10)
     assert closed.value.rcvd.code == 4404
     assert closed.value.rcvd.reason == f"upload {UNKNOWN} not found"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "detail"),
+    [
+        (
+            "live.m3u8",
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000\n{url}/variant.m3u8\n",
+            # The stored object has no name: FFmpeg's hls probe wants a .m3u8 one.
+            "not a media file: no demuxer recognises it",
+        ),
+        (
+            "clip.m3u8",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{url}/segment0.ts\n",
+            "not a media file: no demuxer recognises it",
+        ),
+        (
+            "parts.ffconcat",
+            "ffconcat version 1.0\nfile {url}/part0.ts\nfile part1.ts\n",
+            "not a container we accept: an FFmpeg concat script",
+        ),
+    ],
+)
+def test_an_uploaded_playlist_or_script_is_refused_and_nothing_it_names_is_fetched(
+    api: httpx.Client,
+    tmp_path: Path,
+    recording_server: RequestRecorder,
+    nothing_left_behind,
+    name: str,
+    text: str,
+    detail: str,
+) -> None:
+    url, hits = recording_server.url, recording_server.hits
+    path = tmp_path / name
+    path.write_text(text.format(url=url))
+    response = _post(api, path)
+    assert response.status_code == 415, response.text
+    assert response.json()["detail"].startswith(detail), response.json()
+    assert hits == []

@@ -25,6 +25,7 @@ OUR_TASKS = {
     UPLOAD_CHUNK_TASK,
     DELIVER_TASK,
     "nebula.expire_recordings",
+    "nebula.fail_stuck_uploads",
 }
 
 

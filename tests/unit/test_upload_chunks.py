@@ -3,7 +3,8 @@ segments per chunk on the video's clock; audio is snapped onto one 1024-sample g
 handed out with a margin; and chunks packaged one by one, each from its own open file as
 the tasks do (Matroska, which has an index to seek by, and MPEG-TS, which has none), give
 the single pass's segment grid and init, decode with ffmpeg, and carry audio with no gap or
-overlap at the seams."""
+overlap at the seams. A video extent far past the declared duration, or past the absolute
+limit, is refused before anything is planned."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from packager.tasks.upload_chunks import (
     chunk_segments,
     decode_audio_units,
     encode_audio_units,
+    extent_refusal,
     plan_chunks,
     snap_audio,
 )
@@ -59,6 +61,28 @@ def test_a_plan_is_whole_segments_per_chunk_and_the_last_chunk_runs_to_the_end()
     assert plan_chunks(0, 4 * CLOCK_HZ, 2.0, 4.0).count == 2
     # Shorter than a segment: still one segment a chunk.
     assert plan_chunks(0, CLOCK_HZ, 2.0, 0.5).segments == 1
+
+
+def test_an_extent_far_past_the_declared_duration_or_past_the_limit_is_refused() -> None:
+    day = 24 * 3600.0
+    # Within twice the declared duration and a minute: a header's duration is not exact.
+    assert extent_refusal(66.0, 3.0, day) is None
+    assert extent_refusal(7200.0, 3600.0, day) is None
+    assert extent_refusal(60.0, None, day) is None  # nothing declared: only the limit
+    far = extent_refusal(3603.0, 3.0, day)
+    assert far == (
+        "the video's timestamps span 3603.0 s, far beyond the 3.0 s the file declares "
+        "(at most 66.0 s): a packet carries a far-off timestamp"
+    )
+    long = extent_refusal(day + 1, None, day)
+    assert long == (
+        "the video's timestamps span 86401.0 s: longer than this server processes "
+        "(86400 s, NEBULA_UPLOAD_MAX_SECONDS)"
+    )
+    # The limit holds even when the file declares that much.
+    assert extent_refusal(day + 1, day + 1, day) == long
+    # 24 h of the shortest segments still numbers far below the int32 sequence column.
+    assert plan_chunks(0, round(day * CLOCK_HZ), 0.1, 0.1).count < 2**31
 
 
 def _audio(times: list[int]) -> list[AccessUnit]:

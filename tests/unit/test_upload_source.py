@@ -1,6 +1,8 @@
 """Uploaded files into the live packager, on real files made by the ffmpeg CLI: H.264/AAC is
 copied, VP9/Opus encoded with a keyframe opening every segment; ffmpeg decodes the result.
-The probe that runs before: what it accepts, and the reason it gives for what it refuses."""
+The probe that runs before: what it accepts, and the reason it gives for what it refuses,
+the decode limits included; a playlist or script that would make FFmpeg fetch what it names
+is refused before anything is fetched (a local HTTP server counts the requests)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,16 @@ import pytest
 from media.hls.segment_packager import PackagedSegment, SegmentPackager
 from media.types import CLOCK_HZ, AccessUnit
 from packager.transcoding.transcode import EncoderOptions
-from packager.transcoding.upload_probe import NotMediaError, UnusableMediaError, probe_upload
+from packager.transcoding.upload_probe import (
+    DecodeLimits,
+    NotMediaError,
+    UnusableMediaError,
+    open_upload,
+    probe_upload,
+)
 from packager.transcoding.upload_source import SourceOptions, UploadSource
 from tests.media import make_media_file
+from tests.services import RequestRecorder
 
 SEGMENT_SECONDS = 1.0
 SECONDS = 3
@@ -151,3 +160,72 @@ def test_the_probe_describes_what_it_accepts(folder: Path) -> None:
     assert abs(probed.duration_seconds - SECONDS) < 0.1
     assert probed.video == {"codec": "vp9", "width": 320, "height": 240, "frame_rate": 30.0}
     assert probed.audio == {"codec": "opus", "sample_rate": 48000, "channels": 1}
+
+
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        (
+            DecodeLimits(max_pixels=320 * 240 - 1),
+            "the video is 320x240 (76800 pixels a frame): more than this server decodes "
+            "(76799 pixels, NEBULA_UPLOAD_MAX_PIXELS)",
+        ),
+        (
+            DecodeLimits(max_seconds=2.5),
+            "the file declares 3.0 s: longer than this server processes "
+            "(2.5 s, NEBULA_UPLOAD_MAX_SECONDS)",
+        ),
+        (
+            DecodeLimits(max_frame_rate=25),
+            "the video runs at 30 frames/s: more than this server decodes "
+            "(25 frames/s, NEBULA_UPLOAD_MAX_FRAME_RATE)",
+        ),
+    ],
+)
+def test_the_probe_refuses_media_past_a_decode_limit_saying_what_and_the_limit(
+    refused: dict[str, Path], folder: Path, limits: DecodeLimits, reason: str
+) -> None:
+    path = _make(folder, "limits.mp4", "-c:v", "libx264", "-preset", "ultrafast")
+    with path.open("rb") as file, pytest.raises(UnusableMediaError) as caught:
+        probe_upload(file, limits)
+    assert str(caught.value) == reason
+    with path.open("rb") as file:  # the same file within the limits
+        assert probe_upload(file, DecodeLimits(320 * 240, 3.5, 30)).video["width"] == 320
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "what"),
+    [
+        (
+            "clip.m3u8",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{url}/segment0.ts\n#EXT-X-ENDLIST\n",
+            "an HLS playlist",
+        ),
+        ("clip.ffconcat", "ffconcat version 1.0\nfile {url}/part0.ts\n", "an FFmpeg concat script"),
+    ],
+)
+def test_a_playlist_or_script_naming_urls_is_refused_before_anything_is_fetched(
+    folder: Path, recording_server: RequestRecorder, name: str, text: str, what: str
+) -> None:
+    url, hits = recording_server.url, recording_server.hits
+    path = folder / name
+    path.write_text(text.format(url=url))
+    with path.open("rb") as file, pytest.raises(NotMediaError) as caught:
+        open_upload(file)  # a named file: FFmpeg's probe sees the .m3u8 extension
+    assert str(caught.value) == (
+        f"not a container we accept: {what} that FFmpeg would open with a demuxer outside the "
+        "list (MP4/QuickTime, Matroska/WebM, FLV, MPEG-TS, MPEG-PS, AVI, Ogg)"
+    )
+    assert hits == []
+
+
+def test_without_the_allowlist_ffmpeg_fetches_what_an_uploaded_playlist_names(
+    folder: Path, recording_server: RequestRecorder
+) -> None:
+    """Why the allowlist is there, and that the server above would see a fetch."""
+    url, hits = recording_server.url, recording_server.hits
+    path = folder / "plain.m3u8"
+    path.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{url}/leak.ts\n")
+    with path.open("rb") as file, pytest.raises(av.FFmpegError):
+        av.open(file)
+    assert hits == ["/leak.ts"]

@@ -1,4 +1,5 @@
-"""Which queues each worker pool consumes: the live ladder's processes take nothing else."""
+"""Which queues each worker pool consumes: the live ladder's processes take nothing else;
+both replace a process grown past the memory limit."""
 
 from __future__ import annotations
 
@@ -30,3 +31,11 @@ def test_the_batch_pool_takes_uploads_and_the_default_queue_and_runs_the_beat() 
 def test_a_segment_s_ladder_goes_to_the_live_queue_only_when_its_session_has_a_stream() -> None:
     assert ladder_queue(uuid.uuid4()) == LIVE_QUEUE
     assert ladder_queue(None) == UPLOAD_QUEUE
+
+
+def test_both_pools_replace_a_process_grown_past_the_memory_limit_unless_it_is_0() -> None:
+    for pool in (WorkerPool.LIVE, WorkerPool.BATCH):
+        argv = celery_argv(Settings(worker_max_memory_mb=512), pool)
+        assert _option(argv, "max-memory-per-child") == str(512 * 1024)  # Celery counts KiB
+        argv = celery_argv(Settings(worker_max_memory_mb=0), pool)
+        assert _option(argv, "max-memory-per-child") is None
