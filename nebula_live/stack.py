@@ -240,14 +240,14 @@ def _without_password(url: str) -> str:
 
 
 def _banner(s: Settings, *, token_in_env: bool) -> str:
-    """What to do next. The admin token is named by where it is, never printed: terminals,
-    journald and CI logs keep what `up` prints."""
+    """What to do next. A token `up` generated is printed, as DESIGN.md's contract has it
+    (a first run needs it at hand), with the file that keeps it; one the operator set in
+    NEBULA_API_TOKEN is named by the variable only, so production logs never hold it."""
     base = s.public_http_url
     if token_in_env:
         where, token = "in NEBULA_API_TOKEN", "$NEBULA_API_TOKEN"
     else:
-        path = api_token_path(s).resolve()
-        where, token = f"in {path}", f"$(cat {path})"
+        where, token = f"{s.api_token}  (kept in {api_token_path(s).resolve()})", s.api_token
     lines = [
         f"  Admin API token   {where}",
         f"  Player            {base}/player",

@@ -24,12 +24,13 @@ from tests.services import settings_env
 pytestmark = [pytest.mark.e2e, pytest.mark.player_faults, pytest.mark.timeout(600)]
 # The stream URL stays one presentation past the grace window (the publisher comes back
 # after it), and a rung segment a killed worker held becomes a GAP soon enough that its
-# playlist never stands still for 1.5 target durations (RFC 8216bis 6.2.1): one target
-# duration after its source segment, looked for four times a target duration.
+# playlist never stands still for 1.5 target durations (RFC 8216bis 6.2.1). The rung waits
+# at most TD (the source's next segment) + deadline + sweep - transcode time: with a TD of
+# 2 s, 2 + 0.8 + 0.25 - ~0.4 = ~2.65 s, under 3.
 STACK_SETTINGS = {
     "presentation_hold_seconds": 30.0,
-    "rung_deadline_targets": 1.0,
-    "ladder_sweep_seconds": 0.5,
+    "rung_deadline_targets": 0.4,
+    "ladder_sweep_seconds": 0.25,
 }
 
 
