@@ -99,6 +99,19 @@ class Publication:
             for segment in closed:
                 self._queue.put_nowait(segment)
 
+    async def record_report(self, report: dict[str, Any]) -> None:
+        """Keep what the ingest observed of the transport on the session (its sessions API
+        shows it). Best effort: a database fault costs the report, never the publish."""
+        try:
+            await asyncio.to_thread(
+                sessions.record_ingest_report,
+                self.settings.database_url,
+                self.grant.session_id,
+                report,
+            )
+        except Exception:
+            log.exception("ingest report of session %s not recorded", self.grant.session_id)
+
     async def finish(self) -> None:
         """Close the last segment and wait until everything closed so far is stored."""
         for segment in self.packager.flush():

@@ -9,7 +9,6 @@ import uuid
 from collections import Counter, deque
 
 from core.settings import Settings
-from ingest import sessions
 from ingest.publication import Publication
 from ingest.publisher import Publisher
 from ingest.rtmp.connection import ServerConnection
@@ -226,15 +225,7 @@ class _Connection:
         self.conn.fail(f"publisher dropped: {reason}")
         await self._flush()
         report = {"protocol": "rtmp", "warnings": [f"the publisher was dropped: {reason}"]}
-        try:
-            await asyncio.to_thread(
-                sessions.record_ingest_report,
-                self.settings.database_url,
-                self.publication.grant.session_id,
-                report,
-            )
-        except Exception:
-            log.exception("rtmp %s: drop reason not recorded", self.peer)
+        await self.publication.record_report(report)
 
     async def _decide(self, event: PublishRequested) -> Publication | None:
         key = stream_key_from_rtmp(event.app, event.stream_name_without_query)

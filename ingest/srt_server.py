@@ -395,15 +395,7 @@ class SrtListener:
     async def _record_report(self, conn: SrtPublisherConnection, report: dict[str, Any]) -> None:
         assert conn.publication is not None
         conn.reported = True
-        try:
-            await asyncio.to_thread(
-                sessions.record_ingest_report,
-                self.settings.database_url,
-                conn.publication.grant.session_id,
-                report,
-            )
-        except Exception:
-            log.exception("srt %s: ingest report not recorded", conn.peer)
+        await conn.publication.record_report(report)
 
     def disconnect(self, stream_id: uuid.UUID) -> bool:
         """Drop the stream's publisher if this process holds it; its session ends at once."""
