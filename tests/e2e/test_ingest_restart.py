@@ -21,7 +21,8 @@ from tests.media import decode, make_source, publish
 from tests.services import free_port, nebula_process, settings_env, tcp_open, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-# The reconnect grace must outlast a stale period for the dead ingest's session to resume.
+# The grace runs from when the dead ingest's heartbeat is a stale period old; the publisher
+# retries every ~4 s, so a grace wider than the e2e stacks' 4 s is sure to see one land.
 STACK_SETTINGS = {"presentation_hold_seconds": 0.0, "reconnect_grace_seconds": 30.0}
 
 
