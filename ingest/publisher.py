@@ -93,21 +93,15 @@ class Publisher:
             await asyncio.to_thread(self._announce_end, ended)
 
     def _announce_live(self, grant: sessions.PublishGrant) -> None:
-        """Tell websockets and webhooks. Best effort, like every announcement here: the
-        session is live in the database whether or not Redis or the broker answers, and a
-        publish must not fail (nor linger half-begun) for their sake (audit #4)."""
+        """Tell websockets and webhooks. Best effort, like every announcement here (a webhook
+        enqueue never raises): the session is live in the database whether or not Redis or
+        the broker answers, and a publish must not fail (nor linger half-begun) for their
+        sake (audit #4)."""
         ids = {"stream_id": str(grant.stream_id), "session_id": str(grant.session_id)}
         live = StatusEvent(grant.stream_id, StreamStatus.LIVE, grant.session_id, grant.resumed)
         _best_effort("the live event", publish_event, self.redis, live)
         if not grant.resumed:  # a resumed session never stopped being live
-            _best_effort(
-                "the stream.live webhook",
-                enqueue_webhook,
-                self.celery,
-                self.settings,
-                WebhookEvent.STREAM_LIVE,
-                ids,
-            )
+            enqueue_webhook(self.celery, self.settings, WebhookEvent.STREAM_LIVE, ids)
 
     def _announce_end(self, ended: sessions.EndedSession) -> None:
         _best_effort(
@@ -122,14 +116,14 @@ class Publisher:
         ids = {"stream_id": str(ended.stream_id), "session_id": str(ended.session_id)}
         idle = StatusEvent(ended.stream_id, StreamStatus.IDLE, ended.session_id)
         _best_effort("the idle event", publish_event, self.redis, idle)
+        enqueue_webhook(self.celery, self.settings, WebhookEvent.STREAM_IDLE, ids)
         playback = f"{self.settings.public_http_url}{recording_path(ended.session_id)}"
-        for event, payload in (
-            (WebhookEvent.STREAM_IDLE, ids),
-            (WebhookEvent.SESSION_ENDED, {**ids, "playback_url": playback}),
-        ):
-            _best_effort(
-                f"the {event} webhook", enqueue_webhook, self.celery, self.settings, event, payload
-            )
+        enqueue_webhook(
+            self.celery,
+            self.settings,
+            WebhookEvent.SESSION_ENDED,
+            {**ids, "playback_url": playback},
+        )
         log.info("stream %s idle (session %s ended)", ended.stream_id, ended.session_id)
 
     async def run_housekeeping(self) -> None:

@@ -64,19 +64,24 @@ class Spool:
                 size / 2**20,
             )
 
+    @property
+    def full(self) -> bool:
+        """New publishes are refused while it holds `max_bytes` or more."""
+        return self.used_bytes >= self.max_bytes
+
     def report(self, redis: Redis, ingest: str) -> None:
         """Say in Redis how full this ingest's spool is, for the API to show."""
         state = {
             "used_bytes": self.used_bytes,
             "max_bytes": self.max_bytes,
             "waiting": self.waiting,
-            "full": self.used_bytes >= self.max_bytes,
+            "full": self.full,
         }
         redis.set(f"{REPORT_PREFIX}{ingest}", json.dumps(state), ex=REPORT_TTL_SECONDS)
 
     def check_room(self) -> None:
         """Raise SpoolFullError when a new publish should be refused."""
-        if self.used_bytes >= self.max_bytes:
+        if self.full:
             raise SpoolFullError(
                 f"this ingest holds {self.used_bytes / 2**20:.0f} MiB of segments that storage "
                 f"has not taken yet (limit {self.max_bytes / 2**20:.0f} MiB, "
