@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.services import remove_root_cluster  # noqa: E402
+
 HTTP_PORT = 18480
 POSTGRES_PORT = 25480
 REDIS_PORT = 26480
@@ -118,7 +122,5 @@ def running_stack(
         os.killpg(up.pid, signal.SIGTERM)
         up.wait(60)
         if not keep:
-            cluster = (data / "postgres_data").resolve()  # outside the data dir under root
-            if cluster.parent != data:
-                shutil.rmtree(cluster.parent, ignore_errors=True)
+            remove_root_cluster(data)
             shutil.rmtree(data, ignore_errors=True)

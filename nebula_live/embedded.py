@@ -159,20 +159,23 @@ def _require_password_auth(admin_url: str, pgdata: Path, password: str) -> None:
     """A cluster made before passwords (`--auth=trust`) gets the password and scram auth."""
     hba = pgdata / "pg_hba.conf"
     lines = hba.read_text().splitlines()
-    if not any(line.split()[-1:] == ["trust"] for line in lines if not line.startswith("#")):
+    if not any(map(_trusts, lines)):
         return
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(password)))
         hba.write_text(
             "\n".join(
-                line.rsplit(None, 1)[0] + " scram-sha-256"
-                if not line.startswith("#") and line.split()[-1:] == ["trust"]
-                else line
+                line.rsplit(None, 1)[0] + " scram-sha-256" if _trusts(line) else line
                 for line in lines
             )
             + "\n"
         )
         conn.execute("SELECT pg_reload_conf()")
+
+
+def _trusts(hba_line: str) -> bool:
+    """Whether a pg_hba.conf line lets its clients in without a password."""
+    return not hba_line.startswith("#") and hba_line.split()[-1:] == ["trust"]
 
 
 def _initdb(bin_dir: Path, pgdata: Path, user: pwd.struct_passwd | None, password: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -43,6 +44,16 @@ def free_port_block(size: int) -> int:
         if base + size < 65535 and all(embedded.port_is_free(base + i) for i in range(size)):
             return base
     raise RuntimeError(f"no block of {size} free ports")
+
+
+def remove_root_cluster(data: Path) -> None:
+    """Remove the embedded PostgreSQL cluster `up` (as root) kept outside the data dir
+    `data`, under `nebula_live.embedded.SYSTEM_STATE_DIR`; nothing otherwise."""
+    from nebula_live.embedded import SYSTEM_STATE_DIR
+
+    cluster = (data / "postgres_data").resolve()
+    if cluster.is_relative_to(SYSTEM_STATE_DIR):
+        shutil.rmtree(cluster.parent, ignore_errors=True)
 
 
 def world_readable_tmpdir(prefix: str) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import stat
@@ -24,7 +23,7 @@ from nebula_live.processes import process_tree
 from tests.e2e.conftest import free_udp_port
 from tests.hls_poller import CheckedHls
 from tests.media import probe
-from tests.services import REPO_ROOT, free_port, free_port_block, wait_for
+from tests.services import REPO_ROOT, free_port, free_port_block, remove_root_cluster, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -49,9 +48,7 @@ def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         PYTHONPATH=str(REPO_ROOT),
     )
     yield env
-    cluster = (Path(env["NEBULA_DATA_DIR"]) / "postgres_data").resolve()
-    if cluster.is_relative_to(SYSTEM_STATE_DIR):  # root's cluster lives outside the data dir
-        shutil.rmtree(cluster.parent, ignore_errors=True)
+    remove_root_cluster(Path(env["NEBULA_DATA_DIR"]))
 
 
 @contextmanager

@@ -14,16 +14,14 @@ import pytest
 import redis
 
 from nebula_live import embedded
-from tests.services import free_port, world_readable_tmpdir
+from tests.services import free_port, remove_root_cluster, world_readable_tmpdir
 
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
     data = world_readable_tmpdir("nebula-stores-")
     yield data
-    cluster = (data / "postgres_data").resolve()
-    if cluster.is_relative_to(embedded.SYSTEM_STATE_DIR):
-        shutil.rmtree(cluster.parent, ignore_errors=True)
+    remove_root_cluster(data)
     shutil.rmtree(data, ignore_errors=True)
 
 
