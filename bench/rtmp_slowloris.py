@@ -68,10 +68,10 @@ def address(index: int, per_address: int) -> str:
     return f"127.{1 + n // 250}.{n % 250}.2"
 
 
-def connect_from(source_ip: str) -> socket.socket:
+def connect_from(source_ip: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind((source_ip, 0))
-    sock.connect(("127.0.0.1", RTMP_PORT))
+    sock.connect(("127.0.0.1", port))
     sock.setblocking(False)
     return sock
 
@@ -87,6 +87,7 @@ def closed_by_server(sock: socket.socket) -> bool:
 
 @dataclass
 class Slowloris:
+    port: int
     count: int
     per_address: int
     dribble: float
@@ -97,7 +98,7 @@ class Slowloris:
     def run(self, stop: threading.Event) -> None:
         conns: dict[int, tuple[socket.socket, float]] = {}
         for index in range(self.count):
-            conns[index] = (connect_from(address(index, self.per_address)), time.time())
+            conns[index] = (connect_from(address(index, self.per_address), self.port), time.time())
             self.opened += 1
         next_send = time.time()
         while not stop.is_set():
@@ -110,7 +111,7 @@ class Slowloris:
                     sock.close()
                     self.lifetimes.append(now - opened_at)
                     self.cut_at.append(now)
-                    conns[index] = (connect_from(address(index, self.per_address)), now)
+                    conns[index] = (connect_from(address(index, self.per_address), self.port), now)
                     self.opened += 1
                 elif send:
                     with contextlib.suppress(OSError):
@@ -120,9 +121,9 @@ class Slowloris:
             sock.close()
 
 
-def burst(count: int) -> dict[str, int]:
+def burst(port: int, count: int) -> dict[str, int]:
     """`count` connections from one address at once: how many are closed within a second."""
-    socks = [connect_from("127.250.250.250") for _ in range(count)]
+    socks = [connect_from("127.250.250.250", port) for _ in range(count)]
     time.sleep(1.0)
     refused = sum(closed_by_server(sock) for sock in socks)
     for sock in socks:
@@ -206,7 +207,7 @@ def main() -> None:
             thread.start()
         time.sleep(args.before)
         attack_start = time.time()
-        slow = Slowloris(args.slow, args.per_address, args.dribble)
+        slow = Slowloris(RTMP_PORT, args.slow, args.per_address, args.dribble)
         stop_slow = threading.Event()
         attacker = threading.Thread(target=slow.run, args=(stop_slow,), daemon=True)
         attacker.start()
@@ -214,7 +215,7 @@ def main() -> None:
         stop_slow.set()
         attacker.join()
         attack_end = time.time()
-        burst_result = burst(args.burst)
+        burst_result = burst(RTMP_PORT, args.burst)
         time.sleep(4)  # the segments that closed during the attack get listed
         stop_poll.set()
         publisher_alive = publisher.poll() is None

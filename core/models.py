@@ -106,6 +106,8 @@ class LiveSession(Base):
     disconnected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Refreshed by the ingest holding the publisher; a stale one means that process died.
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # That ingest process (`ingest.holder`): one on its host can tell sooner that it died.
+    holder: Mapped[str | None] = mapped_column(String(200))
     # When the current connection's first segment took its place on the stream's timeline;
     # null until then, while the outage sweep keeps the stream's playlists advancing.
     fed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -24,6 +24,7 @@ from core.settings import Settings
 from core.storage import ObjectStore
 from core.webhooks import WebhookEvent, enqueue_webhook
 from ingest import outages, sessions
+from ingest.holder import this_process
 from ingest.publication import Publication
 from ingest.spool import Spool, SpoolFullError
 from packager import ladder_deadline
@@ -52,6 +53,7 @@ class Publisher:
         self.celery = make_celery(settings.redis_url)
         self.spool = Spool(settings.data_dir / "spool", settings.spool_max_bytes)
         self.name = f"{socket.gethostname()}:{os.getpid()}"  # this ingest, in reports
+        self.holder = this_process()  # and on the sessions it holds
 
     async def begin(self, stream_key: str, protocol: str) -> tuple[Publication | None, str]:
         try:
@@ -63,6 +65,7 @@ class Publisher:
                 protocol,
                 self.settings.reconnect_grace_seconds,
                 hold_seconds=self.settings.presentation_hold_seconds,
+                holder=self.holder,
             )
         except (sessions.PublishRefusedError, SpoolFullError) as refused:
             return None, str(refused)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from core.db import session_scope
 from core.models import LiveSession, Rendition, Segment, SessionStatus, Stream, StreamStatus
 from core.stream_keys import hash_stream_key, key_matches
+from ingest.holder import known_dead
 from media.ladder import SOURCE
 from media.types import CLOCK_HZ
 from packager import timeline
@@ -97,8 +98,10 @@ def open_publish(
     grace_seconds: float,
     *,
     hold_seconds: float = 0.0,
+    holder: str | None = None,
 ) -> PublishGrant:
     """Authorise a publish and start a session, or continue one a publisher dropped from.
+    `holder` (`ingest.holder`) is the ingest process that takes it.
 
     A new session joins the stream's live presentation while it is open: until
     `hold_seconds` after its last session ended (and the outage sweep ended it)."""
@@ -112,7 +115,7 @@ def open_publish(
         ).all()
         resumable = None
         for session in current:
-            gone_at = _publisher_gone_at(session)
+            gone_at = _publisher_gone_at(session, at)
             if gone_at is None or gone_at > at:
                 raise PublishRefusedError(_already_published(session, at))
             within_grace = at - gone_at <= timedelta(seconds=grace_seconds)
@@ -126,6 +129,7 @@ def open_publish(
             resumable.disconnected_at = None
             resumable.fed_at = None
             resumable.heartbeat_at = at
+            resumable.holder = holder
             return _resume_grant(db, stream, resumable, next_sequence)
         joins = _presentation_open(db, stream, at, hold_seconds)
         if not joins:
@@ -137,6 +141,7 @@ def open_publish(
             protocol=protocol,
             status=SessionStatus.LIVE,
             heartbeat_at=at,
+            holder=holder,
             ladder=stream.ladder,
             presentation_sequence=stream.presentation_sequence,
             target_duration=stream.target_duration,
@@ -156,15 +161,17 @@ def open_publish(
         )
 
 
-def _publisher_gone_at(session: LiveSession) -> datetime | None:
+def _publisher_gone_at(session: LiveSession, at: datetime) -> datetime | None:
     """When the session's publisher left, for its grace window: when it dropped, or, if
-    its ingest died holding it, when that shows (its heartbeat a stale period old); None
-    for a session no heartbeat ever came for."""
+    its ingest died holding it, when that shows: once its heartbeat is a stale period old,
+    or sooner, `at`, if this host can tell the process is gone (`ingest.holder`). None for
+    a session no heartbeat ever came for."""
     if session.disconnected_at is not None:
         return session.disconnected_at
     if session.heartbeat_at is None:
         return None
-    return session.heartbeat_at + timedelta(seconds=HEARTBEAT_STALE_SECONDS)
+    stale = session.heartbeat_at + timedelta(seconds=HEARTBEAT_STALE_SECONDS)
+    return min(stale, at) if known_dead(session.holder) else stale
 
 
 def _already_published(session: LiveSession, at: datetime) -> str:

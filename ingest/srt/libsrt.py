@@ -171,6 +171,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     ),
     "srt_bind": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]),
     "srt_listen": (ctypes.c_int, [ctypes.c_int, ctypes.c_int]),
+    "srt_connect": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]),
     "srt_listen_callback": (ctypes.c_int, [ctypes.c_int, ListenCallback, ctypes.c_void_p]),
     "srt_accept": (
         ctypes.c_int,
@@ -391,6 +392,18 @@ def epoll_release(eid: int) -> None:
 
 def set_reject_reason(sock: int, reason: int) -> None:
     _check("srt_setrejectreason", library().srt_setrejectreason(sock, reason))
+
+
+def connect(sock: int, host: str, port: int) -> None:
+    """Call a listener (blocking until it accepts or rejects); a caller, for benchmarks that
+    play many encoders at once in one process."""
+    address = _sockaddr(host, port)
+    _check("srt_connect", library().srt_connect(sock, address, len(address)))
+
+
+def reject_reason(sock: int) -> int:
+    """Why the peer rejected this socket's connection: a RejectReason, or libsrt's own code."""
+    return library().srt_getrejectreason(sock)
 
 
 def socket_state(sock: int) -> SockStatus:

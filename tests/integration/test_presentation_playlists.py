@@ -8,6 +8,7 @@ part by recording rung rows itself, and reads every playlist through the API.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -26,6 +27,7 @@ from core.models import LiveSession, Segment, SegmentStatus, Stream
 from core.settings import Settings
 from core.storage import ObjectStore
 from ingest import outages, sessions
+from ingest.holder import of_process, this_process
 from ingest.publication import Publication
 from ingest.publisher import Publisher
 from ingest.spool import Spool
@@ -443,6 +445,34 @@ def test_a_publisher_back_after_its_ingest_died_continues_the_session_within_the
     assert late.session_id != grant.session_id and not late.resumed
     with session_scope(settings.database_url) as db:
         assert db.get(LiveSession, grant.session_id).status == "ended"
+
+
+def test_a_publisher_back_on_the_host_of_its_dead_ingest_continues_the_session_at_once(
+    api: TestClient, settings: Settings
+) -> None:
+    """Its holder is a process of this host that exited: it is gone now, not only once its
+    heartbeat is a stale period old. One that still runs keeps the stream published."""
+    stream = create_stream(api)
+    running = subprocess.Popen(["sleep", "60"])
+    try:
+        grant = sessions.open_publish(
+            settings.database_url,
+            stream["stream_key"],
+            "rtmp",
+            GRACE,
+            holder=of_process(running.pid),
+        )
+        with pytest.raises(sessions.PublishRefusedError, match="already being published"):
+            sessions.open_publish(settings.database_url, stream["stream_key"], "rtmp", GRACE)
+    finally:
+        running.kill()
+        running.wait()
+    back = sessions.open_publish(
+        settings.database_url, stream["stream_key"], "rtmp", GRACE, holder=this_process()
+    )
+    assert (back.session_id, back.resumed) == (grant.session_id, True)
+    with session_scope(settings.database_url) as db:
+        assert db.get(LiveSession, grant.session_id).holder == this_process()
 
 
 def test_a_publish_begins_and_ends_while_redis_is_away(
