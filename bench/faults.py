@@ -20,6 +20,7 @@ per fault (the source and the rung together where a count says "segments"):
   max RSS        of the ingest and the API processes, sampled every 0.5 s
   publisher delay  row recorded minus the end of its media at the ingest (its program
                  date-time + duration): p50 before the fault, p50 and max during it
+                 (from its start to 10 s after its end, by the media's end)
   viewer delay   first seen in the stream's source playlist minus the same, before and
                  during, and the longest the playlist stood still during the fault
 
@@ -68,6 +69,8 @@ from tests.services import s3_server, wait_for  # noqa: E402
 GOP_SECONDS = 2.0
 RUNG = {"name": "360p", "height": 360, "bitrate": 800_000}
 POLL_SECONDS = 0.25
+# "During" a fault runs on this long after it is over: what it made late is listed then.
+AFTERMATH_SECONDS = 10.0
 FIRST_SEGMENT_TIMEOUT = 60
 SOURCE_FILE = Path(tempfile.gettempdir()) / "nebula-bench-faults-480p-30s.flv"
 
@@ -166,9 +169,9 @@ class PeakRss:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            for name, pid in (("ingest", self.stack.ingest_pid), ("api", self.stack.api_pid)):
-                with contextlib.suppress(psutil.Error):
-                    rss = psutil.Process(pid).memory_info().rss
+            for name, process in (("ingest", self.stack.ingest), ("api", self.stack.api)):
+                with contextlib.suppress(psutil.Error, AttributeError):  # None: restarting
+                    rss = psutil.Process(process.pid).memory_info().rss
                     self.peak[name] = max(self.peak[name], rss)
             stop.wait(0.5)
 
@@ -285,6 +288,12 @@ def _rows(stack: FaultStack, stream_id: str) -> tuple[list[LiveSession], dict[st
     return sessions, rows
 
 
+def _ladder_done(_sessions: list[LiveSession], rows: dict[str, list[Segment]]) -> bool:
+    """Every source segment has its rung row (made, or given up as GAP)."""
+    media = sum(r.status == SegmentStatus.READY for r in rows.get(SOURCE, []))
+    return len(rows.get(RUNG["name"], [])) >= media
+
+
 def _decodes(client: httpx.Client, base: str, segment: m3u8.Segment, work: Path) -> bool:
     init = client.get(f"{base}{segment.init_section.uri}") if segment.init_section else None
     media = client.get(f"{base}{segment.uri}")
@@ -361,7 +370,7 @@ def run_fault(
         time.sleep(args.before)
         started = time.time()
         observed = inject(stack, publisher)
-        window = Window(started, time.time())
+        window = Window(started, time.time() + AFTERMATH_SECONDS)
         time.sleep(args.after)
         stopped = datetime.fromtimestamp(time.time()).astimezone()
         publisher.stop()
@@ -371,6 +380,7 @@ def run_fault(
         stop.set()
         for thread in threads:
             thread.join(10)
+        wait_for(lambda: _ladder_done(*_rows(stack, stream["id"])), 120, "the rung's last rows")
         sessions, rows = _rows(stack, stream["id"])
         listed, decodable = _listed_and_decodable(stack, sessions)
 
@@ -385,7 +395,7 @@ def run_fault(
     return {
         "fault": name,
         **observed,
-        "fault_s": round(window.end - window.start, 1),
+        "fault_s": round(window.end - window.start - AFTERMATH_SECONDS, 1),
         "published": 2 * published,
         "recorded": len(source) + sum(r.status == SegmentStatus.READY for r in rung),
         "gap_rows": sum(r.status != SegmentStatus.READY for r in rung),

@@ -34,6 +34,18 @@ class Settings(BaseSettings):
     http_port: int = Field(8000, description="HTTP port: REST API, HLS, websockets, player.")
     rtmp_port: int = Field(1935, description="RTMP ingest port.")
     srt_port: int = Field(9000, description="SRT ingest port (UDP).")
+    ingest_processes: int = Field(
+        default_factory=default_worker_count,
+        ge=1,
+        description="Ingest processes `up` runs, sharing the RTMP and SRT ports: the "
+        "kernel spreads new publishers across them (SO_REUSEPORT).",
+    )
+    ingest_reuse_port: bool = Field(
+        False,
+        description="Listen with SO_REUSEPORT, so several ingest processes on one host "
+        "share the RTMP and SRT ports (`up` sets it when it runs more than one). Off, a "
+        "port in use fails the start.",
+    )
 
     database_url: str | None = Field(
         None, description="PostgreSQL URL. Unset: `up` runs an embedded PostgreSQL."

@@ -266,5 +266,11 @@ class _Connection:
             pass
 
 
-async def serve_rtmp(handler: RtmpConnectionHandler, host: str, port: int) -> asyncio.Server:
-    return await asyncio.start_server(handler, host, port, limit=READ_SIZE, reuse_address=True)
+async def serve_rtmp(
+    handler: RtmpConnectionHandler, host: str, port: int, *, reuse_port: bool = False
+) -> asyncio.Server:
+    """`reuse_port`: share the port with this host's other ingest processes; the kernel
+    hands each new connection to one of them."""
+    return await asyncio.start_server(
+        handler, host, port, limit=READ_SIZE, reuse_address=True, reuse_port=reuse_port
+    )

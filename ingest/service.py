@@ -65,11 +65,17 @@ async def run_ingest(settings: Settings) -> None:
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
     publisher = Publisher(settings, store, redis)
     handler = RtmpConnectionHandler(publisher, settings)
-    server = await serve_rtmp(handler, settings.bind_host, settings.rtmp_port)
+    shared = settings.ingest_reuse_port
+    server = await serve_rtmp(handler, settings.bind_host, settings.rtmp_port, reuse_port=shared)
     log.info("RTMP listening on %s:%s", settings.bind_host, settings.rtmp_port)
     srt = SrtListener(publisher, settings)
-    await srt.start(settings.bind_host, settings.srt_port)
-    log.info("SRT listening on %s:%s (UDP)", settings.bind_host, settings.srt_port)
+    await srt.start(settings.bind_host, settings.srt_port, reuse_port=shared)
+    log.info(
+        "SRT listening on %s:%s (UDP)%s",
+        settings.bind_host,
+        settings.srt_port,
+        ", both ports shared with this host's other ingest processes" if shared else "",
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -144,7 +144,9 @@ class SrtListener:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.Task[None] | None = None
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        """Listen; `reuse_port` shares the UDP port with this host's other ingest processes
+        (the kernel keeps each caller's datagrams on one of them, by its address)."""
         self._loop = asyncio.get_running_loop()
         sock = libsrt.create_socket()
         try:
@@ -154,7 +156,10 @@ class SrtListener:
             if self.settings.srt_passphrase:
                 libsrt.set_flag(sock, SockOpt.PASSPHRASE, self.settings.srt_passphrase)
             self._callback = libsrt.set_listen_callback(sock, self._authorise)
-            libsrt.bind(sock, host, port)
+            if reuse_port:
+                libsrt.bind_shared(sock, host, port)
+            else:
+                libsrt.bind(sock, host, port)
             libsrt.listen(sock, BACKLOG)
             self._eid = libsrt.epoll_create()
             libsrt.epoll_add(self._eid, sock, EpollFlag.IN | EpollFlag.ERR)

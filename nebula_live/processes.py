@@ -42,10 +42,12 @@ class ManagedProcess:
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
         self.popen: subprocess.Popen[bytes] | None = None
+        self._log_start = 0  # where this run's lines begin in the (appended) log
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
+            self._log_start = log.tell()
             self.popen = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
@@ -89,6 +91,15 @@ class ManagedProcess:
     def stop(self) -> None:
         """Ask politely, then kill the whole group; returns once every member is gone."""
         stop_together([self], self.stop_timeout)
+
+    def logged(self, text: str) -> bool:
+        """Whether this run of the child has written `text` to its log yet."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                return text.encode() in log.read()
+        except OSError:
+            return False
 
     def log_tail(self, lines: int = 20) -> str:
         try:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,13 +34,22 @@ HEALTH_TIMEOUT_SECONDS = 90.0
 # the stores the rest; whatever is still alive then is killed.
 STOP_SECONDS = 9.0
 SERVICES_STOP_SECONDS = 6.0
-# The children and their `nebula-live` arguments: the worker pools apart, as under compose.
+# The children and their `nebula-live` arguments: the worker pools apart, as under compose,
+# and `NEBULA_INGEST_PROCESSES` ingests (`ingest_children`).
 CHILDREN = {
     "worker-live": ["worker", "--pool", WorkerPool.LIVE.value],
     "worker": ["worker", "--pool", WorkerPool.BATCH.value],
-    "ingest": ["ingest"],
     "api": ["api"],
 }
+
+
+def ingest_children(settings: Settings) -> dict[str, dict[str, str]]:
+    """The ingest processes by name, with what their environment adds: several share the
+    RTMP and SRT ports (SO_REUSEPORT), and the kernel spreads publishers across them."""
+    count = settings.ingest_processes
+    if count == 1:
+        return {"ingest": {}}
+    return {f"ingest-{n}": {"NEBULA_INGEST_REUSE_PORT": "true"} for n in range(1, count + 1)}
 
 
 def api_token_path(settings: Settings) -> Path:
@@ -66,11 +75,6 @@ def _http_ok(url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
-
-
-def _tcp_open(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
 
 
 @dataclass
@@ -113,19 +117,23 @@ class Stack:
         env = dict(os.environ)
         env.update({f"NEBULA_{k.upper()}": str(v) for k, v in overrides.items()})
         children = {}
-        for name, command in CHILDREN.items():
+        ingests = ingest_children(resolved)
+        commands = {**CHILDREN, **{name: ["ingest"] for name in ingests}}
+        for name, command in commands.items():
             children[name] = ManagedProcess(
                 name,
                 [sys.executable, "-m", "nebula_live.cli", *command],
                 self.log_dir / f"{name}.log",
-                env=env,
+                env={**env, **ingests.get(name, {})},
             )
             children[name].start()
             self.processes.append(children[name])
-        wait_until(lambda: _tcp_open(resolved.rtmp_port), children["ingest"])
+        for child in (children[name] for name in ingests):  # the first opens the port
+            wait_until(partial(child.logged, "SRT listening on"), child)
         self.say(
             f"  ✔ ingest     RTMP listening on port {resolved.rtmp_port}, "
             f"SRT on UDP port {resolved.srt_port}"
+            + (f" ({len(ingests)} processes sharing them)" if len(ingests) > 1 else "")
         )
         wait_until(
             lambda: _http_ok(f"http://127.0.0.1:{resolved.http_port}/healthz"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import socket
 import struct
 from collections.abc import Callable
@@ -170,6 +171,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
         [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)],
     ),
     "srt_bind": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]),
+    "srt_bind_acquire": (ctypes.c_int, [ctypes.c_int, ctypes.c_int]),
     "srt_listen": (ctypes.c_int, [ctypes.c_int, ctypes.c_int]),
     "srt_connect": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]),
     "srt_listen_callback": (ctypes.c_int, [ctypes.c_int, ListenCallback, ctypes.c_void_p]),
@@ -303,6 +305,26 @@ SOCKADDR_IN6_BYTES = 28
 def bind(sock: int, host: str, port: int) -> None:
     address = _sockaddr(host, port)
     _check("srt_bind", library().srt_bind(sock, address, len(address)))
+
+
+def bind_shared(sock: int, host: str, port: int) -> None:
+    """Bind on a UDP socket of our own with SO_REUSEPORT, which libsrt then owns (it closes
+    it with `sock`): several processes can listen on one port this way."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][0]
+    udp = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        udp.bind((host, port))
+    except OSError:
+        udp.close()
+        raise
+    fd = udp.detach()
+    try:
+        _check("srt_bind_acquire", library().srt_bind_acquire(sock, fd))
+    except SrtError:
+        os.close(fd)
+        raise
 
 
 def listen(sock: int, backlog: int) -> None:
