@@ -45,6 +45,7 @@ def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         NEBULA_EMBEDDED_REDIS_PORT=str(free_port()),
         NEBULA_EMBEDDED_S3_PORT=str(free_port_block(8)),
         NEBULA_WORKERS="1",
+        NEBULA_INGEST_PROCESSES="2",  # the default on this 2-core machine, said here
         PYTHONPATH=str(REPO_ROOT),
     )
     yield env
@@ -94,6 +95,7 @@ def test_up_starts_everything_stops_cleanly_and_keeps_its_data(
         output = log.read_text()
         for expected in ("PostgreSQL (embedded)", "Redis (embedded)", "S3 store", "ready in"):
             assert expected in output
+        assert "(2 processes sharing them)" in output  # two ingests on one RTMP port
         token_file = Path(up_env["NEBULA_DATA_DIR"]) / "api_token"
         token = token_file.read_text().strip()
         assert f"Admin API token   {token}  (kept in {token_file.resolve()})" in output
@@ -103,7 +105,7 @@ def test_up_starts_everything_stops_cleanly_and_keeps_its_data(
         assert created.status_code == 201
         _assert_the_stores_are_private(up_env, output)
         children = process_tree(up.pid)
-        assert len(children) >= 8  # up, postgres, redis, s3, api, ingest, both worker pools
+        assert len(children) >= 9  # up, postgres, redis, s3, api, 2 ingests, 2 worker pools
         signalled = time.monotonic()
         up.send_signal(signal.SIGTERM)
         assert up.wait(60) == 0
