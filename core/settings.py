@@ -166,6 +166,14 @@ class Settings(BaseSettings):
         ge=1,
         description="RTMP connections held at once from one IP address; more are closed on accept.",
     )
+    rtmp_proxy_protocol: bool = Field(
+        False,
+        description="Every RTMP connection begins with a PROXY protocol header (v1 or v2), "
+        "as a TCP load balancer in front of the ingest sends it (nginx `proxy_protocol on`, "
+        "HAProxy `send-proxy`); its address is the publisher's for the caps and the logs. "
+        "A connection without one is closed. Only behind such a balancer: the header is "
+        "believed.",
+    )
     idle_timeout_seconds: float = Field(
         30.0, gt=0, description="An RTMP or SRT client that sends nothing this long is dropped."
     )

@@ -9,6 +9,8 @@ import uuid
 from collections import Counter, deque
 
 from core.settings import Settings
+from ingest import proxy_protocol
+from ingest.proxy_protocol import ProxyProtocolError
 from ingest.publication import Publication
 from ingest.publisher import Publisher
 from ingest.rtmp.connection import ServerConnection
@@ -82,6 +84,20 @@ class RtmpConnectionHandler:
         if self.connections:
             await asyncio.wait(self.connections, timeout=timeout)
 
+    async def _through_balancer(
+        self, reader: asyncio.StreamReader, balancer: object
+    ) -> tuple[object, bytes]:
+        """The publisher's address from the PROXY header the balancer sends first (the
+        balancer's own when it names none), and the RTMP bytes read past the header."""
+        data = b""
+        async with asyncio.timeout(self.settings.rtmp_publish_deadline_seconds):
+            while (header := proxy_protocol.parse(data)) is None:
+                more = await reader.read(proxy_protocol.V2_MAX_BYTES)
+                if not more:
+                    raise ConnectionError("closed before its PROXY header")
+                data += more
+        return header.source or balancer, data[header.size :]
+
     def _over_cap(self, ip: str) -> str | None:
         """Why a new connection from `ip` is refused, or None."""
         if len(self.connections) >= self.settings.rtmp_max_connections:
@@ -92,6 +108,14 @@ class RtmpConnectionHandler:
 
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        early = b""
+        if self.settings.rtmp_proxy_protocol:
+            try:
+                peer, early = await self._through_balancer(reader, peer)
+            except (ProxyProtocolError, TimeoutError, ConnectionError) as exc:
+                log.warning("rtmp %s: closed: %s", peer, exc or "no PROXY header in time")
+                writer.transport.abort()
+                return
         ip = str(peer[0]) if peer else "unknown"
         refusal = self._over_cap(ip)
         if refusal is not None:
@@ -103,7 +127,7 @@ class RtmpConnectionHandler:
         self._per_ip[ip] += 1
         session = _Connection(self, peer, writer)
         try:
-            await session.serve(reader)
+            await session.serve(reader, early)
         except Exception:
             log.exception("rtmp %s: connection failed", peer)
         finally:
@@ -135,7 +159,8 @@ class _Connection:
         self.publication: Publication | None = None
         self.explicit_end = False
 
-    async def serve(self, reader: asyncio.StreamReader) -> None:
+    async def serve(self, reader: asyncio.StreamReader, early: bytes = b"") -> None:
+        """Serve the client until it leaves; `early`: its first bytes, already read."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.rtmp_publish_deadline_seconds
         conn, peer = self.conn, self.peer
@@ -149,7 +174,8 @@ class _Connection:
                     if timeout <= 0:  # a read of buffered bytes would not time out
                         raise TimeoutError
                     async with asyncio.timeout(timeout):
-                        data = await reader.read(READ_SIZE)
+                        data = early or await reader.read(READ_SIZE)
+                    early = b""
                 except TimeoutError:
                     if before_publish and loop.time() >= deadline:
                         log.info(
