@@ -335,7 +335,8 @@ class Settings(BaseSettings):
     recording_retention: str | None = Field(
         None,
         description="Delete ended sessions (objects and rows) this old, e.g. `30d`, `12h`, "
-        "`90m`. Unset: keep recordings forever.",
+        "`90m`. Unset: keep recordings forever, and `up`, the API and the batch worker warn "
+        "of it at startup.",
     )
     playback_cors_origins: str = Field(
         "*",
@@ -413,6 +414,17 @@ class Settings(BaseSettings):
     @property
     def public_http_url(self) -> str:
         return f"http://{self.public_host}:{self.http_port}"
+
+
+def retention_off_warning(settings: Settings) -> str | None:
+    """What to warn of at startup while nothing deletes recordings; None once it is set."""
+    if settings.recording_retention_delta is not None:
+        return None
+    return (
+        "NEBULA_RECORDING_RETENTION is not set: every recording, and the media of every "
+        "upload (failed ones included), is kept forever; set it (e.g. 30d) to delete ended "
+        "sessions that old"
+    )
 
 
 @lru_cache(maxsize=1)
