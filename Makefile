@@ -3,9 +3,10 @@ VENV ?= .venv
 PYTHON ?= python3.11
 PY := $(VENV)/bin/python
 # What `nebula-live up` needs from Debian (libsrt for the SRT listener), and what the tests add:
-# the real publishers and players (ffmpeg, srt-live-transmit) and the browser.
+# the real publishers and players (ffmpeg, srt-live-transmit), the browser, and caddy (the
+# TLS proxy of docker-compose.yml, run in front of the API by a test).
 RUN_APT_PACKAGES := libsrt1.5-openssl
-TEST_APT_PACKAGES := ffmpeg chromium nodejs srt-tools
+TEST_APT_PACKAGES := ffmpeg chromium nodejs srt-tools caddy
 PLAYER_VENDOR := player_demo/static/vendor
 
 .PHONY: run test install install-dev player run-deps system-deps lint

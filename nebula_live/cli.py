@@ -69,6 +69,7 @@ def api() -> None:
         port=settings.http_port,
         log_level=settings.log_level.lower(),
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         ws_max_size=settings.ws_max_message_bytes,
     )
 
