@@ -108,6 +108,10 @@ def test_as_root_every_store_runs_as_the_system_user_with_its_state_reachable(
     (data_dir / "minio_storage").mkdir(mode=0o700)
     (data_dir / "minio_storage" / "earlier.dat").write_bytes(b"kept")
     (data_dir / "redis.conf").write_text("requirepass old\n")
+    # A symlink in the state to a file of root's: handing the state over must not follow it.
+    outside = world_readable_tmpdir("nebula-outside-") / "roots-own"
+    outside.write_text("root's")
+    (data_dir / "minio_storage" / "link").symlink_to(outside)
     data_dir.chmod(0o700)  # as `up` makes it: the system user cannot enter it
     services = [
         embedded.start_postgres(data_dir, data_dir / "logs", free_port()),
@@ -126,9 +130,12 @@ def test_as_root_every_store_runs_as_the_system_user_with_its_state_reachable(
         assert (data_dir / "redis_data" / "earlier.rdb").read_bytes() == b"kept"
         assert (data_dir / "minio_storage" / "earlier.dat").read_bytes() == b"kept"
         assert not (data_dir / "redis.conf").exists()  # the old copy of the password is gone
+        assert outside.stat().st_uid == 0
+        assert (data_dir / "minio_storage" / "link").lstat().st_uid == user.pw_uid
         for secret in ("redis_data/redis.conf", "minio_storage/s3_identities.json"):
             assert stat.S_IMODE((data_dir / secret).stat().st_mode) == 0o600, secret
             assert (data_dir / secret).stat().st_uid == user.pw_uid, secret
     finally:
         for service in services:
             service.process.stop()
+        shutil.rmtree(outside.parent)
