@@ -3,10 +3,11 @@ VENV ?= .venv
 PYTHON ?= python3.11
 PY := $(VENV)/bin/python
 # What `nebula-live up` needs from Debian (libsrt for the SRT listener), and what the tests add:
-# the real publishers and players (ffmpeg, srt-live-transmit), the browser, and nginx (the
-# ingest load balancer of deploy/ingest-lb.nginx.conf).
+# the real publishers and players (ffmpeg, srt-live-transmit), the browser, caddy (the TLS
+# proxy of docker-compose.yml) and nginx (the ingest load balancer of
+# deploy/ingest-lb.nginx.conf), each run in front of our services by a test.
 RUN_APT_PACKAGES := libsrt1.5-openssl
-TEST_APT_PACKAGES := ffmpeg chromium nodejs srt-tools nginx-light libnginx-mod-stream
+TEST_APT_PACKAGES := ffmpeg chromium nodejs srt-tools caddy nginx-light libnginx-mod-stream
 PLAYER_VENDOR := player_demo/static/vendor
 
 .PHONY: run test install install-dev player run-deps system-deps lint

@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.services import remove_root_cluster  # noqa: E402
+from tests.services import remove_root_state  # noqa: E402
 
 HTTP_PORT = 18480
 POSTGRES_PORT = 25480
@@ -122,5 +122,5 @@ def running_stack(
         os.killpg(up.pid, signal.SIGTERM)
         up.wait(60)
         if not keep:
-            remove_root_cluster(data)
+            remove_root_state(data)
             shutil.rmtree(data, ignore_errors=True)

@@ -32,6 +32,18 @@ class Settings(BaseSettings):
         "127.0.0.1", description="Host name put in the URLs we hand out (playback, RTMP, SRT)."
     )
     http_port: int = Field(8000, description="HTTP port: REST API, HLS, websockets, player.")
+    public_url: str | None = Field(
+        None,
+        description="Base URL of the API as clients reach it, put in the playback URLs we "
+        "hand out, e.g. `https://live.example.com` behind a TLS proxy. Unset: "
+        "`http://PUBLIC_HOST:HTTP_PORT`.",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Comma-separated addresses of proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto the API believes (`*`: any), so per-address limits count clients, "
+        "not the proxy.",
+    )
     rtmp_port: int = Field(1935, description="RTMP ingest port.")
     srt_port: int = Field(9000, description="SRT ingest port (UDP).")
     ingest_processes: int = Field(
@@ -355,7 +367,8 @@ class Settings(BaseSettings):
     recording_retention: str | None = Field(
         None,
         description="Delete ended sessions (objects and rows) this old, e.g. `30d`, `12h`, "
-        "`90m`. Unset: keep recordings forever.",
+        "`90m`. Unset: keep recordings forever, and `up`, the API and the batch worker warn "
+        "of it at startup.",
     )
     playback_cors_origins: str = Field(
         "*",
@@ -432,7 +445,20 @@ class Settings(BaseSettings):
 
     @property
     def public_http_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
         return f"http://{self.public_host}:{self.http_port}"
+
+
+def retention_off_warning(settings: Settings) -> str | None:
+    """What to warn of at startup while nothing deletes recordings; None once it is set."""
+    if settings.recording_retention_delta is not None:
+        return None
+    return (
+        "NEBULA_RECORDING_RETENTION is not set: every recording, and the media of every "
+        "upload (failed ones included), is kept forever; set it (e.g. 30d) to delete ended "
+        "sessions that old"
+    )
 
 
 @lru_cache(maxsize=1)

@@ -23,7 +23,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from core.settings import get_settings
+from core.settings import get_settings, retention_off_warning
 from nebula_live.worker_pools import WorkerPool, run_worker
 
 app = typer.Typer(
@@ -61,12 +61,15 @@ def api() -> None:
 
     _configure_logging()
     settings = get_settings()
+    if warning := retention_off_warning(settings):
+        logging.getLogger("nebula_live.api").warning(warning)
     uvicorn.run(
         create_app(settings),
         host=settings.bind_host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         ws_max_size=settings.ws_max_message_bytes,
     )
 
@@ -95,6 +98,7 @@ def worker(
 ) -> None:
     """Run Celery workers: the live ladder on processes of its own, then uploads, webhooks
     and the housekeeping beat."""
+    _configure_logging()  # for the startup warnings; Celery then sets up its own
     raise typer.Exit(run_worker(get_settings(), pool))
 
 

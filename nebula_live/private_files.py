@@ -7,16 +7,20 @@ after the write, which leaves a moment when they are readable), and replaced who
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 from pathlib import Path
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` (mode 0600), through a new file renamed over the old one."""
+def write_private(path: Path, text: str, owner: pwd.struct_passwd | None = None) -> None:
+    """Write `text` to `path` (mode 0600, `owner`'s if given, else ours), through a new file
+    renamed over the old one."""
     partial = path.with_name(f".{path.name}.partial")
     partial.unlink(missing_ok=True)
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
+        if owner is not None:
+            os.fchown(out.fileno(), owner.pw_uid, owner.pw_gid)
         out.write(text)
     os.replace(partial, path)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from core.retry import retry
-from core.settings import Settings
+from core.settings import Settings, retention_off_warning
 from core.storage import ObjectStore
 from core.webhooks import unsigned_webhooks_warning
 from nebula_live import embedded
@@ -268,6 +268,7 @@ def _banner(s: Settings, *, token_in_env: bool) -> str:
         "?streamid=#!::r=live/STREAM_KEY,m=publish",
         f"  Logs              {s.data_dir / 'logs'}",
     ]
-    if warning := unsigned_webhooks_warning(s):
-        lines.append(f"  ⚠ {warning}")
+    for warning in (retention_off_warning(s), unsigned_webhooks_warning(s)):
+        if warning:
+            lines.append(f"  ⚠ {warning}")
     return "\n".join([*lines, "", "Press Ctrl-C to stop."])

@@ -17,7 +17,7 @@ import sys
 import threading
 from enum import StrEnum
 
-from core.settings import Settings
+from core.settings import Settings, retention_off_warning
 from core.webhooks import unsigned_webhooks_warning
 from nebula_live.processes import die_with_parent
 from packager.enqueue import DEFAULT_QUEUE, LIVE_QUEUE, UPLOAD_QUEUE
@@ -101,6 +101,8 @@ def _run_pool(settings: Settings, pool: WorkerPool) -> None:
 
     if pool is WorkerPool.BATCH:
         os.nice(settings.batch_worker_nice)  # inherited by the pool's processes
-        if warning := unsigned_webhooks_warning(settings):  # this pool delivers them
-            log.warning(warning)
+        # This pool delivers the webhooks and runs the retention sweep.
+        for warning in (retention_off_warning(settings), unsigned_webhooks_warning(settings)):
+            if warning:
+                log.warning(warning)
     celery_app.worker_main(celery_argv(settings, pool))

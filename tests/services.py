@@ -46,14 +46,31 @@ def free_port_block(size: int) -> int:
     raise RuntimeError(f"no block of {size} free ports")
 
 
-def remove_root_cluster(data: Path) -> None:
-    """Remove the embedded PostgreSQL cluster `up` (as root) kept outside the data dir
-    `data`, under `nebula_live.embedded.SYSTEM_STATE_DIR`; nothing otherwise."""
-    from nebula_live.embedded import SYSTEM_STATE_DIR
+def remove_root_state(data: Path) -> None:
+    """Remove what the embedded stores (run as root) kept for the data dir `data` outside
+    it, under `nebula_live.embedded.SYSTEM_STATE_DIR`; nothing otherwise."""
+    shutil.rmtree(embedded.system_state_home(data), ignore_errors=True)
 
-    cluster = (data / "postgres_data").resolve()
-    if cluster.is_relative_to(SYSTEM_STATE_DIR):
-        shutil.rmtree(cluster.parent, ignore_errors=True)
+
+def process_uids(pid: int, program: str | None = None) -> set[int]:
+    """The real, effective, saved and filesystem uids of the processes in `pid`'s tree (of
+    those whose command name is `program`, if given)."""
+    from nebula_live.processes import process_tree
+
+    uids: set[int] = set()
+    for member in process_tree(pid):
+        proc = Path(f"/proc/{member}")
+        try:
+            command = (proc / "comm").read_text().strip()
+            status = (proc / "status").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if program is not None and command != program:
+            continue
+        for line in status.splitlines():
+            if line.startswith("Uid:"):
+                uids.update(int(uid) for uid in line.split()[1:])
+    return uids
 
 
 def world_readable_tmpdir(prefix: str) -> Path:
@@ -100,6 +117,8 @@ def s3_server() -> Iterator[S3Server]:
         yield S3Server(service.url, "nebula", secret, service)
     finally:
         service.process.stop()
+        remove_root_state(data)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @contextmanager
@@ -112,6 +131,8 @@ def redis_server() -> Iterator[str]:
         yield service.url
     finally:
         service.process.stop()
+        remove_root_state(data)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

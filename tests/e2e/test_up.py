@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
 import socket
@@ -18,12 +19,19 @@ import httpx
 import psycopg
 import pytest
 
-from nebula_live.embedded import SYSTEM_STATE_DIR
+from nebula_live.embedded import STORE_SYSTEM_USER, SYSTEM_STATE_DIR
 from nebula_live.processes import process_tree
 from tests.e2e.conftest import free_udp_port
 from tests.hls_poller import CheckedHls
 from tests.media import probe
-from tests.services import REPO_ROOT, free_port, free_port_block, remove_root_cluster, wait_for
+from tests.services import (
+    REPO_ROOT,
+    free_port,
+    free_port_block,
+    process_uids,
+    remove_root_state,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +57,7 @@ def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         PYTHONPATH=str(REPO_ROOT),
     )
     yield env
-    remove_root_cluster(Path(env["NEBULA_DATA_DIR"]))
+    remove_root_state(Path(env["NEBULA_DATA_DIR"]))
 
 
 @contextmanager
@@ -104,6 +112,10 @@ def test_up_starts_everything_stops_cleanly_and_keeps_its_data(
         created = httpx.post(f"{base}/api/v1/streams", json={"name": "kept"}, headers=headers)
         assert created.status_code == 201
         _assert_the_stores_are_private(up_env, output)
+        if os.geteuid() == 0:
+            user = pwd.getpwnam(STORE_SYSTEM_USER)
+            for store in ("postgres", "redis-server", "weed"):
+                assert process_uids(up.pid, store) == {user.pw_uid}, store
         children = process_tree(up.pid)
         assert len(children) >= 9  # up, postgres, redis, s3, api, 2 ingests, 2 worker pools
         signalled = time.monotonic()
@@ -135,7 +147,13 @@ def _assert_the_stores_are_private(env: dict[str, str], banner: str) -> None:
     and Redis refuse a client without the password, and the banner prints no password."""
     data = Path(env["NEBULA_DATA_DIR"])
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
-    secrets = ["api_token", "postgres_password", "redis_password", "redis.conf", "s3_secret_key"]
+    secrets = [
+        "api_token",
+        "postgres_password",
+        "redis_password",
+        "redis_data/redis.conf",
+        "s3_secret_key",
+    ]
     for name in secrets:
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
     for name in ("postgres_password", "redis_password"):
@@ -148,8 +166,9 @@ def _assert_the_stores_are_private(env: dict[str, str], banner: str) -> None:
     with socket.create_connection(("127.0.0.1", int(env["NEBULA_EMBEDDED_REDIS_PORT"]))) as sock:
         sock.sendall(b"PING\r\n")
         assert sock.recv(64).startswith(b"-NOAUTH")
-    if os.geteuid() == 0:  # the cluster sits where PostgreSQL's system user can reach it
-        assert (data / "postgres_data").resolve().is_relative_to(SYSTEM_STATE_DIR)
+    if os.geteuid() == 0:  # the stores' state sits where their system user can reach it
+        for store in ("postgres_data", "redis_data", "minio_storage"):
+            assert (data / store).resolve().is_relative_to(SYSTEM_STATE_DIR), store
 
 
 def test_up_exits_non_zero_naming_the_service_that_cannot_start(

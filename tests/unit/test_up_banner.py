@@ -1,11 +1,12 @@
 """What `up` prints once ready: the token it generated (DESIGN.md's contract) and where it
-is kept, never a token the operator set, and a warning when webhooks would go out unsigned."""
+is kept, never a token the operator set, and warnings when webhooks would go out unsigned
+and when nothing deletes recordings."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from core.settings import Settings
+from core.settings import Settings, retention_off_warning
 from core.webhooks import unsigned_webhooks_warning
 from nebula_live.stack import _banner
 
@@ -13,7 +14,7 @@ TOKEN = "tok-3f9a"
 
 
 def _settings(tmp_path: Path, **fields: object) -> Settings:
-    return Settings(data_dir=tmp_path, api_token=TOKEN, **fields)
+    return Settings(data_dir=tmp_path, api_token=TOKEN, **{"recording_retention": "30d", **fields})
 
 
 def test_a_generated_token_is_printed_with_the_file_that_keeps_it(tmp_path: Path) -> None:
@@ -43,3 +44,14 @@ def test_webhooks_without_a_secret_are_warned_of_and_signed_ones_are_not(
     assert unsigned_webhooks_warning(signed) is None
     assert unsigned_webhooks_warning(_settings(tmp_path)) is None
     assert "⚠" not in _banner(signed, token_in_env=True)
+
+
+def test_retention_left_off_is_warned_of_and_a_set_one_is_not(tmp_path: Path) -> None:
+    forever = _settings(tmp_path, recording_retention=None)
+    warning = retention_off_warning(forever)
+    assert warning is not None and warning.startswith("NEBULA_RECORDING_RETENTION is not set")
+    assert "kept forever" in warning
+    assert f"⚠ {warning}" in _banner(forever, token_in_env=True)
+    kept_a_month = _settings(tmp_path)
+    assert retention_off_warning(kept_a_month) is None
+    assert "⚠" not in _banner(kept_a_month, token_in_env=True)
