@@ -1,6 +1,6 @@
 """The production deployment files say what the README promises: every secret required,
-none written in, Redis's password in every URL, and only the TLS proxy (and the ingest)
-published. docker-compose.yml is read as YAML and its `${...}` references resolved the way
+none written in, Redis's password in every URL, and only the TLS proxy and the ingest
+load balancer published. docker-compose.yml is read as YAML and its `${...}` references resolved the way
 compose resolves them."""
 
 from __future__ import annotations
@@ -118,13 +118,22 @@ def test_compose_writes_in_no_secret_and_every_store_client_uses_the_operators()
                 assert urlsplit(value).password == SECRETS["REDIS_PASSWORD"], (name, key)
 
 
-def test_only_the_tls_proxy_and_the_ingest_are_published() -> None:
+def test_only_the_tls_proxy_and_the_ingest_balancer_are_published() -> None:
     services = _resolved()["services"]
     published = {name: service["ports"] for name, service in services.items() if "ports" in service}
     assert published == {
         "proxy": ["80:80", "443:443", "443:443/udp"],
-        "ingest": ["1935:1935", "9000:9000/udp"],
+        "ingest-lb": ["1935:1935", "9000:9000/udp"],
     }
+    balancer = services["ingest-lb"]
+    assert balancer["image"].startswith("nginx:")
+    assert "./deploy/ingest-lb.nginx.conf:/etc/nginx/nginx.conf:ro" in balancer["volumes"]
+    config = (REPO_ROOT / "deploy" / "ingest-lb.nginx.conf").read_text()
+    assert "server ingest:1935" in config and "server ingest:9000" in config
+    # The ingests behind it read its PROXY header (tests/e2e/test_ingest_load_balancer.py).
+    ingest = services["ingest"]
+    assert ingest["environment"]["NEBULA_RTMP_PROXY_PROTOCOL"] == "true"
+    assert "proxy_protocol on;" in config
     proxy = services["proxy"]
     assert proxy["image"].startswith("caddy:")
     assert "./Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
