@@ -52,11 +52,16 @@ class Settings(BaseSettings):
         description="Ingest processes `up` runs, sharing the RTMP and SRT ports: the "
         "kernel spreads new publishers across them (SO_REUSEPORT).",
     )
-    ingest_reuse_port: bool = Field(
+    api_processes: int = Field(
+        default_factory=default_worker_count,
+        ge=1,
+        description="API processes `up` runs, sharing the HTTP port (SO_REUSEPORT).",
+    )
+    reuse_port: bool = Field(
         False,
-        description="Listen with SO_REUSEPORT, so several ingest processes on one host "
-        "share the RTMP and SRT ports (`up` sets it when it runs more than one). Off, a "
-        "port in use fails the start.",
+        description="Listen with SO_REUSEPORT, so several processes of a kind on one host "
+        "share their ports (the API's HTTP, the ingest's RTMP and SRT); `up` sets it where "
+        "it runs more than one. Off, a port in use fails the start.",
     )
 
     database_url: str | None = Field(

@@ -65,7 +65,7 @@ async def run_ingest(settings: Settings) -> None:
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
     publisher = Publisher(settings, store, redis)
     handler = RtmpConnectionHandler(publisher, settings)
-    shared = settings.ingest_reuse_port
+    shared = settings.reuse_port
     server = await serve_rtmp(handler, settings.bind_host, settings.rtmp_port, reuse_port=shared)
     log.info("RTMP listening on %s:%s", settings.bind_host, settings.rtmp_port)
     srt = SrtListener(publisher, settings)

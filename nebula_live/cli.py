@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -63,7 +64,7 @@ def api() -> None:
     settings = get_settings()
     if warning := retention_off_warning(settings):
         logging.getLogger("nebula_live.api").warning(warning)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.bind_host,
         port=settings.http_port,
@@ -72,6 +73,18 @@ def api() -> None:
         forwarded_allow_ips=settings.forwarded_allow_ips,
         ws_max_size=settings.ws_max_message_bytes,
     )
+    server = uvicorn.Server(config)
+    if not settings.reuse_port:
+        server.run()
+        return
+    # This host's other API processes listen on the same port; the kernel deals them
+    # connections.
+    family = socket.getaddrinfo(settings.bind_host, settings.http_port)[0][0]
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind((settings.bind_host, settings.http_port))
+    server.run(sockets=[listener])
 
 
 @app.command()

@@ -42,12 +42,10 @@ class ManagedProcess:
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
         self.popen: subprocess.Popen[bytes] | None = None
-        self._log_start = 0  # where this run's lines begin in the (appended) log
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self._log_start = log.tell()
             self.popen = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
@@ -92,14 +90,10 @@ class ManagedProcess:
         """Ask politely, then kill the whole group; returns once every member is gone."""
         stop_together([self], self.stop_timeout)
 
-    def logged(self, text: str) -> bool:
-        """Whether this run of the child has written `text` to its log yet."""
-        try:
-            with open(self.log_path, "rb") as log:
-                log.seek(self._log_start)
-                return text.encode() in log.read()
-        except OSError:
-            return False
+    def listens_on(self, protocol: str, port: int) -> bool:
+        """Whether the child holds a listening TCP or a bound UDP socket on `port`:
+        ready for that port, even while others of its kind share it."""
+        return self.popen is not None and (protocol, port) in listening_ports(self.popen.pid)
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -107,6 +101,36 @@ class ManagedProcess:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+# /proc/net/{tcp,udp}[6]: the local address is field 1 (hex port after ':'), the state
+# field 3 (TCP LISTEN is 0A; an unconnected UDP socket is 07), the inode field 9.
+_LISTENING_STATES = {"tcp": "0A", "udp": "07"}
+
+
+def listening_ports(pid: int) -> set[tuple[str, int]]:
+    """("tcp" | "udp", port) of every listening socket the process holds."""
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:  # gone
+        return set()
+    inodes = set()
+    for fd in descriptors:
+        with contextlib.suppress(OSError):  # closed while we looked
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for protocol, state in _LISTENING_STATES.items():
+        for table in (protocol, f"{protocol}6"):
+            try:
+                lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for fields in (line.split() for line in lines):
+                if fields[3] == state and fields[9] in inodes:
+                    found.add((protocol, int(fields[1].rsplit(":", 1)[1], 16)))
+    return found
 
 
 def stop_together(processes: Sequence[ManagedProcess], seconds: float) -> None:

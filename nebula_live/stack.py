@@ -35,21 +35,24 @@ HEALTH_TIMEOUT_SECONDS = 90.0
 STOP_SECONDS = 9.0
 SERVICES_STOP_SECONDS = 6.0
 # The children and their `nebula-live` arguments: the worker pools apart, as under compose,
-# and `NEBULA_INGEST_PROCESSES` ingests (`ingest_children`).
+# and the API and ingest processes, as many as `NEBULA_API_PROCESSES` and
+# `NEBULA_INGEST_PROCESSES` say (`shared_port_children`).
 CHILDREN = {
     "worker-live": ["worker", "--pool", WorkerPool.LIVE.value],
     "worker": ["worker", "--pool", WorkerPool.BATCH.value],
-    "api": ["api"],
 }
 
 
-def ingest_children(settings: Settings) -> dict[str, dict[str, str]]:
-    """The ingest processes by name, with what their environment adds: several share the
-    RTMP and SRT ports (SO_REUSEPORT), and the kernel spreads publishers across them."""
-    count = settings.ingest_processes
+def shared_port_children(name: str, count: int) -> dict[str, dict[str, str]]:
+    """`count` processes of service `name` by process name, with what their environment
+    adds: several share their ports (SO_REUSEPORT), and the kernel deals them connections."""
     if count == 1:
-        return {"ingest": {}}
-    return {f"ingest-{n}": {"NEBULA_INGEST_REUSE_PORT": "true"} for n in range(1, count + 1)}
+        return {name: {}}
+    return {f"{name}-{n}": {"NEBULA_REUSE_PORT": "true"} for n in range(1, count + 1)}
+
+
+def _listens(ingest: ManagedProcess, rtmp_port: int, srt_port: int) -> bool:
+    return ingest.listens_on("tcp", rtmp_port) and ingest.listens_on("udp", srt_port)
 
 
 def api_token_path(settings: Settings) -> Path:
@@ -117,31 +120,36 @@ class Stack:
         env = dict(os.environ)
         env.update({f"NEBULA_{k.upper()}": str(v) for k, v in overrides.items()})
         children = {}
-        ingests = ingest_children(resolved)
+        ingests = shared_port_children("ingest", resolved.ingest_processes)
+        apis = shared_port_children("api", resolved.api_processes)
         commands = {**CHILDREN, **{name: ["ingest"] for name in ingests}}
+        commands.update({name: ["api"] for name in apis})
         for name, command in commands.items():
             children[name] = ManagedProcess(
                 name,
                 [sys.executable, "-m", "nebula_live.cli", *command],
                 self.log_dir / f"{name}.log",
-                env={**env, **ingests.get(name, {})},
+                env={**env, **ingests.get(name, {}), **apis.get(name, {})},
             )
             children[name].start()
             self.processes.append(children[name])
-        for child in (children[name] for name in ingests):  # the first opens the port
-            wait_until(partial(child.logged, "SRT listening on"), child)
+        for child in (children[name] for name in ingests):  # the first opens the ports
+            wait_until(partial(_listens, child, resolved.rtmp_port, resolved.srt_port), child)
         self.say(
             f"  ✔ ingest     RTMP listening on port {resolved.rtmp_port}, "
             f"SRT on UDP port {resolved.srt_port}"
             + (f" ({len(ingests)} processes sharing them)" if len(ingests) > 1 else "")
         )
+        for child in (children[name] for name in apis):
+            wait_until(partial(child.listens_on, "tcp", resolved.http_port), child)
         wait_until(
             lambda: _http_ok(f"http://127.0.0.1:{resolved.http_port}/healthz"),
-            children["api"],
+            children[next(iter(apis))],
             timeout=HEALTH_TIMEOUT_SECONDS,
         )
         self.say(
             f"  ✔ api        {resolved.public_http_url} (database, redis, storage, worker: ok)"
+            + (f" ({len(apis)} processes)" if len(apis) > 1 else "")
         )
         self.say(
             f"  ✔ workers    {resolved.live_workers} Celery process(es) for the live ladder, "

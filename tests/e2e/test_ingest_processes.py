@@ -33,7 +33,7 @@ LOGS = [ARTIFACTS / "logs" / f"e2e-shared-ingest-{n}.log" for n in (1, 2)]
 def two_ingests(live_stack: LiveStack) -> Iterator[tuple[Settings, list[subprocess.Popen]]]:
     """Two ingests on ports of their own, both listening with SO_REUSEPORT."""
     shared = live_stack.settings.model_copy(
-        update={"rtmp_port": free_port(), "srt_port": free_udp_port(), "ingest_reuse_port": True}
+        update={"rtmp_port": free_port(), "srt_port": free_udp_port(), "reuse_port": True}
     )
     with ExitStack() as stack:
         processes = []

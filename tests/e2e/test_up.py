@@ -53,7 +53,9 @@ def up_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         NEBULA_EMBEDDED_REDIS_PORT=str(free_port()),
         NEBULA_EMBEDDED_S3_PORT=str(free_port_block(8)),
         NEBULA_WORKERS="1",
-        NEBULA_INGEST_PROCESSES="2",  # the default on this 2-core machine, said here
+        # The defaults on this 2-core machine, said here.
+        NEBULA_INGEST_PROCESSES="2",
+        NEBULA_API_PROCESSES="2",
         PYTHONPATH=str(REPO_ROOT),
     )
     yield env
@@ -104,6 +106,7 @@ def test_up_starts_everything_stops_cleanly_and_keeps_its_data(
         for expected in ("PostgreSQL (embedded)", "Redis (embedded)", "S3 store", "ready in"):
             assert expected in output
         assert "(2 processes sharing them)" in output  # two ingests on one RTMP port
+        assert re.search(r"✔ api .*\(2 processes\)", output)  # and two APIs on one HTTP port
         token_file = Path(up_env["NEBULA_DATA_DIR"]) / "api_token"
         token = token_file.read_text().strip()
         assert f"Admin API token   {token}  (kept in {token_file.resolve()})" in output
@@ -117,7 +120,7 @@ def test_up_starts_everything_stops_cleanly_and_keeps_its_data(
             for store in ("postgres", "redis-server", "weed"):
                 assert process_uids(up.pid, store) == {user.pw_uid}, store
         children = process_tree(up.pid)
-        assert len(children) >= 9  # up, postgres, redis, s3, api, 2 ingests, 2 worker pools
+        assert len(children) >= 10  # up, postgres, redis, s3, 2 APIs, 2 ingests, 2 worker pools
         signalled = time.monotonic()
         up.send_signal(signal.SIGTERM)
         assert up.wait(60) == 0
