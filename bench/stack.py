@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ HTTP_PORT = 18480
 POSTGRES_PORT = 25480
 REDIS_PORT = 26480
 S3_PORT = 28480
+RTMP_PORT = 11985
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class BenchStack:
         )
         return env
 
+    @property
+    def rtmp_port(self) -> int:
+        return RTMP_PORT
+
     def create_stream(self, name: str, ladder: list | None = None) -> dict:
         """A stream with the default ladder, or `ladder` ([]: the source only)."""
         body = {"name": name} if ladder is None else {"name": name, "ladder": ladder}
@@ -68,17 +73,21 @@ class BenchStack:
 
 @contextmanager
 def running_stack(
-    workers: int = 1, log_level: str = "WARNING", data: Path | None = None
+    workers: int = 1,
+    log_level: str = "WARNING",
+    data: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[BenchStack]:
-    """Healthy stack for the block; a given data dir is kept, a temporary one removed."""
+    """Healthy stack for the block; a given data dir is kept, a temporary one removed.
+    `env` adds settings (NEBULA_*) of the benchmark's."""
     keep = data is not None
     data = data or Path(tempfile.mkdtemp(prefix="nebula-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEBULA_")}
-    env.update(
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("NEBULA_")}
+    environment.update(
         NEBULA_DATA_DIR=str(data),
         NEBULA_BIND_HOST="127.0.0.1",
         NEBULA_HTTP_PORT=str(HTTP_PORT),
-        NEBULA_RTMP_PORT="11985",
+        NEBULA_RTMP_PORT=str(RTMP_PORT),
         NEBULA_SRT_PORT="19480",
         NEBULA_EMBEDDED_POSTGRES_PORT=str(POSTGRES_PORT),
         NEBULA_EMBEDDED_REDIS_PORT=str(REDIS_PORT),
@@ -86,11 +95,12 @@ def running_stack(
         NEBULA_WORKERS=str(workers),
         NEBULA_LOG_LEVEL=log_level,
     )
+    environment.update(env or {})
     log = Path(tempfile.gettempdir()) / "nebula-bench-up.log"
     with open(log, "wb") as out:
         up = subprocess.Popen(
             [sys.executable, "-m", "nebula_live.cli", "up"],
-            env=env,
+            env=environment,
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
