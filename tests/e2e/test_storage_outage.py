@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from core.settings import Settings
-from tests.e2e.conftest import LiveStack, running_stack, stack_settings
 from tests.hls_poller import CheckedHls
+from tests.live_stack import LiveStack, running_stack, stack_settings
 from tests.media import decode, make_source, media_duration, publish
 from tests.network_cut import NetworkCut
 from tests.services import wait_for
