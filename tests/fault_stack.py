@@ -39,6 +39,17 @@ from tests.services import (
 )
 
 WEBHOOK_SECRET = "fault-stack-webhook-secret"
+# What the stack's settings differ in unless `changes` say otherwise. The stream playlists
+# end with the session (no hold). A rung segment still missing 0.4 targets after its source
+# is listed as a GAP, swept every 0.25 s: a rung then never stands still for 1.5 targets
+# (RFC 8216bis 6.2.1, which the HLS checker holds playlists to) however slow the machine's
+# transcodes are, as in tests/e2e/test_players_through_faults.py; the late segment replaces
+# the GAP in the recording.
+FAULT_STACK_SETTINGS: dict[str, object] = {
+    "presentation_hold_seconds": 0.0,
+    "rung_deadline_targets": 0.4,
+    "ladder_sweep_seconds": 0.25,
+}
 
 
 @dataclass
@@ -149,13 +160,16 @@ def _kill(process: subprocess.Popen[bytes] | None) -> None:
 
 @contextmanager
 def fault_stack(
-    s3: S3Server, workdir: Path, changes: dict[str, object] | None = None
+    s3: S3Server,
+    workdir: Path,
+    changes: dict[str, object] | None = None,
+    logs: Path | None = None,
 ) -> Iterator[FaultStack]:
     """The stack for the block; its processes are stopped and its stores' state is gone
     (as root the cluster lives under /var/lib/nebula-live: see `nebula_live.embedded`)
-    when it ends. `workdir` keeps the logs (`workdir/logs`) and the services' data dir.
-    `changes` apply to every service's settings."""
-    logs = workdir / "logs"
+    when it ends. `workdir` keeps the services' data dir, and the logs unless `logs` says
+    where. `changes` apply to every service's settings."""
+    logs = logs or workdir / "logs"
     stores = EmbeddedStores(workdir / "stores", logs)
     with ExitStack() as exits:
         exits.callback(stores.stop)
@@ -181,7 +195,7 @@ def fault_stack(
                 webhook_url=webhooks.url,
                 webhook_secret=WEBHOOK_SECRET,
             ),
-            changes or {},
+            {**FAULT_STACK_SETTINGS, **(changes or {})},
         )
         ObjectStore.from_settings(settings).ensure_bucket(settings.playback_cors_origin_list)
         stack = FaultStack(

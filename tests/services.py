@@ -226,6 +226,7 @@ class Delivery:
     headers: dict[str, str]
     body: str
     answered: int
+    received_at: float  # time.monotonic()
 
 
 class WebhookReceiver:
@@ -234,6 +235,7 @@ class WebhookReceiver:
     def __init__(self) -> None:
         import http.server
         import threading
+        import time
 
         self.deliveries: list[Delivery] = []
         self._fail_once: set[str] = set()
@@ -245,7 +247,9 @@ class WebhookReceiver:
                 body = self.rfile.read(int(self.headers["Content-Length"])).decode()
                 answer = receiver._answer(body)
                 with receiver._lock:
-                    receiver.deliveries.append(Delivery(dict(self.headers), body, answer))
+                    receiver.deliveries.append(
+                        Delivery(dict(self.headers), body, answer, time.monotonic())
+                    )
                 self.send_response(answer)
                 self.end_headers()
 
