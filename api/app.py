@@ -13,6 +13,7 @@ from api.cors import ScopedCors
 from api.health import HealthMonitor, component_probes
 from api.metrics import record_request
 from api.routes import health, hls, player, sessions, streams, uploads, ws
+from api.unavailable import answer_unavailable_services
 from api.ws import AddressSlots, EventHub
 from core.settings import Settings, get_settings
 from core.storage import ObjectStore
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_request_body_bytes,
         exempt_paths=(uploads.router.prefix,),
     )
+    answer_unavailable_services(app)
     app.include_router(health.router)
     app.include_router(streams.router)
     app.include_router(sessions.router)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.stack import running_stack  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from packager.celery_app import make_celery  # noqa: E402
-from tests.faults import FaultStage, play_through_faults, worker_host  # noqa: E402
+from tests.faults.player_faults import FaultStage, play_through_faults, worker_host  # noqa: E402
 from tests.hls_poller import CheckedHls  # noqa: E402
 from tests.media import make_source  # noqa: E402
 

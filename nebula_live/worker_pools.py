@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from enum import StrEnum
 
 from core.settings import Settings, retention_off_warning
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # How long `all` waits for its live pool to finish its tasks when stopping.
 LIVE_POOL_STOP_SECONDS = 60.0
+# Before a pool that stopped on its own starts again.
+POOL_RESTART_SECONDS = 1.0
 
 
 class WorkerPool(StrEnum):
@@ -69,8 +72,7 @@ def run_worker(settings: Settings, pool: WorkerPool) -> int:
     child process (in our process group, and dying with us) beside the batch pool."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if pool is not WorkerPool.ALL:
-        _run_pool(settings, pool)
-        return 0
+        return _run_pool(settings, pool)
     live = subprocess.Popen(
         [sys.executable, "-m", "nebula_live.cli", "worker", "--pool", WorkerPool.LIVE.value],
         preexec_fn=die_with_parent,
@@ -96,7 +98,19 @@ def run_worker(settings: Settings, pool: WorkerPool) -> int:
     return 0 if live.returncode in (0, -signal.SIGTERM) else 1
 
 
-def _run_pool(settings: Settings, pool: WorkerPool) -> None:
+def _run_pool(settings: Settings, pool: WorkerPool) -> int:
+    """Run one pool until a signal stops it; returns Celery's exit code.
+
+    A Celery worker that stops without being asked is started again: Celery 5.7 stops on
+    an "unrecoverable" error when the broker connection drops while a task it has not
+    acknowledged runs (the Redis transport cannot requeue it over the closed connection),
+    and it does so with exit code 0. The work is not lost meanwhile (ladder tasks are sent
+    again from the outbox, `packager.ladder_outbox`, the others come back from Redis's
+    visibility timeout); a worker that stayed down would lose the pool for good, and
+    `nebula-live up` would stop the whole stack with it. A worker that never got ready
+    (a setting it refuses) is not started again: that would only repeat the failure."""
+    from celery import signals
+
     from packager.celery_app import celery_app
 
     if pool is WorkerPool.BATCH:
@@ -105,4 +119,18 @@ def _run_pool(settings: Settings, pool: WorkerPool) -> None:
         for warning in (retention_off_warning(settings), unsigned_webhooks_warning(settings)):
             if warning:
                 log.warning(warning)
-    celery_app.worker_main(celery_argv(settings, pool))
+    asked: list[str] = []
+    ready: list[object] = []
+    signals.worker_shutting_down.connect(lambda sig, **_: asked.append(sig), weak=False)
+    signals.worker_ready.connect(lambda sender, **_: ready.append(sender), weak=False)
+    while True:
+        ready.clear()
+        code = celery_app.start(celery_argv(settings, pool))
+        if asked or not ready:
+            return code or 0
+        log.error(
+            "the %s worker pool stopped without being asked (exit code %s); starting it again",
+            pool.value,
+            code,
+        )
+        time.sleep(POOL_RESTART_SECONDS)

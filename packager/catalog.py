@@ -257,14 +257,17 @@ def timeline_entry(
             discontinuity=source.discontinuity,
             gap=True,
         )
+    # A failed row names the init its rung would have had, which may never have been made
+    # (a rung whose first segments all missed their deadline): its GAP brings no EXT-X-MAP.
+    failed = own.status == SegmentStatus.FAILED
     return SegmentEntry(
         sequence=source.sequence,
         uri=uri_of(session_id, own.object_key.rpartition("/")[2]),
         duration=source.duration,
         program_date_time=source.program_date_time,
         discontinuity=source.discontinuity,
-        gap=own.status == SegmentStatus.FAILED or (late_is_gap and bool(own.missed_deadline)),
-        map_uri=uri_of(session_id, own.init_key.rpartition("/")[2]),
+        gap=failed or (late_is_gap and bool(own.missed_deadline)),
+        map_uri=None if failed else uri_of(session_id, own.init_key.rpartition("/")[2]),
     )
 
 
@@ -273,7 +276,9 @@ def _map_in_force(
 ) -> list[SegmentEntry]:
     """The window with an EXT-X-MAP before its first entry (Apple 8.20): a window that opens
     on gaps (an outage, a rung not made yet) takes the init of its first media segment, or,
-    with none in it, of the rendition's last media before the window."""
+    with none in it, of the rendition's last media before the window, or, where it has
+    none yet (its first segments all missed their deadline), its slate's: an init that
+    answers, where the GAPs would otherwise name one never made."""
     if not entries or entries[0].map_uri is not None:
         return entries
     known = next((e.map_uri for e in entries if e.map_uri is not None), None)
@@ -292,6 +297,11 @@ def _map_in_force(
         ).first()
         if earlier is not None:
             known = stream_uri(earlier.session_id, earlier.init_key.rpartition("/")[2])
+    if known is None and session_ids:
+        rendition = db.scalars(
+            select(Rendition).where(Rendition.session_id == session_ids[-1], Rendition.name == name)
+        ).first()
+        known = slate_uris.init_uri(slate_uris.slate_format(rendition))
     return [replace(entries[0], map_uri=known), *entries[1:]] if known else entries
 
 
@@ -377,7 +387,9 @@ def render_stream_media(
         )
     )
     slated = {e.uri for e in entries if e.uri.startswith(slate_uris.SLATE_DIR + "/")}
-    slated |= {e.map_uri for e in entries if e.uri in slated and e.map_uri is not None}
+    slated |= {
+        e.map_uri for e in entries if (e.map_uri or "").startswith(slate_uris.SLATE_DIR + "/")
+    }
     return RenderedPlaylist(text, ended, tuple(sorted(slated)))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -14,6 +13,7 @@ from core.migrate import upgrade
 from core.settings import Settings
 from core.storage import ObjectStore
 from tests.services import (
+    ARTIFACTS,
     REDIS_BASE_URL,
     RequestRecorder,
     S3Server,
@@ -26,8 +26,6 @@ from tests.services import (
 # Settings come from the fixtures only; NEBULA_UPDATE_GOLDEN is the tests' own switch.
 for _name in [n for n in os.environ if n.startswith("NEBULA_") and n != "NEBULA_UPDATE_GOLDEN"]:
     del os.environ[_name]
-
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
 @pytest.fixture(scope="session")

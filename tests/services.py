@@ -29,6 +29,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
 def free_port() -> int:
@@ -186,14 +187,26 @@ def nebula_process(
         terminate_group(proc)
 
 
+def wait_for_api(settings: Settings) -> None:
+    base = f"http://127.0.0.1:{settings.http_port}"
+    wait_for(lambda: http_status(f"{base}/docs") == 200, 60, "api")
+
+
+@contextmanager
+def api_process(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A `nebula-live api` process (real uvicorn) for `settings`, once it serves."""
+    with nebula_process("api", settings_env(settings), log_path) as proc:
+        wait_for_api(settings)
+        yield proc
+
+
 @contextmanager
 def running_api(settings: Settings, log_path: Path) -> Iterator[httpx.Client]:
-    """A `nebula-live api` process (real uvicorn) for `settings`, and a client holding its
+    """A `nebula-live api` process for `settings` (its bucket made), and a client holding its
     admin token."""
     ObjectStore.from_settings(settings).ensure_bucket()
     base = f"http://127.0.0.1:{settings.http_port}"
-    with nebula_process("api", settings_env(settings), log_path):
-        wait_for(lambda: http_status(f"{base}/docs") == 200, 60, "api")
+    with api_process(settings, log_path):
         headers = {"Authorization": f"Bearer {settings.api_token}"}
         with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
             yield client
@@ -205,14 +218,14 @@ def worker_pools(app: Celery) -> set[str]:
 
 
 @contextmanager
-def running_worker(settings: Settings, log_path: Path) -> Iterator[None]:
+def running_worker(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A `nebula-live worker` process for `settings`, both of its pools answering the ping."""
     from packager.celery_app import make_celery
 
-    with nebula_process("worker", settings_env(settings), log_path):
+    with nebula_process("worker", settings_env(settings), log_path) as proc:
         app = make_celery(settings.redis_url)
         wait_for(lambda: worker_pools(app) == {"live", "worker"}, 60, "celery worker pools")
-        yield
+        yield proc
 
 
 def terminate_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
@@ -234,6 +247,7 @@ class Delivery:
     headers: dict[str, str]
     body: str
     answered: int
+    received_at: float  # time.monotonic()
 
 
 class WebhookReceiver:
@@ -242,6 +256,7 @@ class WebhookReceiver:
     def __init__(self) -> None:
         import http.server
         import threading
+        import time
 
         self.deliveries: list[Delivery] = []
         self._fail_once: set[str] = set()
@@ -253,7 +268,9 @@ class WebhookReceiver:
                 body = self.rfile.read(int(self.headers["Content-Length"])).decode()
                 answer = receiver._answer(body)
                 with receiver._lock:
-                    receiver.deliveries.append(Delivery(dict(self.headers), body, answer))
+                    receiver.deliveries.append(
+                        Delivery(dict(self.headers), body, answer, time.monotonic())
+                    )
                 self.send_response(answer)
                 self.end_headers()
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import m3u8
 import pytest
 
-from tests.e2e.conftest import GRACE_SECONDS, LiveStack
 from tests.hls_poller import CheckedHls
+from tests.live_stack import GRACE_SECONDS, LiveStack
 from tests.media import make_source, publish
 from tests.services import wait_for
 

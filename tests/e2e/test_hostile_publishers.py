@@ -24,7 +24,6 @@ from core.models import LiveSession, Rendition, Segment
 from core.stream_keys import new_stream_key
 from media.demux.flv import FlvTag, FlvTagType, iter_flv_tags
 from tests.conftest import ARTIFACTS
-from tests.e2e.conftest import LiveStack
 from tests.fixtures.rtmp.client_bytes import (
     HANDSHAKE_SIZE,
     ServerOutput,
@@ -32,6 +31,7 @@ from tests.fixtures.rtmp.client_bytes import (
     message_chunks,
     plain_c0c1,
 )
+from tests.live_stack import LiveStack
 from tests.media import decode, make_source, make_ts_source, media_duration, publish, publish_ts
 from tests.services import wait_for
 

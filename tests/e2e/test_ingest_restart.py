@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ARTIFACTS
-from tests.e2e.conftest import LiveStack, free_udp_port
+from tests.live_stack import LiveStack, free_udp_port
 from tests.media import decode, make_source, publish
 from tests.services import free_port, nebula_process, settings_env, tcp_open, wait_for
 

@@ -9,8 +9,8 @@ import av
 import m3u8
 import pytest
 
-from tests.e2e.conftest import LiveStack
 from tests.hls_poller import CheckedHls
+from tests.live_stack import LiveStack
 from tests.media import decode, make_source, probe, publish
 from tests.services import wait_for
 

@@ -12,7 +12,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import ARTIFACTS
-from tests.e2e.conftest import LiveStack
+from tests.live_stack import LiveStack
 from tests.media import decode, make_source, publish
 from tests.services import (
     WebhookReceiver,

@@ -16,8 +16,8 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from tests.conftest import ARTIFACTS
-from tests.e2e.conftest import LADDER_360P, LiveStack
 from tests.hls_poller import CheckedHls
+from tests.live_stack import LADDER_360P, LiveStack
 from tests.media import make_source, publish
 from tests.players import chromium
 from tests.services import free_port, wait_for

@@ -15,9 +15,9 @@ import pytest
 from core.settings import Settings
 from packager.celery_app import make_celery
 from tests.conftest import ARTIFACTS
-from tests.e2e.conftest import GRACE_SECONDS, LADDER_360P, LiveStack
-from tests.faults import FaultStage, play_through_faults, worker_host
+from tests.faults.player_faults import FaultStage, play_through_faults, worker_host
 from tests.hls_poller import CheckedHls
+from tests.live_stack import GRACE_SECONDS, LADDER_360P, LiveStack
 from tests.media import make_source
 from tests.services import settings_env
 

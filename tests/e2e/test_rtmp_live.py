@@ -15,8 +15,8 @@ from core.db import session_scope
 from core.models import LiveSession, Rendition, Segment, SegmentStatus
 from core.storage import ObjectStore
 from media.demux.flv import iter_flv_tags
-from tests.e2e.conftest import GRACE_SECONDS, LiveStack
 from tests.hls_poller import CheckedHls
+from tests.live_stack import GRACE_SECONDS, LiveStack
 from tests.media import (
     audio_ahead_of_the_first_keyframe,
     decode,

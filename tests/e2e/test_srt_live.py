@@ -26,8 +26,8 @@ from sqlalchemy import select as sql_select
 from core.db import session_scope
 from core.models import LiveSession
 from media.demux.mpegts import DropReason
-from tests.e2e.conftest import GRACE_SECONDS, LiveStack, free_udp_port
 from tests.hls_poller import CheckedHls
+from tests.live_stack import GRACE_SECONDS, LiveStack, free_udp_port
 from tests.media import decode, make_ts_source, media_duration, probe, publish_ts
 from tests.services import wait_for
 

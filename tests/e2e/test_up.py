@@ -21,8 +21,8 @@ import pytest
 
 from nebula_live.embedded import STORE_SYSTEM_USER, SYSTEM_STATE_DIR
 from nebula_live.processes import process_tree
-from tests.e2e.conftest import free_udp_port
 from tests.hls_poller import CheckedHls
+from tests.live_stack import free_udp_port
 from tests.media import probe
 from tests.services import (
     REPO_ROOT,

@@ -19,8 +19,8 @@ from websockets.sync.client import connect
 from core.webhooks import verify_signature
 from nebula_live.processes import resident_bytes
 from tests.conftest import WEBHOOK_SECRET
-from tests.e2e.conftest import LiveStack
 from tests.hls_poller import CheckedHls
+from tests.live_stack import LiveStack
 from tests.media import decode, make_media_file, probe
 from tests.services import REPO_ROOT, WebhookReceiver, settings_env, wait_for
 

@@ -18,7 +18,7 @@ from ingest.srt import libsrt
 from ingest.srt.libsrt import EpollFlag, RejectReason, SockOpt, SockStatus, SrtError
 from media.demux.mpegts import TsDemuxer
 from media.types import AccessUnit
-from tests.e2e.conftest import free_udp_port
+from tests.live_stack import free_udp_port
 from tests.media import make_ts_source, publish_ts
 
 PASSPHRASE = "correct-horse-battery"
