@@ -34,7 +34,7 @@ from tests.services import (
     WebhookReceiver,
     api_process,
     free_port,
-    remove_root_cluster,
+    remove_root_state,
     running_worker,
 )
 
@@ -86,7 +86,7 @@ class EmbeddedStores:
                 service.process.stop()
         if self.postgres is not None:
             get_engine(self.postgres.url).dispose()  # this process's pool of a gone server
-        remove_root_cluster(self.data_dir)
+        remove_root_state(self.data_dir)
 
 
 @dataclass

@@ -23,8 +23,8 @@ from core.db import session_scope
 from core.models import LiveSession
 from core.settings import Settings
 from tests.conftest import ARTIFACTS
-from tests.e2e.conftest import LiveStack, free_udp_port
 from tests.fixtures.rtmp.client_bytes import HANDSHAKE_SIZE, command, message_chunks, plain_c0c1
+from tests.live_stack import LiveStack, free_udp_port
 from tests.media import decode, make_source, make_ts_source, media_duration, publish, publish_ts
 from tests.services import REPO_ROOT, free_port, nebula_process, settings_env, tcp_open, wait_for
 

@@ -21,7 +21,7 @@ import pytest
 from core.settings import Settings
 from core.stream_keys import new_stream_key
 from tests.conftest import ARTIFACTS
-from tests.e2e.conftest import LiveStack, free_udp_port
+from tests.live_stack import LiveStack, free_udp_port
 from tests.media import decode, make_source, make_ts_source, media_duration, publish, publish_ts
 from tests.services import free_port, nebula_process, settings_env, tcp_open, wait_for
 

@@ -1,7 +1,7 @@
 """The production deployment files say what the README promises: every secret required,
-none written in, Redis's password in every URL, and only the TLS proxy and the ingest
-load balancer published. docker-compose.yml is read as YAML and its `${...}` references resolved the way
-compose resolves them."""
+none written in, Redis's password in every URL, and only the TLS proxy and the ingest load
+balancer published. docker-compose.yml is read as YAML and its `${...}` references resolved
+the way compose resolves them."""
 
 from __future__ import annotations
 
