@@ -76,7 +76,8 @@ class EmbeddedStores:
     def restart_redis(self, down_seconds: float) -> None:
         assert self.redis is not None
         self.redis.process.stop()
-        shutil.rmtree(self.data_dir / "redis_data")
+        # As root the data dir holds a link to where Redis's user keeps it.
+        shutil.rmtree((self.data_dir / "redis_data").resolve())
         time.sleep(down_seconds)
         self.redis = embedded.start_redis(self.data_dir, self.logs, _port(self.redis))
 
