@@ -1,7 +1,8 @@
 """The repository's Caddyfile, run by the real Caddy in front of a real `nebula-live api`,
 as docker-compose.yml's `proxy` runs it: HTTPS with HTTP/2 for playlists, segments and the
 REST API, and websockets passed through. Only the site address (a loopback port), the
-upstream and an internal certificate differ, all through the variables the Caddyfile reads."""
+upstream and an internal certificate differ, all through the variables the Caddyfile reads;
+with compose's own variables Caddy serves the public host on 443 from the API."""
 
 from __future__ import annotations
 
@@ -108,3 +109,35 @@ def test_the_caddyfile_serves_the_api_over_https_and_http2_and_passes_websockets
         with connect(f"wss://127.0.0.1:{port}/ws/streams/{stream_id}", ssl=_trusting(ca)) as socket:
             first = json.loads(socket.recv(timeout=30))
         assert first["type"] == "status"
+
+
+def test_the_caddyfile_with_compose_s_environment_serves_the_host_on_443_from_the_api(
+    tmp_path: Path,
+) -> None:
+    """What Caddy makes of the file with only the variables docker-compose.yml sets."""
+    caddy = shutil.which("caddy")
+    assert caddy, "caddy is missing: `make system-deps` installs it (Debian package caddy)"
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "NEBULA_PUBLIC_HOST": "live.example.com",
+        "NEBULA_UPSTREAM": "api:8000",
+    }
+    adapted = subprocess.run(
+        [caddy, "adapt", "--adapter", "caddyfile", "--config", str(REPO_ROOT / "Caddyfile")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    (server,) = json.loads(adapted.stdout)["apps"]["http"]["servers"].values()
+    assert server["listen"] == [":443"]
+    assert "automatic_https" not in server  # certificates and the :80 redirect on
+    (route,) = server["routes"]
+    assert route["match"] == [{"host": ["live.example.com"]}]
+    (proxy,) = route["handle"][0]["routes"][0]["handle"]
+    assert proxy["handler"] == "reverse_proxy"
+    assert proxy["upstreams"] == [{"dial": "api:8000"}]
+    assert proxy["flush_interval"] == -1
+    assert "write_timeout" not in server and "read_timeout" not in server
