@@ -12,6 +12,7 @@ from api.body_limit import RequestBodyLimit
 from api.cors import ScopedCors
 from api.health import HealthMonitor, component_probes
 from api.metrics import record_request
+from api.playlist_cache import PlaylistCache
 from api.routes import health, hls, player, sessions, streams, uploads, ws
 from api.unavailable import answer_unavailable_services
 from api.ws import AddressSlots, EventHub
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.redis_url, socket_timeout=3, socket_connect_timeout=3, health_check_interval=30
     )
     app.state.store = ObjectStore.from_settings(settings)
+    app.state.playlist_cache = PlaylistCache(settings.playlist_cache_bytes)
     app.state.celery = make_celery(settings.redis_url)
     app.state.health = HealthMonitor(
         component_probes(settings.database_url, app.state.redis, app.state.store, app.state.celery),

@@ -34,28 +34,48 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
+class PlaylistBody:
+    """A playlist's text as it is served: its bytes, ETag, and gzip (made when first asked)."""
+
+    __slots__ = ("_gzipped", "data", "etag", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.data = text.encode()
+        self.etag = f'W/"{hashlib.blake2b(self.data, digest_size=12).hexdigest()}"'
+        self._gzipped: bytes | None = None
+
+    def gzipped(self) -> bytes:
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.data, GZIP_LEVEL, mtime=0)
+        return self._gzipped
+
+    @property
+    def size(self) -> int:
+        """What it holds in memory, roughly: the text, its bytes and their gzip."""
+        return len(self.text) + len(self.data) + len(self._gzipped or b"")
+
+
 def playlist_response(
-    request: Request, settings: Settings, text: str, *, recording: bool
+    request: Request, settings: Settings, body: PlaylistBody, *, recording: bool
 ) -> Response:
     """`recording`: the URL is one session's own (`/hls/sessions/...`), never another's."""
-    body = text.encode()
-    etag = f'W/"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
     headers = {
         "Cache-Control": playlist_cache(
-            text,
+            body.text,
             final_allowed=recording,
             live_max_age=settings.live_playlist_max_age,
             final_max_age=settings.ended_playlist_max_age,
         ),
-        "ETag": etag,
+        "ETag": body.etag,
         "Vary": "Accept-Encoding",
     }
-    if etag in request.headers.get("if-none-match", ""):
+    if body.etag in request.headers.get("if-none-match", ""):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     if accepts_gzip(request.headers.get("accept-encoding", "")):
-        body = gzip.compress(body, GZIP_LEVEL, mtime=0)
         headers["Content-Encoding"] = "gzip"
-    return Response(body, media_type=PLAYLIST_TYPE, headers=headers)
+        return Response(body.gzipped(), media_type=PLAYLIST_TYPE, headers=headers)
+    return Response(body.data, media_type=PLAYLIST_TYPE, headers=headers)
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:

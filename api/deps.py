@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
 from sqlalchemy.orm import Session
 
+from api.playlist_cache import PlaylistCache
 from core.db import session_factory
 from core.models import Stream
 from core.settings import Settings
@@ -30,6 +31,21 @@ def get_db(request: Request) -> Iterator[Session]:
         session.close()
 
 
+def get_snapshot_db(request: Request) -> Iterator[Session]:
+    """A session whose reads all see one snapshot (REPEATABLE READ): a playlist and the
+    version it is kept under (`api.playlist_cache`) must come from the same moment."""
+    session = session_factory(request.app.state.settings.database_url)()
+    try:
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        yield session
+    finally:
+        session.close()
+
+
+def get_playlist_cache(request: Request) -> PlaylistCache:
+    return request.app.state.playlist_cache
+
+
 def get_redis(request: Request) -> Redis:
     return request.app.state.redis
 
@@ -40,6 +56,8 @@ def get_store(request: Request) -> ObjectStore:
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 DbSession = Annotated[Session, Depends(get_db)]
+SnapshotDb = Annotated[Session, Depends(get_snapshot_db)]
+PlaylistCacheDep = Annotated[PlaylistCache, Depends(get_playlist_cache)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from redis import Redis, RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
 
+from api.playlist_cache import PlaylistCache
 from ingest.spool import spool_reports
 
 registry = CollectorRegistry(auto_describe=True)
@@ -64,6 +67,33 @@ def spool_registry(redis: Redis) -> CollectorRegistry:
         for field, gauge in gauges.items():
             gauge.labels(ingest).set(float(report[field]))
     return spools
+
+
+def playlist_cache_registry(cache: PlaylistCache) -> CollectorRegistry:
+    """This process's playlist cache: how often it served, rendered, and what it holds."""
+    kept = CollectorRegistry(auto_describe=True)
+    kept.register(_PlaylistCacheCollector(cache))
+    return kept
+
+
+class _PlaylistCacheCollector(Collector):
+    def __init__(self, cache: PlaylistCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "nebula_playlist_cache_hits",
+            "Media playlist requests served a kept rendering",
+            value=self.cache.hits,
+        )
+        yield CounterMetricFamily(
+            "nebula_playlist_cache_renders",
+            "Media playlists rendered and kept",
+            value=self.cache.renders,
+        )
+        yield GaugeMetricFamily(
+            "nebula_playlist_cache_bytes", "Bytes of media playlists kept", self.cache.held_bytes
+        )
 
 
 def route_template(request: Request) -> str:

@@ -153,6 +153,9 @@ class Rendition(Base):
     # Running totals of its ready segments: AVERAGE-BANDWIDTH without summing the session.
     media_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     media_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    # Raised by the database (migration 0008's triggers) in every statement that writes the
+    # rendition's segments: rendered playlists are kept under it (`packager.playlist_versions`).
+    revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     session: Mapped[LiveSession] = relationship(back_populates="renditions")
     segments: Mapped[list[Segment]] = relationship(

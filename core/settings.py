@@ -394,6 +394,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds a recording's playlist that holds EXT-X-ENDLIST may be cached.",
     )
+    playlist_cache_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Bytes of rendered media playlists each API process keeps under the "
+        "version of the rows they come from, so a poll that finds them unchanged costs a few "
+        "indexed reads instead of a render; 0 renders every request.",
+    )
     max_request_body_bytes: int = Field(
         64 * 1024,
         gt=0,

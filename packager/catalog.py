@@ -12,6 +12,8 @@ when the presentation does (`Stream.presentation_ended_at`). A session's recordi
 (`/hls/sessions/{id}/...`) is a presentation of its own: every segment it made.
 
 Where the objects live is `packager.keys`; the text itself is the pure `media.hls.playlist`.
+The API keeps renderings under `packager.playlist_versions`: a new row or column a render
+reads here must show in the version there too.
 """
 
 from __future__ import annotations

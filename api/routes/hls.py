@@ -1,4 +1,5 @@
-"""HLS playback, public: playlists rendered from the database, media proxied from the bucket."""
+"""HLS playback, public: playlists rendered from the database (media playlists kept by
+version, `api.playlist_cache`), media proxied from the bucket."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from api.delivery import media_response, playlist_response
-from api.deps import DbSession, SettingsDep, StoreDep
+from api.delivery import PlaylistBody, media_response, playlist_response
+from api.deps import DbSession, PlaylistCacheDep, SettingsDep, SnapshotDb, StoreDep
 from core.delivery import media_type
 from core.models import LiveSession
 from core.settings import Settings
 from core.storage import ObjectNotFoundError, ObjectStore
 from media.ladder import NAME_PATTERN
-from packager import catalog, slate_uris
+from packager import catalog, playlist_versions, slate_uris
 from packager.catalog import PlaylistPolicy
 from packager.keys import media_key
 
@@ -50,7 +51,7 @@ def _master(
     text = catalog.servable_master(db, session)
     if text is None:
         raise _not_found(f"session {session.id} has no media yet")
-    return playlist_response(request, settings, text, recording=recording)
+    return playlist_response(request, settings, PlaylistBody(text), recording=recording)
 
 
 @_read("/{stream_id}/master.m3u8", "Master playlist of the stream's latest session")
@@ -65,7 +66,12 @@ def master_playlist(
 
 @_read("/{stream_id}/{rendition}/index.m3u8", "Media playlist of one rendition")
 def media_playlist(
-    request: Request, stream_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
+    request: Request,
+    stream_id: uuid.UUID,
+    rendition: str,
+    db: SnapshotDb,
+    settings: SettingsDep,
+    cache: PlaylistCacheDep,
 ) -> Response:
     """Any rendition a master of the stream's live presentation lists: a session that lacks
     it (or a rung not transcoded yet) shows as EXT-X-GAP, never as a 404."""
@@ -73,8 +79,11 @@ def media_playlist(
     if presentation is None or rendition not in presentation.renditions:
         raise _not_found(f"stream {stream_id} has no rendition {rendition!r}")
     policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
-    text = catalog.render_stream_media(db, presentation, rendition, policy).text
-    return playlist_response(request, settings, text, recording=False)
+    body = cache.body(
+        lambda: playlist_versions.stream_media_version(db, presentation, rendition, policy),
+        lambda: catalog.render_stream_media(db, presentation, rendition, policy).text,
+    )
+    return playlist_response(request, settings, body, recording=False)
 
 
 # The recording routes come before `media_object`: their paths have the same shape.
@@ -97,15 +106,23 @@ def recording_master(
     "Every segment of one rendition of a session's recording",
 )
 def recording_media(
-    request: Request, session_id: uuid.UUID, rendition: str, db: DbSession, settings: SettingsDep
+    request: Request,
+    session_id: uuid.UUID,
+    rendition: str,
+    db: SnapshotDb,
+    settings: SettingsDep,
+    cache: PlaylistCacheDep,
 ) -> Response:
     session = _session_or_404(db, session_id)
     found = catalog.find_rendition(db, session.id, rendition)
     if found is None:
         raise _not_found(f"session {session_id} has no rendition {rendition!r}")
     policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
-    text = catalog.render_recording(db, session, found, policy)
-    return playlist_response(request, settings, text, recording=True)
+    body = cache.body(
+        lambda: playlist_versions.recording_version(db, session, rendition, policy),
+        lambda: catalog.render_recording(db, session, found, policy),
+    )
+    return playlist_response(request, settings, body, recording=True)
 
 
 @_read("/sessions/{session_id}/{rendition}/{name}", "A segment of a recording")

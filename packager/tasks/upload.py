@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -45,7 +46,9 @@ from packager.tasks.upload_chunks import (
     enqueue_chunks,
     extent_refusal,
     give_up,
+    pack_audio_unit,
     plan_chunks,
+    read_audio_units,
     snap_audio,
 )
 from packager.transcoding.transcode import EncoderOptions
@@ -218,28 +221,36 @@ def _split(
     keep_lock: Callable[[], object],
 ) -> str:
     """Plan the chunks, store their audio, make the source rendition's row (so the chunks do
-    not race to create it), and queue them."""
-    scan = source.scan(keep_lock)
-    if scan.video_start is None or scan.video_end is None:
-        return give_up(settings, store, job.upload_id, NO_VIDEO)
-    last_frame = 1 / job.frame_rate if job.frame_rate else 0.0
-    seconds = (scan.video_end - scan.video_start) / CLOCK_HZ + last_frame
-    reason = _shortfall(job, seconds) or extent_refusal(
-        seconds, job.declared_seconds, settings.upload_max_seconds
-    )
-    if reason:
-        return give_up(settings, store, job.upload_id, reason)
-    plan = plan_chunks(scan.video_start, scan.video_end, settings.segment_seconds, chunk_seconds)
+    not race to create it), and queue them.
+
+    The scan writes the audio to a spool file as it reads it (the chunks are known only
+    once the whole video's extent is), and the chunks' audio objects are cut from that
+    file in one pass: a long file's audio is never all in memory."""
+    with tempfile.TemporaryFile(prefix="nebula-upload-audio-") as spool:
+        scan = source.scan(lambda unit: spool.write(pack_audio_unit(unit)), keep_lock)
+        if scan.video_start is None or scan.video_end is None:
+            return give_up(settings, store, job.upload_id, NO_VIDEO)
+        last_frame = 1 / job.frame_rate if job.frame_rate else 0.0
+        seconds = (scan.video_end - scan.video_start) / CLOCK_HZ + last_frame
+        reason = _shortfall(job, seconds) or extent_refusal(
+            seconds, job.declared_seconds, settings.upload_max_seconds
+        )
+        if reason:
+            return give_up(settings, store, job.upload_id, reason)
+        plan = plan_chunks(
+            scan.video_start, scan.video_end, settings.segment_seconds, chunk_seconds
+        )
+        audio = next((c for c in source.configs if isinstance(c, AudioConfig)), None)
+        if audio is not None:
+            spool.seek(0)
+            units = snap_audio(read_audio_units(spool), audio.sample_rate, audio.frame_samples)
+            for index, part in chunk_audio(units, plan):
+                store.put_bytes(
+                    chunk_audio_key(job.upload_id, index),
+                    encode_audio_units(part),
+                    "application/octet-stream",
+                )
     video = next(c for c in source.configs if isinstance(c, VideoConfig))
-    audio = next((c for c in source.configs if isinstance(c, AudioConfig)), None)
-    if audio is not None:
-        units = snap_audio(scan.audio, audio.sample_rate, audio.frame_samples)
-        for index in range(plan.count):
-            store.put_bytes(
-                chunk_audio_key(job.upload_id, index),
-                encode_audio_units(chunk_audio(units, plan, index)),
-                "application/octet-stream",
-            )
     init = InitSegment(0, init_segment(video, audio), video, audio)
     job.source_writer(settings, store).ensure_rendition(init, job.metadata)
     expect_chunks(settings.database_url, job.upload_id, plan.count)

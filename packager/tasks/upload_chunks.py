@@ -19,18 +19,18 @@ neighbour's sample for sample.
 
 from __future__ import annotations
 
-import bisect
 import heapq
+import io
 import itertools
 import logging
 import os
 import socket
 import struct
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import av
 from redis import Redis
@@ -154,44 +154,77 @@ def plan_chunks(
     )
 
 
-def snap_audio(units: list[AccessUnit], sample_rate: int, frame_samples: int) -> list[AccessUnit]:
+def snap_audio(
+    units: Iterable[AccessUnit], sample_rate: int, frame_samples: int
+) -> Iterator[AccessUnit]:
     """The units with their times on the frame grid of the first one (each on its
     nearest grid frame; a hole of whole frames stays a hole). The packager anchors a
     segment's audio on its first unit, so units already on one grid give every chunk the
     same grid: no gap or overlap where one chunk's audio meets the next one's."""
-    if not units:
-        return []
-    origin = round(units[0].dts * sample_rate / CLOCK_HZ)
+    units = iter(units)
+    first = next(units, None)
+    if first is None:
+        return
+    origin = round(first.dts * sample_rate / CLOCK_HZ)
     frame_ticks = frame_samples * CLOCK_HZ / sample_rate
-    snapped = []
-    for unit in units:
-        frame = round((unit.dts - units[0].dts) / frame_ticks)
+    for unit in itertools.chain([first], units):
+        frame = round((unit.dts - first.dts) / frame_ticks)
         ticks = round((origin + frame * frame_samples) * CLOCK_HZ / sample_rate)
-        snapped.append(AccessUnit(unit.kind, ticks, ticks, True, unit.data))
-    return snapped
+        yield AccessUnit(unit.kind, ticks, ticks, True, unit.data)
 
 
-def chunk_audio(units: list[AccessUnit], plan: ChunkPlan, index: int) -> list[AccessUnit]:
-    """The (sorted) units one chunk may need: its range and a margin past both ends."""
-    times = [unit.dts for unit in units]
-    end = plan.end(index)
-    low = 0 if index == 0 else bisect.bisect_left(times, plan.start(index) - AUDIO_MARGIN_TICKS)
-    high = len(units) if end is None else bisect.bisect_left(times, end + AUDIO_MARGIN_TICKS)
-    return units[low:high]
+def chunk_audio(
+    units: Iterable[AccessUnit], plan: ChunkPlan
+) -> Iterator[tuple[int, list[AccessUnit]]]:
+    """Each chunk's index and the units it may need, in chunk order, from units in time
+    order: those of its range and a margin past both ends (the first chunk takes every
+    unit before it, the last every one after). A chunk goes as soon as a unit passes its
+    end, so only the one or two chunks a unit can still fall in are held."""
+
+    def low(index: int) -> int | None:
+        return None if index == 0 else plan.start(index) - AUDIO_MARGIN_TICKS
+
+    def high(index: int) -> int | None:
+        end = plan.end(index)
+        return None if end is None else end + AUDIO_MARGIN_TICKS
+
+    held: dict[int, list[AccessUnit]] = {}
+    done = 0  # chunks handed on
+    for unit in units:
+        while done < plan.count and (end := high(done)) is not None and unit.dts >= end:
+            yield done, held.pop(done, [])
+            done += 1
+        index = done
+        while index < plan.count and ((start := low(index)) is None or unit.dts >= start):
+            held.setdefault(index, []).append(unit)
+            index += 1
+    for index in range(done, plan.count):
+        yield index, held.pop(index, [])
 
 
-def encode_audio_units(units: list[AccessUnit]) -> bytes:
-    return b"".join(_UNIT_HEADER.pack(unit.dts, len(unit.data)) + unit.data for unit in units)
+def pack_audio_unit(unit: AccessUnit) -> bytes:
+    """One unit as a chunk's audio object (and the planner's spool file) holds it."""
+    return _UNIT_HEADER.pack(unit.dts, len(unit.data)) + unit.data
+
+
+def encode_audio_units(units: Iterable[AccessUnit]) -> bytes:
+    return b"".join(pack_audio_unit(unit) for unit in units)
+
+
+def read_audio_units(file: BinaryIO) -> Iterator[AccessUnit]:
+    """The units `pack_audio_unit` wrote to `file`, from where it stands, one at a time."""
+    while header := file.read(_UNIT_HEADER.size):
+        if len(header) < _UNIT_HEADER.size:
+            raise ValueError(f"an audio unit header cut short: {len(header)} bytes")
+        dts, size = _UNIT_HEADER.unpack(header)
+        data = file.read(size)
+        if len(data) < size:
+            raise ValueError(f"an audio unit of {size} bytes cut short at {len(data)}")
+        yield AccessUnit(TrackKind.AUDIO, dts, dts, True, data)
 
 
 def decode_audio_units(data: bytes) -> list[AccessUnit]:
-    units, offset = [], 0
-    while offset < len(data):
-        dts, size = _UNIT_HEADER.unpack_from(data, offset)
-        offset += _UNIT_HEADER.size
-        units.append(AccessUnit(TrackKind.AUDIO, dts, dts, True, data[offset : offset + size]))
-        offset += size
-    return units
+    return list(read_audio_units(io.BytesIO(data)))
 
 
 def chunk_audio_key(upload_id: uuid.UUID, index: int) -> str:

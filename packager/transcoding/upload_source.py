@@ -9,7 +9,7 @@ closed GOP; audio by the AAC encoder. The output is what the RTMP and SRT demuxe
 
 A long file whose video is encoded is split into chunks that separate workers encode
 (`video_units` of a time range, after `scan` has read the file once for its extent and
-its audio); see `packager.tasks.upload_chunks`.
+handed on its audio as it went); see `packager.tasks.upload_chunks`.
 
 Pure apart from the CPU: an open container in, items out, no storage or database.
 """
@@ -82,11 +82,10 @@ class SourceOptions:
 @dataclass(frozen=True, slots=True)
 class SourceScan:
     """The file read once, its video not decoded: the first and last video presentation
-    times (source clock, 90 kHz; None without any video packet) and all of its audio."""
+    times (source clock, 90 kHz; None without any video packet)."""
 
     video_start: int | None
     video_end: int | None
-    audio: list[AccessUnit]
 
 
 class _Track(Protocol):
@@ -136,13 +135,18 @@ class UploadSource:
     def _video(self) -> tuple[av.VideoStream, _Track]:
         return next((s, t) for s, t in self.tracks.items() if t.kind is TrackKind.VIDEO)
 
-    def scan(self, keep_alive: Callable[[], object] = lambda: None) -> SourceScan:
-        """Demux the whole file: the video's extent from packet timestamps, the audio as
-        units (copied, or encoded once for the whole file so that it has no seams)."""
+    def scan(
+        self,
+        audio: Callable[[AccessUnit], object],
+        keep_alive: Callable[[], object] = lambda: None,
+    ) -> SourceScan:
+        """Demux the whole file: the video's extent from packet timestamps, and each audio
+        unit handed to `audio` in decode order as it comes (copied, or encoded once for the
+        whole file so that it has no seams), so the scan holds no more of a long file's
+        audio than one packet gives."""
         stream, _ = self._video
         start: int | None = None
         end: int | None = None
-        audio: list[AccessUnit] = []
         for count, packet in enumerate(self.container.demux(*self.tracks)):
             if count % SCAN_KEEP_ALIVE_PACKETS == 0:
                 keep_alive()
@@ -150,15 +154,17 @@ class UploadSource:
                 continue
             track = self.tracks[packet.stream]
             if track.kind is TrackKind.AUDIO:
-                audio += track.units(packet)
+                for unit in track.units(packet):
+                    audio(unit)
             elif packet.pts is not None:
                 pts = _ticks(packet.pts, stream.time_base)
                 start = pts if start is None else min(start, pts)
                 end = pts if end is None else max(end, pts)
         for track in self.tracks.values():
             if track.kind is TrackKind.AUDIO:
-                audio += track.units(None)
-        return SourceScan(start, end, audio)
+                for unit in track.units(None):
+                    audio(unit)
+        return SourceScan(start, end)
 
     def video_units(self, start: int, end: int | None, *, seek: bool) -> Iterator[AccessUnit]:
         """The video whose source presentation times are in [start, end) (90 kHz; `end` None:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 import redis
 from sqlalchemy import select
@@ -35,13 +36,16 @@ from core.models import LiveSession, Rendition, Segment, Upload
 from core.settings import Settings
 from core.storage import ObjectNotFoundError, ObjectStore
 from media.ladder import SOURCE
+from media.types import AudioConfig
 from packager import ladder_rows
 from packager.celery_app import make_celery
 from packager.enqueue import UPLOAD_CHUNK_TASK, UPLOAD_TASK, enqueue_upload
 from packager.keys import init_name, media_key, segment_name
 from packager.ladder_rows import RungOutcome
 from packager.tasks.housekeeping import STUCK_UPLOADS_TASK, expire_recordings
-from packager.tasks.upload_chunks import chunk_audio_key, count_start
+from packager.tasks.upload_chunks import chunk_audio_key, count_start, snap_audio
+from packager.transcoding.transcode import EncoderOptions
+from packager.transcoding.upload_source import SourceOptions, UploadSource
 from packager.uploads import (
     advance_upload,
     expect_chunks,
@@ -618,3 +622,55 @@ def test_a_far_off_timestamp_is_refused_before_any_chunk_is_planned(
     with session_scope(jobs.settings.database_url) as db:
         assert db.get(Upload, upload_id).chunk_count is None  # nothing was planned
     assert list(jobs.store.list_keys(upload_prefix(upload_id))) == []
+
+
+# Three minutes of a small MPEG-4 picture (encoded, so planned in chunks) and MP3 audio
+# (re-encoded to AAC by the planner's scan, spooled to a file as it goes), in the default
+# 20 s chunks.
+LONG_SECONDS = 180
+LONG_CODECS = ["-c:v", "mpeg4", "-q:v", "10", "-c:a", "libmp3lame", "-b:a", "128k"]
+
+
+@pytest.mark.timeout(600)
+def test_a_long_upload_s_spooled_audio_reaches_the_source_frame_for_frame(
+    settings: Settings, store: ObjectStore, celery_worker, tmp_path: Path
+) -> None:
+    path = make_media_file(
+        tmp_path / "long.mkv", *LONG_CODECS, seconds=LONG_SECONDS, size="64x64", rate=5
+    )
+    upload_id, session_id = _accepted(
+        settings, store, path.read_bytes(), ladder=[], seconds=LONG_SECONDS
+    )
+    planned = make_celery(settings.redis_url).send_task(UPLOAD_TASK, args=[str(upload_id)])
+    assert planned.get(timeout=300) == "split into 9 chunks"
+
+    def finished() -> bool:
+        with session_scope(settings.database_url) as db:
+            return db.get(Upload, upload_id).status != "processing"
+
+    wait_for(finished, 400, "the long upload")
+    with session_scope(settings.database_url) as db:
+        assert db.get(Upload, upload_id).status == "ready"
+    segments = _source_segments(settings, session_id)
+    recording = tmp_path / "source.mp4"
+    recording.write_bytes(
+        store.get_bytes(segments[0].init_key)
+        + b"".join(store.get_bytes(s.object_key) for s in segments)
+    )
+
+    # What the file's audio is as one pass encodes it, in this process, on one grid.
+    with av.open(str(path)) as container:
+        source = UploadSource(container, SourceOptions(settings.segment_seconds, EncoderOptions()))
+        units: list = []
+        source.scan(units.append)
+        [config] = [c for c in source.configs if isinstance(c, AudioConfig)]
+    frames = [u.data for u in snap_audio(units, config.sample_rate, config.frame_samples)]
+    starts = [int(p["pts"]) for p in _audio_packets(recording)]
+    with av.open(str(recording)) as played:
+        packaged = [bytes(p) for p in played.demux(played.streams.audio[0]) if p.size]
+    # Every AAC frame follows the one before across all eight seams, and they are the
+    # file's frames, byte for byte and in order, from where its video starts to its end.
+    assert {b - a for a, b in itertools.pairwise(starts)} == {config.frame_samples}
+    first = frames.index(packaged[0])
+    assert frames[first : first + len(packaged)] == packaged
+    assert len(frames) - len(packaged) <= 2 * config.sample_rate // config.frame_samples

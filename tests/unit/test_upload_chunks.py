@@ -8,6 +8,7 @@ limit, is refused before anything is planned."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import subprocess
@@ -26,7 +27,9 @@ from packager.tasks.upload_chunks import (
     decode_audio_units,
     encode_audio_units,
     extent_refusal,
+    pack_audio_unit,
     plan_chunks,
+    read_audio_units,
     snap_audio,
 )
 from packager.transcoding.transcode import EncoderOptions
@@ -97,23 +100,49 @@ def test_audio_is_snapped_onto_one_frame_grid_keeping_holes() -> None:
     # Millisecond timestamps, as Matroska keeps them, with a hole of two frames after 5.
     frames = [*range(5), *range(7, 12)]
     units = _audio([round(round(500 + n * frame_ms) * CLOCK_HZ / 1000) for n in frames])
-    snapped = snap_audio(units, rate, AAC_FRAME_SAMPLES)
+    snapped = list(snap_audio(iter(units), rate, AAC_FRAME_SAMPLES))
     samples = [round(u.dts * rate / CLOCK_HZ) for u in snapped]
     assert [s - samples[0] for s in samples] == [n * AAC_FRAME_SAMPLES for n in frames]
     assert [u.data for u in snapped] == [u.data for u in units]
-    assert snap_audio([], rate, AAC_FRAME_SAMPLES) == []
+    assert list(snap_audio([], rate, AAC_FRAME_SAMPLES)) == []
 
 
 def test_each_chunk_gets_its_audio_with_a_margin_and_it_survives_the_object_store() -> None:
     plan = ChunkPlan(origin=0, chunk_ticks=4 * CLOCK_HZ, segments=2, count=3)
     units = _audio(list(range(0, 10 * CLOCK_HZ, 1920)))
-    parts = [chunk_audio(units, plan, i) for i in range(3)]
+    indices, parts = zip(*chunk_audio(iter(units), plan), strict=True)
+    assert indices == (0, 1, 2)
     assert parts[0][0] is units[0] and parts[2][-1] is units[-1]
     assert parts[0][-1].dts < 4 * CLOCK_HZ + AUDIO_MARGIN_TICKS <= units[len(parts[0])].dts
     assert parts[1][0].dts >= 4 * CLOCK_HZ - AUDIO_MARGIN_TICKS
     assert set(units) == {u for part in parts for u in part}  # nothing left out
     assert decode_audio_units(encode_audio_units(parts[1])) == parts[1]
     assert decode_audio_units(b"") == []
+    # The same cut as slicing the whole list at the margins (what the planner once held).
+    for index, part in enumerate(parts):
+        low = 0 if index == 0 else plan.start(index) - AUDIO_MARGIN_TICKS
+        high = plan.end(index) + AUDIO_MARGIN_TICKS if plan.end(index) else 1 << 62
+        assert part == [u for u in units if low <= u.dts < high]
+
+
+def test_every_chunk_gets_an_audio_object_even_where_the_audio_stopped_before_it() -> None:
+    plan = ChunkPlan(origin=0, chunk_ticks=4 * CLOCK_HZ, segments=2, count=4)
+    units = _audio(list(range(0, 3 * CLOCK_HZ, 1920)))
+    assert [(i, len(part)) for i, part in chunk_audio(units, plan)] == [
+        (0, len(units)),
+        (1, len([u for u in units if u.dts >= 3 * CLOCK_HZ])),
+        (2, 0),
+        (3, 0),
+    ]
+    assert list(chunk_audio([], plan)) == [(i, []) for i in range(4)]
+
+
+def test_a_spooled_unit_cut_short_is_refused_saying_where() -> None:
+    data = encode_audio_units(_audio([0, 1920]))
+    with pytest.raises(ValueError, match="an audio unit of 3 bytes cut short at 1"):
+        list(read_audio_units(io.BytesIO(data[:-2])))
+    with pytest.raises(ValueError, match="an audio unit header cut short: 5 bytes"):
+        decode_audio_units(data[:5])
 
 
 @pytest.fixture(scope="module", params=["vp9-aac.mkv", "mpeg2-mp2.ts"])
@@ -137,15 +166,18 @@ def _chunked(path: Path) -> tuple[ChunkPlan, list[PackagedSegment]]:
     """What the planner and its chunk tasks do, minus the storage."""
     with av.open(str(path)) as container:
         source = UploadSource(container, OPTIONS)
-        scan = source.scan()
+        spool = io.BytesIO()
+        scan = source.scan(lambda unit: spool.write(pack_audio_unit(unit)))
         [audio_config] = [c for c in source.configs if isinstance(c, AudioConfig)]
     plan = plan_chunks(scan.video_start, scan.video_end, SEGMENT_SECONDS, CHUNK_SECONDS)
-    audio = snap_audio(scan.audio, audio_config.sample_rate, audio_config.frame_samples)
+    spool.seek(0)
+    audio = snap_audio(
+        read_audio_units(spool), audio_config.sample_rate, audio_config.frame_samples
+    )
     segments = []
-    for index in range(plan.count):
+    for index, part in chunk_audio(audio, plan):
         with av.open(str(path)) as container:
             source = UploadSource(container, OPTIONS)
-            part = chunk_audio(audio, plan, index)
             chunk = chunk_segments(source, part, plan, index, SEGMENT_SECONDS)
             segments += [segment for segment, _ in chunk]
     return plan, segments
