@@ -71,6 +71,8 @@ RUNG = {"name": "360p", "height": 360, "bitrate": 800_000}
 POLL_SECONDS = 0.25
 # "During" a fault runs on this long after it is over: what it made late is listed then.
 AFTERMATH_SECONDS = 10.0
+# How long the ladder may take to redo what it missed once the publish is over.
+LADDER_SETTLE_SECONDS = 180.0
 FIRST_SEGMENT_TIMEOUT = 60
 SOURCE_FILE = Path(tempfile.gettempdir()) / "nebula-bench-faults-480p-30s.flv"
 
@@ -289,9 +291,16 @@ def _rows(stack: FaultStack, stream_id: str) -> tuple[list[LiveSession], dict[st
 
 
 def _ladder_done(_sessions: list[LiveSession], rows: dict[str, list[Segment]]) -> bool:
-    """Every source segment has its rung row (made, or given up as GAP)."""
+    """Every source segment has its rung made: a GAP a late result has not replaced yet
+    still waits (`LADDER_SETTLE_SECONDS` at most)."""
     media = sum(r.status == SegmentStatus.READY for r in rows.get(SOURCE, []))
-    return len(rows.get(RUNG["name"], [])) >= media
+    return sum(r.status == SegmentStatus.READY for r in rows.get(RUNG["name"], [])) >= media
+
+
+def _settle(stack: FaultStack, stream_id: str) -> None:
+    deadline = time.monotonic() + LADDER_SETTLE_SECONDS
+    while not _ladder_done(*_rows(stack, stream_id)) and time.monotonic() < deadline:
+        time.sleep(1)
 
 
 def _decodes(client: httpx.Client, base: str, segment: m3u8.Segment, work: Path) -> bool:
@@ -309,8 +318,8 @@ def _decodes(client: httpx.Client, base: str, segment: m3u8.Segment, work: Path)
     return result.returncode == 0 and not result.stderr.strip()
 
 
-def _listed_and_decodable(stack: FaultStack, sessions: list[LiveSession]) -> tuple[int, int]:
-    listed = decodable = 0
+def _listed_and_decodable(stack: FaultStack, sessions: list[LiveSession]) -> tuple[int, list[str]]:
+    listed, undecodable = 0, []
     with httpx.Client(base_url=stack.api_url, timeout=30) as client:
         work = Path(tempfile.mkdtemp(prefix="nebula-bench-faults-"))
         for session in sessions:
@@ -325,8 +334,9 @@ def _listed_and_decodable(stack: FaultStack, sessions: list[LiveSession]) -> tup
                     if segment.gap_tag:
                         continue
                     listed += 1
-                    decodable += _decodes(client, base, segment, work)
-    return listed, decodable
+                    if not _decodes(client, base, segment, work):
+                        undecodable.append(f"{rendition}/{segment.uri.rsplit('/', 1)[-1]}")
+    return listed, undecodable
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:
@@ -380,9 +390,9 @@ def run_fault(
         stop.set()
         for thread in threads:
             thread.join(10)
-        wait_for(lambda: _ladder_done(*_rows(stack, stream["id"])), 120, "the rung's last rows")
+        _settle(stack, stream["id"])
         sessions, rows = _rows(stack, stream["id"])
-        listed, decodable = _listed_and_decodable(stack, sessions)
+        listed, undecodable = _listed_and_decodable(stack, sessions)
 
     source = [r for r in rows.get(SOURCE, []) if r.status == SegmentStatus.READY]
     rung = rows.get(RUNG["name"], [])
@@ -400,7 +410,8 @@ def run_fault(
         "recorded": len(source) + sum(r.status == SegmentStatus.READY for r in rung),
         "gap_rows": sum(r.status != SegmentStatus.READY for r in rung),
         "listed": listed,
-        "decodable": decodable,
+        "decodable": listed - len(undecodable),
+        "undecodable": undecodable,
         "sessions": len(sessions),
         "wrongly_ended": sum(s.ended_at is not None and s.ended_at < stopped for s in sessions),
         "ingest_max_rss_mib": round(rss.peak["ingest"] / 2**20),
