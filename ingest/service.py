@@ -64,6 +64,7 @@ async def run_ingest(settings: Settings) -> None:
     await asyncio.to_thread(store.ensure_bucket, settings.playback_cors_origin_list)
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
     publisher = Publisher(settings, store, redis)
+    publisher.start_replays()
     handler = RtmpConnectionHandler(publisher, settings)
     server = await serve_rtmp(handler, settings.bind_host, settings.rtmp_port)
     log.info("RTMP listening on %s:%s", settings.bind_host, settings.rtmp_port)
