@@ -97,6 +97,19 @@ def publish(source: Path, url: str, *extra: str, loop: bool = False) -> subproce
     )
 
 
+def publish_until_taken(source: Path, url: str, deadline: float) -> subprocess.Popen[bytes]:
+    """ffmpeg again every 2 s until the ingest takes the publish (it runs for a while), as
+    OBS's automatic reconnect does; `deadline` on the monotonic clock."""
+    while time.monotonic() < deadline:
+        publisher = publish(source, url)
+        try:
+            publisher.wait(2)
+        except subprocess.TimeoutExpired:
+            return publisher
+        time.sleep(2)
+    raise TimeoutError("the ingest never took the publish")
+
+
 def decode(url: str, timeout: float = 120) -> tuple[str, float]:
     """Decode everything with ffmpeg; returns what it printed at -v error and the duration."""
     result = subprocess.run(

@@ -9,7 +9,6 @@ the ingest is down: they stand still for that stale period, which is the fault."
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,25 +16,13 @@ import pytest
 
 from tests.conftest import ARTIFACTS
 from tests.e2e.conftest import LiveStack, free_udp_port
-from tests.media import decode, make_source, publish
+from tests.media import decode, make_source, publish, publish_until_taken
 from tests.services import free_port, nebula_process, settings_env, tcp_open, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 # The grace runs from when the dead ingest's heartbeat is a stale period old; the publisher
 # retries every ~4 s, so a grace wider than the e2e stacks' 4 s is sure to see one land.
 STACK_SETTINGS = {"presentation_hold_seconds": 0.0, "reconnect_grace_seconds": 30.0}
-
-
-def _publish_until_taken(source: Path, url: str, deadline: float) -> subprocess.Popen[bytes]:
-    """ffmpeg again every 2 s until the ingest takes the publish (it runs for a while)."""
-    while time.monotonic() < deadline:
-        publisher = publish(source, url)
-        try:
-            publisher.wait(2)
-        except subprocess.TimeoutExpired:
-            return publisher
-        time.sleep(2)
-    raise TimeoutError("the restarted ingest never took the publish")
 
 
 def test_a_publisher_back_on_a_restarted_ingest_continues_its_session(
@@ -58,7 +45,7 @@ def test_a_publisher_back_on_a_restarted_ingest_continues_its_session(
         first.wait(30)  # its connection broke
     with nebula_process("ingest", settings_env(own), log):
         wait_for(lambda: tcp_open(own.rtmp_port), 60, "the ingest, started again")
-        again = _publish_until_taken(source, url, time.monotonic() + 60)
+        again = publish_until_taken(source, url, time.monotonic() + 60)
         print(f"publish taken again {time.monotonic() - killed_at:.1f} s after the SIGKILL")
         assert again.wait(60) == 0, again.stderr.read().decode()
         wait_for(lambda: live_stack.session_statuses(stream["id"]) == ["ended"], 60, "the end")
