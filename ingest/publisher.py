@@ -130,14 +130,17 @@ class Publisher:
         """Store what is left, then end the session (explicit) or open the grace window.
         A dropped publisher may resume the session here at once meanwhile: the session is
         then its new connection's to close."""
-        session_id = publication.grant.session_id
+        session_id, sink = publication.grant.session_id, publication.sink.task
         publication.close()
-        if self.active.get(session_id) is publication:
-            del self.active[session_id]
-            tail = self._tails[session_id]
-            tail.resumable = not explicit
-        await publication.finish()
-        await self._let_go(session_id, publication.sink.task, explicit=explicit)
+        del self.active[session_id]
+        self._tails[session_id].resumable = not explicit
+        try:
+            await publication.finish()
+        except BaseException:  # stop holding it: once its heartbeat is stale, sweeps take over
+            if self._tails.get(session_id) and self._tails[session_id].sink is sink:
+                del self._tails[session_id]
+            raise
+        await self._let_go(session_id, sink, explicit=explicit)
 
     async def _let_go(
         self, session_id: uuid.UUID, sink: asyncio.Task[None], *, explicit: bool
@@ -212,7 +215,7 @@ class Publisher:
         while True:
             try:
                 async with self._handover:
-                    if session_id in self.active:  # its publisher resumed it here
+                    if self._tails.get(session_id) is not tail:  # its publisher resumed it here
                         outcome = Adoption.ADOPTED
                     else:
                         outcome, seen = await asyncio.to_thread(

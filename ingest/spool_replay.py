@@ -96,8 +96,10 @@ def replay_records(leftovers: list[Leftover]) -> list[tuple[SpoolRecord, SpoolEn
 def replay_writer(
     leftovers: list[Leftover], settings: Settings, store: ObjectStore, redis: Redis, celery: Celery
 ) -> SourceWriter:
-    """A writer for the session, dating the leftovers where their publication did."""
+    """A writer for the session that starts at the first leftover, dated where its
+    publication dated it (later if the timeline ends later by now)."""
     first = leftovers[0].record
+    offset = (first.segment.start_ticks - first.timeline_start) / CLOCK_HZ
     return SourceWriter(
         settings,
         store,
@@ -105,9 +107,9 @@ def replay_writer(
         celery,
         stream_id=first.stream_id,
         session_id=first.session_id,
-        timeline_start=first.timeline_start,
+        timeline_start=first.segment.start_ticks,
         transcode=first.transcode,
-        wall_clock_origin=first.wall_clock_origin,
+        wall_clock_origin=first.wall_clock_origin + timedelta(seconds=offset),
     )
 
 

@@ -248,8 +248,11 @@ def test_a_killed_publications_leftovers_are_replayed_and_a_resumed_publish_foll
         n in (stored, stored + left) for n in range(len(rows))
     ]  # where the replay took over, and where the resumed publish began
     assert len({row.init_key for row in rows}) == 2
-    dates = [row.program_date_time for row in rows]
-    assert dates == sorted(dates)
+    ends = [row.program_date_time + timedelta(seconds=row.duration) for row in rows]
+    # The replayed ones continue where the stored ones end on the wall clock.
+    assert abs(rows[stored].program_date_time - ends[stored - 1]) < timedelta(milliseconds=1)
+    late = [row.program_date_time - end for row, end in zip(rows[1:], ends, strict=False)]
+    assert min(late) > -timedelta(milliseconds=1)  # none overlaps the one before it
     assert (publisher.spool.used_bytes, publisher.spool.waiting) == (0, 0)
     assert list((tmp_path / "spool").rglob("*")) == []
     kept = sum(segment.video_frames for segment in package_flv(first_source)[:-1])
