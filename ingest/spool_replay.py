@@ -66,7 +66,7 @@ def adopt_session(
         if session is None or session.stream_id is None:
             return Adoption.ENDED, None
         db.scalars(select(Stream).where(Stream.id == session.stream_id).with_for_update()).one()
-        db.refresh(session)
+        db.refresh(session, with_for_update=True)
         if session.status != SessionStatus.LIVE:
             return Adoption.ENDED, None
         if session.disconnected_at is not None or (seen and session.heartbeat_at != seen):
