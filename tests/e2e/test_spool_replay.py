@@ -23,6 +23,7 @@ import pytest
 from core.settings import Settings
 from tests.conftest import ARTIFACTS
 from tests.e2e.conftest import LiveStack, free_udp_port, running_stack, stack_settings
+from tests.hls_poller import CheckedHls
 from tests.media import decode, make_source, publish, publish_until_taken
 from tests.network_cut import NetworkCut
 from tests.services import free_port, nebula_process, settings_env, tcp_open, wait_for
@@ -52,8 +53,14 @@ def _media_rows(stack: LiveStack, stream_id: str) -> int:
     return sum(row.status != "gap" for _, row in stack.source_rows(stream_id))
 
 
-def _recording(stack: LiveStack, session_id: object) -> str:
-    return f"{stack.api_url}/hls/sessions/{session_id}/source/index.m3u8"
+def _ended_recording(stack: LiveStack, session_id: object) -> str:
+    """The session's recording URL, once it is VOD: EXT-X-ENDLIST waits for its ladder, and
+    before that ffmpeg would read it as live, from its last segments."""
+    path = f"/hls/sessions/{session_id}/source/index.m3u8"
+    with CheckedHls(stack.api_url) as hls:
+        wait_for(lambda: "#EXT-X-ENDLIST" in hls.get(path).text, 120, "the recording's end")
+    hls.assert_clean()
+    return f"{stack.api_url}{path}"
 
 
 def test_an_ingest_killed_with_segments_spooled_stores_them_in_order_once_started_again(
@@ -103,7 +110,7 @@ def test_an_ingest_killed_with_segments_spooled_stores_them_in_order_once_starte
     )
     assert recorded_during_cut == stored  # nothing was recorded without the store
     gaps = len(rows) - len(media)
-    errors, decoded = decode(_recording(stack, session_id))
+    errors, decoded = decode(_ended_recording(stack, session_id))
     assert errors == ""
     assert decoded >= sum(row.duration for row in media) - 0.5
     assert decoded >= 20 + (stored + left) * 1.5  # the whole second publish, and the first's
@@ -138,7 +145,7 @@ def test_a_publisher_dropped_during_a_storage_cut_is_taken_back_at_once(
     first_init, second_init = dict.fromkeys(inits)
     assert inits == sorted(inits, key=[first_init, second_init].index)  # old ones first
     assert sum(row.discontinuity for _, row in rows) == 1  # where the new connection begins
-    errors, decoded = decode(_recording(stack, session_id))
+    errors, decoded = decode(_ended_recording(stack, session_id))
     assert errors == ""
     assert decoded >= sum(row.duration for _, row in rows) - 0.5
     assert decoded >= 20 + 6
