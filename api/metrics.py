@@ -66,7 +66,7 @@ def spool_registry(redis: Redis) -> CollectorRegistry:
     except RedisError:
         return spools
     for ingest, report in reports.items():
-        for field, gauge in gauges.items():
+        for field, gauge in gauges.items():  # an ingest of the release before has no unplaced
             gauge.labels(ingest).set(float(report.get(field, 0)))
     return spools
 
