@@ -54,6 +54,11 @@ def spool_registry(redis: Redis) -> CollectorRegistry:
             "nebula_ingest_spool_segments", "Segments waiting for storage", ["ingest"],
             registry=spools,
         ),
+        "unplaced": Gauge(
+            "nebula_ingest_spool_unplaced_segments",
+            "Spooled segments set aside: no recording could take them in order", ["ingest"],
+            registry=spools,
+        ),
         "full": Gauge(
             "nebula_ingest_spool_full", "1 while the ingest refuses new publishes", ["ingest"],
             registry=spools,
@@ -64,8 +69,8 @@ def spool_registry(redis: Redis) -> CollectorRegistry:
     except RedisError:
         return spools
     for ingest, report in reports.items():
-        for field, gauge in gauges.items():
-            gauge.labels(ingest).set(float(report[field]))
+        for field, gauge in gauges.items():  # an ingest of the release before has no unplaced
+            gauge.labels(ingest).set(float(report.get(field, 0)))
     return spools
 
 

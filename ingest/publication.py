@@ -4,37 +4,59 @@ Protocol-neutral: the RTMP and SRT servers demux their own container (FLV, MPEG-
 push access units and codec configurations here.
 
 Packaging runs on the event loop (it is cheap). Each closed segment goes to the spool
-(`ingest.spool`, a file on local disk) at once, and a sink task stores it, records it and
-announces it from there, strictly in order, off the loop in a thread. A storage or
-database fault holds the sink, not the publisher: the segment is tried again, with backoff,
-until it is taken, and the ones behind it wait on disk, not in memory.
+(`ingest.spool`, a file on local disk, with what storing it takes beside it) at once, and
+the publication's sink (`ingest.sink`) stores, records and announces it from there,
+strictly in order, after the sink of whatever this process still stores of the session.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from celery import Celery
 from redis import Redis
 
-from core.retry import TRANSIENT_ERRORS
 from core.settings import Settings
 from core.storage import ObjectStore
 from ingest import sessions
-from ingest.spool import Spool, SpoolEntry
+from ingest.sink import SegmentSink
+from ingest.spool import Spool
+from ingest.spool_record import SpoolRecord
 from media.hls.segment_packager import PackagedSegment, SegmentPackager
 from media.types import AccessUnit, AudioConfig, VideoConfig
-from packager.mirror import write_playlists
 from packager.source_writer import SourceWriter
 
 log = logging.getLogger(__name__)
 
-# Between whole tries of a segment whose storage is away: 0.5 s, doubling, at most 5 s.
-SINK_RETRY_FIRST_SECONDS = 0.5
-SINK_RETRY_MAX_SECONDS = 5.0
+
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    """Where the media a process closed for a session ends, stored or not: a publisher
+    resuming the session continues after it (`resume_after`)."""
+
+    next_sequence: int
+    timeline_end: int
+    next_init_index: int
+    target_duration: int | None
+
+    @classmethod
+    def after(cls, segment: PackagedSegment, target_duration: int | None) -> ResumePoint:
+        return cls(segment.sequence + 1, segment.end_ticks, segment.init.index + 1, target_duration)
+
+
+def resume_after(grant: sessions.PublishGrant, point: ResumePoint) -> sessions.PublishGrant:
+    """The grant of a publish resuming a session whose last segments are not recorded yet:
+    the database does not know them, so its numbers, timeline and init would repeat theirs."""
+    return replace(
+        grant,
+        first_sequence=max(grant.first_sequence, point.next_sequence),
+        timeline_start=max(grant.timeline_start, point.timeline_end),
+        init_index=max(grant.init_index, point.next_init_index),
+        target_duration=grant.target_duration or point.target_duration,
+    )
 
 
 class Publication:
@@ -46,7 +68,11 @@ class Publication:
         redis: Redis,
         celery: Celery,
         spool: Spool,
+        *,
+        after: asyncio.Task[None] | None = None,
     ) -> None:
+        """`after`: the sink this one's segments are stored after (the session's last one
+        on this process, if it may still be storing)."""
         self.grant = grant
         self.spool = spool
         self.settings = settings
@@ -74,19 +100,21 @@ class Publication:
             timeline_start=grant.timeline_start,
             transcode=grant.transcode,
         )
-        # Closed segments (in memory for as long as their spool write takes), then spooled
-        # ones (their bytes on disk only).
-        self._queue: asyncio.Queue[PackagedSegment | None] = asyncio.Queue()
-        self._spooled: asyncio.Queue[tuple[PackagedSegment, SpoolEntry] | None] = asyncio.Queue()
-        self._spooler = asyncio.create_task(self._spool(), name=f"spool-{grant.session_id}")
-        self._sink = asyncio.create_task(self._drain(), name=f"sink-{grant.session_id}")
-        self._mirror_wanted = asyncio.Event()
-        self._mirror_master = False
-        self._mirror_pending = False
-        self._closing = False
-        self._mirror = asyncio.create_task(
-            self._mirror_playlists(), name=f"mirror-{grant.session_id}"
+        self.sink = SegmentSink(
+            self.writer,
+            settings,
+            store,
+            redis,
+            spool,
+            stream_id=grant.stream_id,
+            session_id=grant.session_id,
+            after=after,
         )
+        # Closed segments, in memory for as long as their spool write takes.
+        self._queue: asyncio.Queue[PackagedSegment | None] = asyncio.Queue()
+        self._spooler = asyncio.create_task(self._spool(), name=f"spool-{grant.session_id}")
+        self._last_closed: PackagedSegment | None = None
+        self._closed = False
 
     def push(self, items: list[AccessUnit | VideoConfig | AudioConfig], received: int) -> None:
         """Package demuxed media; `received` counts the protocol payload bytes behind it."""
@@ -97,7 +125,20 @@ class Publication:
             else:
                 closed = self.packager.configure(item)
             for segment in closed:
-                self._queue.put_nowait(segment)
+                self._close(segment)
+
+    def _close(self, segment: PackagedSegment) -> None:
+        self._last_closed = segment
+        self._queue.put_nowait(segment)
+
+    def resume_point(self) -> ResumePoint:
+        """Where this publication's media ends so far (its grant's start before any)."""
+        if self._last_closed is None:
+            grant = self.grant
+            return ResumePoint(
+                grant.first_sequence, grant.timeline_start, grant.init_index, grant.target_duration
+            )
+        return ResumePoint.after(self._last_closed, self.packager.target_duration)
 
     async def record_report(self, report: dict[str, Any]) -> None:
         """Keep what the ingest observed of the transport on the session (its sessions API
@@ -112,85 +153,36 @@ class Publication:
         except Exception:
             log.exception("ingest report of session %s not recorded", self.grant.session_id)
 
-    async def finish(self) -> None:
-        """Close the last segment and wait until everything closed so far is stored."""
+    def close(self) -> None:
+        """The connection is gone: close the last segment; nothing more is pushed."""
+        if self._closed:
+            return
+        self._closed = True
         for segment in self.packager.flush():
-            self._queue.put_nowait(segment)
+            self._close(segment)
         self._queue.put_nowait(None)
+
+    async def finish(self) -> None:
+        """Close, and wait until everything closed is stored."""
+        self.close()
         await self._spooler
-        await self._sink
-        self.spool.release(self.grant.session_id)
-        self._closing = True
-        self._mirror_wanted.set()
-        await self._mirror
+        await self.sink.task
 
     async def _spool(self) -> None:
         while (segment := await self._queue.get()) is not None:
-            entry = await asyncio.to_thread(
-                self.spool.put, self.grant.session_id, segment.sequence, segment.data
+            gop = self.packager.segmenter.gop if self.packager.segmenter else None
+            record = SpoolRecord(
+                stream_id=self.grant.stream_id,
+                session_id=self.grant.session_id,
+                segment=replace(segment, data=b""),
+                timeline_start=self.writer.timeline_start,
+                wall_clock_origin=self.writer.wall_clock_origin,
+                transcode=self.grant.transcode,
+                metadata=dict(self.metadata),
+                bytes_ingested=self.bytes_ingested,
+                gop_seconds=round(gop.max_seconds, 3) if gop else None,
+                target_duration=self.packager.target_duration,
             )
-            self._spooled.put_nowait((replace(segment, data=b""), entry))
-        self._spooled.put_nowait(None)
-
-    async def _drain(self) -> None:
-        while (item := await self._spooled.get()) is not None:
-            segment, entry = item
-            try:
-                data = await asyncio.to_thread(self.spool.read, entry)
-                first = await self._store(replace(segment, data=data))
-                self._mirror_master |= first
-                self._mirror_pending = True
-                self._mirror_wanted.set()
-            except Exception:
-                log.exception(
-                    "segment %s of session %s was lost", segment.sequence, self.grant.session_id
-                )
-            self.spool.remove(entry)
-
-    async def _store(self, segment: PackagedSegment) -> bool:
-        """Write one segment, trying again for as long as storage or the database is away
-        (each try already retries a few times within ~1.5 s); True for the first one."""
-        delay = SINK_RETRY_FIRST_SECONDS
-        while True:
-            try:
-                return await asyncio.to_thread(
-                    self.writer.write,
-                    segment,
-                    self.packager,
-                    metadata=self.metadata,
-                    bytes_ingested=self.bytes_ingested,
-                )
-            except TRANSIENT_ERRORS as exc:
-                log.warning(
-                    "segment %s of session %s waits for storage (%s: %s); %d spooled",
-                    segment.sequence,
-                    self.grant.session_id,
-                    type(exc).__name__,
-                    exc,
-                    self.spool.waiting,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, SINK_RETRY_MAX_SECONDS)
-
-    async def _mirror_playlists(self) -> None:
-        """Copy playlists into the bucket off the segment path, coalescing: when segments
-        close faster than the bucket takes writes, only the newest state is written."""
-        while True:
-            if not self._mirror_pending:
-                if self._closing:
-                    return
-                await self._mirror_wanted.wait()
-                self._mirror_wanted.clear()
-                continue
-            master, self._mirror_master, self._mirror_pending = self._mirror_master, False, False
-            try:
-                await asyncio.to_thread(
-                    write_playlists,
-                    self.settings,
-                    self.store,
-                    self.redis,
-                    self.grant.stream_id,
-                    master=master,
-                )
-            except Exception:
-                log.exception("playlists of stream %s not mirrored", self.grant.stream_id)
+            entry = await asyncio.to_thread(self.spool.put, record, segment.data)
+            self.sink.put(record, entry)
+        self.sink.close()

@@ -13,7 +13,7 @@ from redis import Redis
 
 from core.events import stop_following
 from core.settings import Settings
-from core.storage import ObjectStore
+from core.storage import ObjectStore, StorageError
 from ingest.control import follow_control
 from ingest.publisher import Publisher
 from ingest.rtmp_server import RtmpConnectionHandler, serve_rtmp
@@ -31,6 +31,9 @@ IO_THREADS = 64
 # queues up behind them. Measured at 30 streams (bench/rtmp_ingest_load.py): segment latency
 # p50 RTMP 0.19 -> 0.06 s, SRT 0.9-1.3 -> 0.4-0.6 s, for no more CPU.
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
+# Between tries of the bucket at start while the object store does not answer.
+BUCKET_RETRY_FIRST_SECONDS = 1.0
+BUCKET_RETRY_MAX_SECONDS = 30.0
 
 
 def raise_open_file_limit() -> int:
@@ -48,6 +51,21 @@ def raise_open_file_limit() -> int:
     return hard
 
 
+async def ensure_bucket(store: ObjectStore, settings: Settings) -> None:
+    """The bucket and its CORS rule, tried until the store answers. The ingest does not wait
+    for it to take publishes: its spool holds their segments (and what a stopped process
+    left there) until the store is back."""
+    delay = BUCKET_RETRY_FIRST_SECONDS
+    while True:
+        try:
+            await asyncio.to_thread(store.ensure_bucket, settings.playback_cors_origin_list)
+            return
+        except StorageError as exc:
+            log.warning("object store not answering (%s); trying again in %.0f s", exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, BUCKET_RETRY_MAX_SECONDS)
+
+
 async def run_ingest(settings: Settings) -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     open_files = raise_open_file_limit()
@@ -61,9 +79,10 @@ async def run_ingest(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(IO_THREADS, "ingest-io"))
     store = ObjectStore.from_settings(settings)
-    await asyncio.to_thread(store.ensure_bucket, settings.playback_cors_origin_list)
+    bucket = asyncio.create_task(ensure_bucket(store, settings))
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
     publisher = Publisher(settings, store, redis)
+    publisher.start_replays()
     handler = RtmpConnectionHandler(publisher, settings)
     shared = settings.reuse_port
     server = await serve_rtmp(handler, settings.bind_host, settings.rtmp_port, reuse_port=shared)
@@ -92,6 +111,7 @@ async def run_ingest(settings: Settings) -> None:
     finally:
         log.info("stopping: closing the listeners and storing what publishers sent")
         server.close()
+        bucket.cancel()
         housekeeping.cancel()
         ladder_sweeps.cancel()
         await stop_following(control)

@@ -99,12 +99,17 @@ def open_publish(
     *,
     hold_seconds: float = 0.0,
     holder: str | None = None,
+    resumable_here: Collection[uuid.UUID] = (),
 ) -> PublishGrant:
     """Authorise a publish and start a session, or continue one a publisher dropped from.
     `holder` (`ingest.holder`) is the ingest process that takes it.
 
     A new session joins the stream's live presentation while it is open: until
-    `hold_seconds` after its last session ended (and the outage sweep ended it)."""
+    `hold_seconds` after its last session ended (and the outage sweep ended it).
+
+    `resumable_here` are the caller's own sessions whose publisher is gone while the caller
+    still stores their segments (it holds them: their heartbeat is fresh). One of them is
+    resumed at once, and stays fed: its place on the timeline is still the caller's."""
     with session_scope(database_url) as db:
         stream = _publishable_stream(db, stream_key, lock=True)
         at = now()
@@ -115,6 +120,9 @@ def open_publish(
         ).all()
         resumable = None
         for session in current:
+            if session.id in resumable_here and resumable is None:
+                resumable = session
+                continue
             gone_at = _publisher_gone_at(session, at)
             if gone_at is None or gone_at > at:
                 raise PublishRefusedError(_already_published(session, at))
@@ -127,7 +135,8 @@ def open_publish(
         next_sequence = timeline.next_sequence(db, stream.id)
         if resumable is not None:
             resumable.disconnected_at = None
-            resumable.fed_at = None
+            if resumable.id not in resumable_here:
+                resumable.fed_at = None
             resumable.heartbeat_at = at
             resumable.holder = holder
             return _resume_grant(db, stream, resumable, next_sequence)

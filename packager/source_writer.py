@@ -64,6 +64,7 @@ class SourceWriter:
         session_id: uuid.UUID,
         timeline_start: int,
         transcode: bool,
+        wall_clock_origin: datetime | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -74,7 +75,9 @@ class SourceWriter:
         self.timeline_start = timeline_start
         # Where its ladder work goes; None: the session's ladder is the source only.
         self.ladder_queue = ladder_queue(stream_id) if transcode else None
-        self.wall_clock_origin = datetime.now(UTC)
+        # Where `timeline_start` is on the wall clock (now, unless a replay of segments
+        # made earlier says when).
+        self.wall_clock_origin = wall_clock_origin or datetime.now(UTC)
         self._sequence_offset: int | None = None  # the stream's numbers minus the packager's
         self._rendition_id: int | None = None
         self._stored_inits: set[int] = set()
@@ -88,6 +91,26 @@ class SourceWriter:
         bytes_ingested: int,
     ) -> bool:
         """Store, record and announce one segment; True for the session's first one."""
+        gop = packager.segmenter.gop if packager.segmenter else None
+        return self.store_segment(
+            segment,
+            gop_seconds=round(gop.max_seconds, 3) if gop else None,
+            target_duration=packager.target_duration,
+            metadata=metadata,
+            bytes_ingested=bytes_ingested,
+        )
+
+    def store_segment(
+        self,
+        segment: PackagedSegment,
+        *,
+        gop_seconds: float | None,
+        target_duration: int | None,
+        metadata: dict[str, Any],
+        bytes_ingested: int,
+    ) -> bool:
+        """`write` with what it takes from the packager given: the longest GOP so far and
+        the target duration in force (a spooled segment keeps them beside its bytes)."""
         started = time.perf_counter()
         sequence = self._place(segment)
         init_key = self._store_init(segment.init)
@@ -100,7 +123,6 @@ class SourceWriter:
             self._rendition_id = self.ensure_rendition(segment.init, metadata, segment)
         offset = segment.start_ticks - self.timeline_start
         program_date_time = self.wall_clock_origin + timedelta(seconds=offset / CLOCK_HZ)
-        gop = packager.segmenter.gop if packager.segmenter else None
         queued = self._retry(
             lambda: record_segment(
                 self.settings.database_url,
@@ -117,12 +139,12 @@ class SourceWriter:
                 ),
                 policy=VariantPolicy.from_settings(self.settings),
                 plan=first,
-                gop_seconds=round(gop.max_seconds, 3) if gop else None,
+                gop_seconds=gop_seconds,
                 bytes_ingested=bytes_ingested,
                 open_gop=not segment.independent,
                 ladder_queue=self.ladder_queue,
                 # An upload's session is a recording only: its chunks have no common first.
-                target_duration=packager.target_duration if self.stream_id else None,
+                target_duration=target_duration if self.stream_id else None,
             )
         )
         if queued:

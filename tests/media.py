@@ -6,12 +6,16 @@ import json
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
+from ingest.spool_record import SpoolRecord
 from media.demux.flv import FlvDemuxer, FlvTag, FlvTagType, iter_flv_tags
 from media.demux.mpegts import TsDemuxer
-from media.hls.segment_packager import PackagedSegment, SegmentPackager
+from media.hls.segment_packager import InitSegment, PackagedSegment, SegmentPackager
 from media.types import AccessUnit, AudioConfig, VideoConfig
 from tests.fixtures.rtmp.client_bytes import (
     HANDSHAKE_SIZE,
@@ -93,6 +97,19 @@ def publish(source: Path, url: str, *extra: str, loop: bool = False) -> subproce
     )
 
 
+def publish_until_taken(source: Path, url: str, deadline: float) -> subprocess.Popen[bytes]:
+    """ffmpeg again every 2 s until the ingest takes the publish (it runs for a while), as
+    OBS's automatic reconnect does; `deadline` on the monotonic clock."""
+    while time.monotonic() < deadline:
+        publisher = publish(source, url)
+        try:
+            publisher.wait(2)
+        except subprocess.TimeoutExpired:
+            return publisher
+        time.sleep(2)
+    raise TimeoutError("the ingest never took the publish")
+
+
 def decode(url: str, timeout: float = 120) -> tuple[str, float]:
     """Decode everything with ffmpeg; returns what it printed at -v error and the duration."""
     result = subprocess.run(
@@ -152,6 +169,35 @@ def package_flv(
         else:
             segments += packager.configure(item)
     return segments + packager.flush()
+
+
+def bare_segment(
+    sequence: int, *, start_ticks: int | None = None, init: int = 0, discontinuity: bool = False
+) -> PackagedSegment:
+    """A 2 s segment's facts without media (what the spool keeps beside its bytes)."""
+    audio = AudioConfig(b"\x12\x10", 2, 44100, 2)
+    start = sequence * 180_000 if start_ticks is None else start_ticks
+    return PackagedSegment(
+        sequence, start, 180_000, b"", InitSegment(init, b"init", None, audio), discontinuity
+    )
+
+
+def spool_record(
+    segment: PackagedSegment, session_id: uuid.UUID, stream_id: uuid.UUID | None = None
+) -> SpoolRecord:
+    """The sidecar a publication spools `segment` with, on a session timeline from 0."""
+    return SpoolRecord(
+        stream_id=stream_id or uuid.uuid4(),
+        session_id=session_id,
+        segment=replace(segment, data=b""),
+        timeline_start=0,
+        wall_clock_origin=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        transcode=False,
+        metadata={"encoder": "test", "framerate": 30.0},
+        bytes_ingested=segment.sequence * 1000,
+        gop_seconds=2.0,
+        target_duration=2,
+    )
 
 
 def package_ts(path: Path, packager: SegmentPackager | None = None) -> list[PackagedSegment]:

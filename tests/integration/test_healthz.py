@@ -11,6 +11,7 @@ from redis import Redis
 from api.app import create_app
 from core.settings import Settings
 from ingest.spool import REPORT_PREFIX, Spool
+from tests.media import bare_segment, spool_record
 from tests.services import s3_server
 
 ADMIN = {"Authorization": "Bearer test-token"}
@@ -126,7 +127,7 @@ def test_a_full_ingest_spool_shows_in_healthz_and_metrics(
     spool = Spool(tmp_path / "spool", max_bytes=100)
     spool.report(redis, "ingest-a:1")
     Spool(tmp_path / "other", max_bytes=10**9).report(redis, "ingest-b:2")
-    spool.put(uuid.uuid4(), 1, b"x" * 150)
+    spool.put(spool_record(bare_segment(1), uuid.uuid4()), b"x" * 150)
     spool.report(redis, "ingest-a:1")
     try:
         with TestClient(create_app(settings)) as client:
@@ -144,3 +145,4 @@ def test_a_full_ingest_spool_shows_in_healthz_and_metrics(
     assert 'nebula_ingest_spool_full{ingest="ingest-b:2"} 0.0' in metrics
     assert 'nebula_ingest_spool_bytes{ingest="ingest-a:1"} 150.0' in metrics
     assert 'nebula_ingest_spool_segments{ingest="ingest-a:1"} 1.0' in metrics
+    assert 'nebula_ingest_spool_unplaced_segments{ingest="ingest-a:1"} 0.0' in metrics
