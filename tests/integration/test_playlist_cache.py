@@ -15,13 +15,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import m3u8
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from api.app import create_app
-from core.db import session_scope
+from api.deps import get_snapshot_db
+from core.db import get_engine, session_scope
 from core.models import LiveSession
 from core.settings import Settings
 from core.storage import ObjectStore
@@ -258,3 +261,20 @@ def test_kept_playlists_are_the_bytes_a_fresh_render_gives_through_a_presentatio
     texts = apps.assert_kept_as_fresh(paths(stream["id"], second.session_id))
     assert m3u8.loads(texts[both[0]]).discontinuity_sequence == 0
     assert apps.keeping[0].get(both[2]).status_code == 404
+
+
+def test_a_snapshot_session_takes_its_connection_at_its_first_query_in_repeatable_read(
+    settings: Settings,
+) -> None:
+    """Not in the dependency: a request waiting there for a worker thread must hold no
+    pool connection (`api.deps.get_snapshot_db`)."""
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(settings=settings)))
+    pool = get_engine(settings.database_url).pool
+    before = pool.checkedout()
+    dependency = get_snapshot_db(request)
+    session = next(dependency)
+    assert pool.checkedout() == before  # the route has the session, no connection yet
+    assert session.scalar(text("SHOW transaction_isolation")) == "repeatable read"
+    assert pool.checkedout() == before + 1  # taken by the query, not before it
+    dependency.close()
+    assert pool.checkedout() == before
