@@ -303,19 +303,28 @@ def _settle(stack: FaultStack, stream_id: str) -> None:
         time.sleep(1)
 
 
-def _decodes(client: httpx.Client, base: str, segment: m3u8.Segment, work: Path) -> bool:
+def _decode_error(client: httpx.Client, base: str, segment: m3u8.Segment, work: Path) -> str:
+    """What ffmpeg says decoding the segment (after its init) at -v error; "" if nothing."""
     init = client.get(f"{base}{segment.init_section.uri}") if segment.init_section else None
     media = client.get(f"{base}{segment.uri}")
-    if media.status_code != 200 or (init is not None and init.status_code != 200):
-        return False
-    path = work / "segment.mp4"
+    for response in (init, media):
+        if response is not None and response.status_code != 200:
+            return f"{response.url} answered {response.status_code}"
+    path = work / f"{base.strip('/').replace('/', '-')}-{segment.uri.rsplit('/', 1)[-1]}.mp4"
     path.write_bytes((init.content if init is not None else b"") + media.content)
     result = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
+        # Frames keep the demuxer's time base: on the null muxer's default 1/fps grid, the
+        # millisecond jitter of an FLV source's timestamps puts two frames on one tick, and
+        # ffmpeg reports "non monotonically increasing dts" for frames that all decoded.
+        ["ffmpeg", "-v", "error", "-i", str(path), "-enc_time_base:v", "-1", "-f", "null", "-"],
         capture_output=True,
+        text=True,
         timeout=60,
     )
-    return result.returncode == 0 and not result.stderr.strip()
+    error = result.stderr.strip() or (f"exit code {result.returncode}" if result.returncode else "")
+    if not error:
+        path.unlink()  # those that do not decode are kept, for a look
+    return error
 
 
 def _listed_and_decodable(stack: FaultStack, sessions: list[LiveSession]) -> tuple[int, list[str]]:
@@ -334,8 +343,9 @@ def _listed_and_decodable(stack: FaultStack, sessions: list[LiveSession]) -> tup
                     if segment.gap_tag:
                         continue
                     listed += 1
-                    if not _decodes(client, base, segment, work):
-                        undecodable.append(f"{rendition}/{segment.uri.rsplit('/', 1)[-1]}")
+                    if error := _decode_error(client, base, segment, work):
+                        name = segment.uri.rsplit("/", 1)[-1]
+                        undecodable.append(f"{rendition}/{name}: {error.splitlines()[0]}")
     return listed, undecodable
 
 
