@@ -58,7 +58,7 @@ system-deps:
 test: system-deps install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=20
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
