@@ -370,7 +370,14 @@ def render_stream_media(
     entries = _map_in_force(db, entries, planning, name)
     media_sequence = entries[0].sequence if entries else (start if pending is None else pending)
     stream = presentation.stream
-    ended = presentation.ended and pending is None and not ladder_pending(db, presentation.sessions)
+    # The source's rows are its own, so no late ladder result can change its playlist: it
+    # ends with the presentation, not with the ladder (standing still meanwhile past 1.5
+    # target durations breaks RFC 8216 6.2.1's rule for a playlist without ENDLIST).
+    ended = (
+        presentation.ended
+        and pending is None
+        and (name == SOURCE or not ladder_pending(db, presentation.sessions))
+    )
     text = render_media_playlist(
         MediaPlaylist(
             segments=entries,
@@ -498,7 +505,7 @@ def render_recording(
     ended = (
         session.status != SessionStatus.LIVE
         and pending is None
-        and not ladder_pending(db, [session])
+        and (name == SOURCE or not ladder_pending(db, [session]))  # as the stream's, above
     )
     entries = [
         timeline_entry(
