@@ -105,11 +105,6 @@ def _logged_since(starts: list[int]) -> str:
     return text
 
 
-def _source_only(stack: LiveStack, name: str) -> dict:
-    with stack.client() as client:
-        return client.post("/api/v1/streams", json={"name": name, "ladder": []}).json()
-
-
 def _refused_publish_from(address: str, port: int) -> None:
     """A publish with a key nobody issued, from `address`, read until the server answers."""
     with socket.socket() as sock:
@@ -146,7 +141,7 @@ def test_publishers_through_the_balancer_are_recorded_and_fail_over_between_inge
 
     rtmp_source = make_source(media_dir / "lb-rtmp-8s.flv", seconds=8, size="640x360")
     srt_source = make_ts_source(media_dir / "lb-srt-8s.ts", seconds=8)
-    streams = [_source_only(live_stack, f"balanced {n}") for n in range(3)]
+    streams = [live_stack.create_stream(f"balanced {n}", ladder=[]) for n in range(3)]
     publishers = [
         publish(rtmp_source, f"rtmp://127.0.0.1:{rtmp_port}/live/{s['stream_key']}")
         for s in streams[:2]
@@ -168,7 +163,7 @@ def test_publishers_through_the_balancer_are_recorded_and_fail_over_between_inge
     # other one, which continues the session at once (the holder is a process of its host
     # that no longer runs).
     source = make_source(media_dir / "lb-failover-12s.flv", seconds=12, size="640x360")
-    stream = _source_only(live_stack, "balanced failover")
+    stream = live_stack.create_stream("balanced failover", ladder=[])
     url = f"rtmp://127.0.0.1:{rtmp_port}/live/{stream['stream_key']}"
     first = publish(source, url)
     wait_for(lambda: len(live_stack.source_rows(stream["id"])) >= 2, 30, "2 segments")

@@ -52,11 +52,6 @@ def _log(path: Path, start: int = 0) -> str:
         return log.read().decode(errors="replace")
 
 
-def _source_only(stack: LiveStack, name: str) -> dict:
-    with stack.client() as client:
-        return client.post("/api/v1/streams", json={"name": name, "ladder": []}).json()
-
-
 def _established(process: subprocess.Popen, port: int) -> int:
     """The process's RTMP connections."""
     return sum(
@@ -118,7 +113,7 @@ def test_two_ingests_share_the_ports_and_each_takes_publishers(
     # Real publishers on the shared ports, over both protocols, each recorded whole.
     rtmp_source = make_source(media_dir / "shared-rtmp-8s.flv", seconds=8, size="640x360")
     srt_source = make_ts_source(media_dir / "shared-srt-8s.ts", seconds=8)
-    streams = [_source_only(live_stack, f"shared {n}") for n in range(4)]
+    streams = [live_stack.create_stream(f"shared {n}", ladder=[]) for n in range(4)]
     publishers = [
         publish(rtmp_source, f"rtmp://127.0.0.1:{shared.rtmp_port}/live/{s['stream_key']}")
         for s in streams[:2]
@@ -144,7 +139,7 @@ def test_two_ingests_share_the_ports_and_each_takes_publishers(
     processes[0].terminate()
     processes[0].wait(30)
     assert tcp_open(shared.rtmp_port)
-    stream = _source_only(live_stack, "shared, one left")
+    stream = live_stack.create_stream("shared, one left", ladder=[])
     again = publish(rtmp_source, f"rtmp://127.0.0.1:{shared.rtmp_port}/live/{stream['stream_key']}")
     assert again.wait(60) == 0, again.stderr.read().decode()
     wait_for(lambda: live_stack.session_statuses(stream["id"]) == ["ended"], 60, "the end")
