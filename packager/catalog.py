@@ -431,13 +431,28 @@ def master_order(rendition: Rendition) -> tuple[bool, int, tuple[bool, int]]:
 
 
 def servable_master(db: Session, session: LiveSession) -> str | None:
-    """The session's master once every rendition it lists has its first segment row (media,
-    or a gap past the rung deadline): until then a player that read it once would start on
-    an empty rung playlist (hls.js levelEmptyError, Shaka refuses to load). None before."""
+    """The session's master once every rendition it lists has a row for the session's first
+    segment (media, or a gap past the rung deadline): until then a player that read it once
+    would start on an empty rung playlist (hls.js levelEmptyError, Shaka's 4053
+    HLS_EMPTY_MEDIA_PLAYLIST). A rung lists only the prefix of segments it has, so a later
+    segment finished first does not count. None before."""
     renditions = list(session.renditions)
     ids = [r.id for r in renditions]
+    first = db.scalar(
+        select(func.min(Segment.sequence))
+        .join(Rendition, Segment.rendition_id == Rendition.id)
+        .where(
+            Rendition.session_id == session.id,
+            Rendition.name == SOURCE,
+            Segment.status != SegmentStatus.GAP,  # an outage's row: no rung has one
+        )
+    )
+    if first is None:
+        return None
     with_rows = db.scalar(
-        select(func.count(Segment.rendition_id.distinct())).where(Segment.rendition_id.in_(ids))
+        select(func.count(Segment.rendition_id.distinct())).where(
+            Segment.rendition_id.in_(ids), Segment.sequence == first
+        )
     )
     if with_rows < len(renditions):
         return None

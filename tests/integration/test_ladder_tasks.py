@@ -385,6 +385,36 @@ def test_a_rung_lists_only_the_prefix_of_finished_segments_and_ends_when_it_has_
     assert len(listed.segments) == 3 and listed.is_endlist
 
 
+def test_the_master_waits_for_every_rung_s_first_segment_not_any_segment(
+    settings: Settings, store: ObjectStore, segments_480p
+) -> None:
+    """A master read while a rung has only a later segment would send players to an empty
+    rung playlist (Shaka fails its load with 4053, HLS_EMPTY_MEDIA_PLAYLIST)."""
+    ladder = SMALL_LADDER[:1]
+    _, session_id = store_session(settings, store, segments_480p, ladder=ladder, ladder_queue=None)
+    rung = Rung("360p", 360, 800_000, 640)
+
+    def finish(sequence: int) -> None:
+        with session_scope(settings.database_url) as db:
+            done = load_source_segment(db, session_id, sequence)
+            record_rung_segment(
+                db,
+                done,
+                RungOutcome(rung, "avc1.64001f,mp4a.40.2", 1000),
+                VariantPolicy.from_settings(settings),
+            )
+
+    def master() -> str | None:
+        with session_scope(settings.database_url) as db:
+            return catalog.servable_master(db, db.get(LiveSession, session_id))
+
+    finish(1)
+    assert master() is None
+    finish(0)
+    variants = [p.uri for p in m3u8.loads(master()).playlists]
+    assert sorted(variants) == ["360p/index.m3u8", "source/index.m3u8"]
+
+
 def test_a_worker_killed_mid_transcode_loses_nothing_another_finishes_it(
     settings: Settings, store: ObjectStore, celery, celery_worker, segments_1080p
 ) -> None:
