@@ -11,9 +11,11 @@ from redis import Redis
 from api.body_limit import RequestBodyLimit
 from api.cors import ScopedCors
 from api.health import HealthMonitor, component_probes
+from api.media_cache import MediaCache
 from api.metrics import record_request
 from api.playlist_cache import PlaylistCache
 from api.routes import health, hls, player, sessions, streams, uploads, ws
+from api.stream_changes import StreamChanges
 from api.unavailable import answer_unavailable_services
 from api.ws import AddressSlots, EventHub
 from core.settings import Settings, get_settings
@@ -43,13 +45,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.redis_url, socket_timeout=3, socket_connect_timeout=3, health_check_interval=30
     )
     app.state.store = ObjectStore.from_settings(settings)
-    app.state.playlist_cache = PlaylistCache(settings.playlist_cache_bytes)
+    app.state.playlist_cache = PlaylistCache(
+        settings.playlist_cache_bytes, settings.playlist_fresh_seconds
+    )
+    app.state.stream_changes = StreamChanges()
+    app.state.media_cache = MediaCache(settings.media_cache_bytes)
     app.state.celery = make_celery(settings.redis_url)
     app.state.health = HealthMonitor(
         component_probes(settings.database_url, app.state.redis, app.state.store, app.state.celery),
         settings.health_cache_seconds,
     )
-    app.state.hub = EventHub(settings.redis_url, settings.ws_queue_size)
+    app.state.hub = EventHub(settings.redis_url, settings.ws_queue_size, app.state.stream_changes)
     app.state.ws_slots = AddressSlots(settings.ws_max_connections_per_ip)
     app.middleware("http")(record_request)
     app.add_middleware(

@@ -12,7 +12,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
 from sqlalchemy.orm import Session
 
+from api.media_cache import MediaCache
 from api.playlist_cache import PlaylistCache
+from api.stream_changes import StreamChanges
 from core.db import get_engine, session_factory
 from core.models import Stream
 from core.settings import Settings
@@ -54,6 +56,14 @@ def get_playlist_cache(request: Request) -> PlaylistCache:
     return request.app.state.playlist_cache
 
 
+def get_media_cache(request: Request) -> MediaCache:
+    return request.app.state.media_cache
+
+
+def get_stream_changes(request: Request) -> StreamChanges:
+    return request.app.state.stream_changes
+
+
 def get_redis(request: Request) -> Redis:
     return request.app.state.redis
 
@@ -66,6 +76,8 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 DbSession = Annotated[Session, Depends(get_db)]
 SnapshotDb = Annotated[Session, Depends(get_snapshot_db)]
 PlaylistCacheDep = Annotated[PlaylistCache, Depends(get_playlist_cache)]
+MediaCacheDep = Annotated[MediaCache, Depends(get_media_cache)]
+StreamChangesDep = Annotated[StreamChanges, Depends(get_stream_changes)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 

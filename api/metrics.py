@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
 
+from api.media_cache import MediaCache
 from api.playlist_cache import PlaylistCache
 from ingest.spool import spool_reports
 
@@ -74,16 +75,18 @@ def spool_registry(redis: Redis) -> CollectorRegistry:
     return spools
 
 
-def playlist_cache_registry(cache: PlaylistCache) -> CollectorRegistry:
-    """This process's playlist cache: how often it served, rendered, and what it holds."""
+def cache_registry(cache: PlaylistCache, media: MediaCache) -> CollectorRegistry:
+    """This process's playlist and media caches: how often they served, rendered or fetched,
+    and what they hold."""
     kept = CollectorRegistry(auto_describe=True)
-    kept.register(_PlaylistCacheCollector(cache))
+    kept.register(_CacheCollector(cache, media))
     return kept
 
 
-class _PlaylistCacheCollector(Collector):
-    def __init__(self, cache: PlaylistCache) -> None:
+class _CacheCollector(Collector):
+    def __init__(self, cache: PlaylistCache, media: MediaCache) -> None:
         self.cache = cache
+        self.media = media
 
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily(
@@ -92,12 +95,28 @@ class _PlaylistCacheCollector(Collector):
             value=self.cache.hits,
         )
         yield CounterMetricFamily(
+            "nebula_playlist_cache_unqueried",
+            "Of the hits, those served without a database query (no event since)",
+            value=self.cache.unqueried,
+        )
+        yield CounterMetricFamily(
             "nebula_playlist_cache_renders",
             "Media playlists rendered and kept",
             value=self.cache.renders,
         )
         yield GaugeMetricFamily(
             "nebula_playlist_cache_bytes", "Bytes of media playlists kept", self.cache.held_bytes
+        )
+        yield CounterMetricFamily(
+            "nebula_media_cache_hits", "Media requests served a kept object", value=self.media.hits
+        )
+        yield CounterMetricFamily(
+            "nebula_media_cache_fetches",
+            "Media objects fetched from the bucket and kept",
+            value=self.media.fetches,
+        )
+        yield GaugeMetricFamily(
+            "nebula_media_cache_bytes", "Bytes of media objects kept", self.media.held_bytes
         )
 
 

@@ -12,8 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from api.stream_changes import StreamChanges
 from core.events import (
     STREAM_CHANNEL_PATTERN,
+    STREAM_CHANNEL_PREFIX,
     UPLOAD_CHANNEL_PATTERN,
     follow_channels,
     stop_following,
@@ -60,9 +62,13 @@ class AddressSlots:
 
 
 class EventHub:
-    def __init__(self, redis_url: str, queue_size: int) -> None:
+    """The process's subscription: events go to the websocket clients that follow their
+    channel, and every stream's tell `changes` its playlists moved."""
+
+    def __init__(self, redis_url: str, queue_size: int, changes: StreamChanges) -> None:
         self.redis_url = redis_url
         self.queue_size = queue_size
+        self.changes = changes
         self.subscribed = asyncio.Event()
         self._clients: dict[str, set[Subscriber]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
@@ -80,7 +86,8 @@ class EventHub:
                 self.redis_url,
                 self._dispatch,
                 patterns=[STREAM_CHANNEL_PATTERN, UPLOAD_CHANNEL_PATTERN],
-                on_subscribed=self.subscribed.set,
+                on_subscribed=self._subscribed,
+                on_lost=self.changes.lost,
             ),
             name="event-hub",
         )
@@ -88,6 +95,11 @@ class EventHub:
     async def stop(self) -> None:
         if self._task is not None:
             await stop_following(self._task)
+        self.changes.lost()
+
+    def _subscribed(self) -> None:
+        self.changes.subscribed()
+        self.subscribed.set()
 
     def join(self, channel: str) -> Subscriber:
         subscriber = Subscriber(channel, asyncio.Queue(self.queue_size))
@@ -102,5 +114,7 @@ class EventHub:
                 del self._clients[subscriber.channel]
 
     def _dispatch(self, channel: str, data: str) -> None:
+        if channel.startswith(STREAM_CHANNEL_PREFIX):
+            self.changes.changed(channel)
         for subscriber in self._clients.get(channel, ()):
             subscriber.offer(data)

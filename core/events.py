@@ -45,7 +45,8 @@ class EventType(StrEnum):
 CONTROL_CHANNEL = "nebula:control"
 
 
-STREAM_CHANNEL_PATTERN = "nebula:stream:*"
+STREAM_CHANNEL_PREFIX = "nebula:stream:"
+STREAM_CHANNEL_PATTERN = STREAM_CHANNEL_PREFIX + "*"
 UPLOAD_CHANNEL_PATTERN = "nebula:upload:*"
 
 # A websocket's keep-alive, so proxies and clients see the connection is alive.
@@ -53,7 +54,7 @@ PING_MESSAGE = json.dumps({"type": EventType.PING})
 
 
 def stream_channel(stream_id: uuid.UUID | str) -> str:
-    return f"nebula:stream:{stream_id}"
+    return f"{STREAM_CHANNEL_PREFIX}{stream_id}"
 
 
 def upload_channel(upload_id: uuid.UUID | str) -> str:
@@ -233,11 +234,13 @@ async def follow_channels(
     channels: Iterable[str] = (),
     patterns: Iterable[str] = (),
     on_subscribed: Callable[[], None] | None = None,
+    on_lost: Callable[[], None] | None = None,
 ) -> None:
     """Until cancelled, hand every message as `on_message(channel, data)`.
 
     One connection for everything this process listens to. After a Redis fault it
-    subscribes again; what was published in the gap is lost, as pub/sub always allows.
+    subscribes again (`on_lost`, then `on_subscribed` once it has); what was published in
+    the gap is lost, as pub/sub always allows.
     """
     client = aioredis.Redis.from_url(redis_url, decode_responses=True, socket_keepalive=True)
     channels, patterns = list(channels), list(patterns)
@@ -254,6 +257,8 @@ async def follow_channels(
                     async for message in pubsub.listen():
                         on_message(message["channel"], message["data"])
             except (RedisError, OSError) as exc:
+                if on_lost:
+                    on_lost()
                 log.warning("redis subscription lost (%s); subscribing again", exc)
                 await asyncio.sleep(RESUBSCRIBE_DELAY_SECONDS)
     finally:

@@ -401,6 +401,21 @@ class Settings(BaseSettings):
         "version of the rows they come from, so a poll that finds them unchanged costs a few "
         "indexed reads instead of a render; 0 renders every request.",
     )
+    media_cache_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=0,
+        description="Bytes of segments and init segments each API process keeps once "
+        "fetched from the bucket (each at most a minute), so the viewers at a stream's live "
+        "edge cost one bucket GET per object, not one each; 0 fetches every request.",
+    )
+    playlist_fresh_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds an API process serves a live media playlist again without "
+        "asking PostgreSQL, while no event on the stream's channel says it changed (events "
+        "make it ask at once; this bounds a change whose event was lost); 0 asks every "
+        "request.",
+    )
     max_request_body_bytes: int = Field(
         64 * 1024,
         gt=0,

@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import IsAdmin, RedisDep
 from api.health import HealthMonitor
-from api.metrics import playlist_cache_registry, registry, spool_registry
+from api.metrics import cache_registry, registry, spool_registry
 
 router = APIRouter(tags=["health"])
 
@@ -43,6 +43,8 @@ def metrics(request: Request, redis: RedisDep) -> Response:
     body = (
         generate_latest(registry)
         + generate_latest(spool_registry(redis))
-        + generate_latest(playlist_cache_registry(request.app.state.playlist_cache))
+        + generate_latest(
+            cache_registry(request.app.state.playlist_cache, request.app.state.media_cache)
+        )
     )
     return Response(body, media_type=CONTENT_TYPE_LATEST)

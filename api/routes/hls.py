@@ -1,11 +1,14 @@
 """HLS playback, public: playlists rendered from the database (media playlists kept by
-version, `api.playlist_cache`), media proxied from the bucket."""
+version and served again until an event says they changed, `api.playlist_cache`), media
+proxied from the bucket (what many viewers ask for at once fetched once, `api.media_cache`)."""
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -14,7 +17,16 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from api.delivery import PlaylistBody, media_response, playlist_response
-from api.deps import DbSession, PlaylistCacheDep, SettingsDep, SnapshotDb, StoreDep
+from api.deps import (
+    DbSession,
+    MediaCacheDep,
+    PlaylistCacheDep,
+    SettingsDep,
+    SnapshotDb,
+    StoreDep,
+    StreamChangesDep,
+)
+from api.media_cache import MediaCache
 from core.delivery import media_type
 from core.models import LiveSession
 from core.settings import Settings
@@ -72,17 +84,24 @@ def media_playlist(
     db: SnapshotDb,
     settings: SettingsDep,
     cache: PlaylistCacheDep,
+    changes: StreamChangesDep,
 ) -> Response:
     """Any rendition a master of the stream's live presentation lists: a session that lacks
     it (or a rung not transcoded yet) shows as EXT-X-GAP, never as a 404."""
-    presentation = catalog.current_presentation(db, stream_id)
-    if presentation is None or rendition not in presentation.renditions:
-        raise _not_found(f"stream {stream_id} has no rendition {rendition!r}")
-    policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
-    body = cache.body(
-        lambda: playlist_versions.stream_media_version(db, presentation, rendition, policy),
-        lambda: catalog.render_stream_media(db, presentation, rendition, policy).text,
-    )
+    url = f"{stream_id}/{rendition}"
+    # Read before the snapshot's first query: an event after it moves the token.
+    token, checked = changes.token(stream_id), time.monotonic()
+    body = cache.current(url, token)
+    if body is None:
+        presentation = catalog.current_presentation(db, stream_id)
+        if presentation is None or rendition not in presentation.renditions:
+            raise _not_found(f"stream {stream_id} has no rendition {rendition!r}")
+        policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
+        body = cache.body(
+            lambda: playlist_versions.stream_media_version(db, presentation, rendition, policy),
+            lambda: catalog.render_stream_media(db, presentation, rendition, policy).text,
+        )
+        cache.remember(url, token, checked, body)
     return playlist_response(request, settings, body, recording=False)
 
 
@@ -133,9 +152,10 @@ async def recording_object(
     name: str,
     db: DbSession,
     store: StoreDep,
+    media: MediaCacheDep,
 ) -> Response:
     session = await run_in_threadpool(_session_or_404, db, session_id)
-    return await _media(request, store, session.stream_id, rendition, session_id, name)
+    return await _media(request, store, media, session.stream_id, rendition, session_id, name)
 
 
 @_read("/{stream_id}/{rendition}/slate/{slate_format}/{name}", "A slate segment or its init")
@@ -158,13 +178,15 @@ async def media_object(
     session_id: uuid.UUID,
     name: str,
     store: StoreDep,
+    media: MediaCacheDep,
 ) -> Response:
-    return await _media(request, store, stream_id, rendition, session_id, name)
+    return await _media(request, store, media, stream_id, rendition, session_id, name)
 
 
 async def _media(
     request: Request,
     store: ObjectStore,
+    media: MediaCache,
     stream_id: uuid.UUID,
     rendition: str,
     session_id: uuid.UUID,
@@ -174,7 +196,7 @@ async def _media(
         raise _not_found(f"no media object {name!r}")
     key = media_key(stream_id, rendition, session_id, name)
     try:
-        data = await run_in_threadpool(store.get_bytes, key)
+        data = await run_in_threadpool(media.get, key, partial(store.get_bytes, key))
     except ObjectNotFoundError:
         raise _not_found(f"no media object {name!r}") from None
     return media_response(request, data, media_type(name))

@@ -11,9 +11,9 @@ from tests.media import make_source
 
 
 @pytest.fixture(scope="session")
-def source_40s(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """40 s of 480p30 H.264 with B-frames and AAC, 2 s GOP: a publish long enough to fault
+def source_30s(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 s of 480p30 H.264 with B-frames and AAC, 2 s GOP: a publish long enough to fault
     in the middle of, with a 360p rung below it."""
     return make_source(
-        tmp_path_factory.mktemp("fault-media") / "src480-40s.flv", seconds=40, size="854x480"
+        tmp_path_factory.mktemp("fault-media") / "src480-30s.flv", seconds=30, size="854x480"
     )

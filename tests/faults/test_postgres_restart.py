@@ -24,19 +24,19 @@ DOWN_SECONDS = 10.0
 
 
 def test_a_publish_through_a_postgres_restart_loses_nothing(
-    s3: S3Server, source_40s: Path, tmp_path: Path
+    s3: S3Server, source_30s: Path, tmp_path: Path
 ) -> None:
     with fault_stack(s3, tmp_path, logs=ARTIFACTS / "logs" / "faults-postgres") as stack:
         run = publish_through_fault(
             stack,
-            source_40s,
+            source_30s,
             "postgres restart",
             lambda: stack.restart_postgres(DOWN_SECONDS),
             watch_playlists_during=False,
             ladder=LADDER_360P,
         )
     print(json.dumps(run.figures()))
-    assert run.losses(media_duration(source_40s), ["source", "360p"]) == []
+    assert run.losses(media_duration(source_30s), ["source", "360p"]) == []
     assert run.watch.session_statuses == {"live", None}  # None: the database was away
     # While it is away the API says so, 503, never a 500: how a client tells it to wait.
     assert run.watch.answers_other_than(200, 503) == {}, (

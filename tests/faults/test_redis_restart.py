@@ -28,19 +28,19 @@ DOWN_SECONDS = 5.0
 
 
 def test_a_publish_through_a_redis_restart_loses_nothing(
-    s3: S3Server, source_40s: Path, tmp_path: Path
+    s3: S3Server, source_30s: Path, tmp_path: Path
 ) -> None:
     with fault_stack(s3, tmp_path, logs=ARTIFACTS / "logs" / "faults-redis") as stack:
         run = publish_through_fault(
             stack,
-            source_40s,
+            source_30s,
             "redis restart",
             lambda: stack.restart_redis(DOWN_SECONDS),
             watch_playlists_during=True,
             ladder=LADDER_360P,
         )
     print(json.dumps(run.figures()))
-    assert run.losses(media_duration(source_40s), ["source", "360p"]) == []
+    assert run.losses(media_duration(source_30s), ["source", "360p"]) == []
     assert run.watch.session_statuses == {"live"}
     # Nothing the API serves here needs Redis.
     assert run.watch.answers_other_than(200) == {}, (run.watch.api_statuses, run.watch.failures)

@@ -1,5 +1,5 @@
 """A real ffmpeg publish with the ladder on while the ingest's path to the object store is
-cut for 20 s, then restored: no segment is given up, the session is not ended, and every
+cut for 15 s, then restored: no segment is given up, the session is not ended, and every
 variant of the recording decodes whole.
 
 The ingest reaches the (real, running) S3 server through a relay the harness cuts
@@ -23,7 +23,7 @@ from tests.media import media_duration
 from tests.services import ARTIFACTS, S3Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
-OUTAGE_SECONDS = 20.0
+OUTAGE_SECONDS = 15.0
 
 
 def _outage(stack: FaultStack) -> None:
@@ -33,19 +33,19 @@ def _outage(stack: FaultStack) -> None:
 
 
 def test_a_publish_through_an_object_store_outage_loses_no_segment(
-    s3: S3Server, source_40s: Path, tmp_path: Path
+    s3: S3Server, source_30s: Path, tmp_path: Path
 ) -> None:
     with fault_stack(s3, tmp_path, logs=ARTIFACTS / "logs" / "faults-storage") as stack:
         run = publish_through_fault(
             stack,
-            source_40s,
+            source_30s,
             "object store outage",
             lambda: _outage(stack),
             watch_playlists_during=False,
             ladder=LADDER_360P,
         )
     print(json.dumps(run.figures()))
-    assert run.losses(media_duration(source_40s), ["source", "360p"]) == []
+    assert run.losses(media_duration(source_30s), ["source", "360p"]) == []
     assert run.watch.session_statuses == {"live"}
     # The API reaches the store itself, and the playlists are rendered from rows.
     assert run.watch.answers_other_than(200) == {}, (run.watch.api_statuses, run.watch.failures)

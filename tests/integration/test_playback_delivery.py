@@ -204,6 +204,28 @@ def test_media_answers_head_and_single_byte_ranges(
         assert (response.status_code, response.content) == (200, b"segment"), ignored
 
 
+def test_viewers_asking_for_one_segment_cost_one_bucket_get_and_a_missing_one_is_not_kept(
+    api: TestClient, recorded: tuple[str, uuid.UUID], store: ObjectStore
+) -> None:
+    stream_id, session_id = recorded
+    media = api.app.state.media_cache
+    path = f"/hls/{stream_id}/source/{session_id}/{segment_name(6)}"  # no test asked before
+    fetches, hits = media.fetches, media.hits
+    answers = [api.get(path) for _ in range(5)]
+    assert {(a.status_code, a.content) for a in answers} == {(200, b"segment")}
+    assert (media.fetches - fetches, media.hits - hits) == (1, 4)
+
+    # Not in the bucket yet (a rung segment whose task still runs): a 404, nothing kept,
+    # and served once it is written.
+    late = segment_name(99)
+    assert api.get(f"/hls/{stream_id}/source/{session_id}/{late}").status_code == 404
+    store.put_bytes(
+        media_key(uuid.UUID(stream_id), SOURCE, session_id, late), b"late", "video/iso.segment"
+    )
+    found = api.get(f"/hls/{stream_id}/source/{session_id}/{late}")
+    assert (found.status_code, found.content) == (200, b"late")
+
+
 def test_mirrored_playlists_and_stored_media_carry_their_type_and_cache_control(
     settings: Settings, store: ObjectStore, api: TestClient, tmp_path: Path
 ) -> None:

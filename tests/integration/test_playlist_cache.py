@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -20,12 +21,14 @@ from types import SimpleNamespace
 import m3u8
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from redis import Redis
+from sqlalchemy import event, text
 
 from api.app import create_app
 from api.deps import get_snapshot_db
 from core.db import get_engine, session_scope
-from core.models import LiveSession
+from core.events import StatusEvent, publish_event
+from core.models import LiveSession, StreamStatus
 from core.settings import Settings
 from core.storage import ObjectStore
 from ingest import outages, sessions
@@ -36,6 +39,7 @@ from packager.keys import init_name, media_key, segment_name
 from packager.ladder_rows import RungOutcome, VariantPolicy, load_source_segment
 from packager.ladder_rows import record_rung_segment as record_rung_row
 from packager.tasks.housekeeping import expire_recordings
+from tests.services import wait_for
 
 AUTH = {"Authorization": "Bearer test-token"}
 GRACE, HOLD = 10.0, 30.0
@@ -72,10 +76,14 @@ class Apps:
 
 @pytest.fixture(scope="module")
 def apps(settings: Settings) -> Iterator[Apps]:
+    """The rows here come without the events the ingest and the workers send once they are
+    committed, so the keeping apps read the version on every request (fresh_seconds 0);
+    what the events save is tested below, with them."""
+    keeping = settings.model_copy(update={"playlist_fresh_seconds": 0.0})
     rendering = settings.model_copy(update={"playlist_cache_bytes": 0})
     with (
-        TestClient(create_app(settings), headers=AUTH) as first,
-        TestClient(create_app(settings), headers=AUTH) as second,
+        TestClient(create_app(keeping), headers=AUTH) as first,
+        TestClient(create_app(keeping), headers=AUTH) as second,
         TestClient(create_app(rendering), headers=AUTH) as fresh,
     ):
         yield Apps([first, second], fresh)
@@ -278,3 +286,75 @@ def test_a_snapshot_session_takes_its_connection_at_its_first_query_in_repeatabl
     assert pool.checkedout() == before + 1  # taken by the query, not before it
     dependency.close()
     assert pool.checkedout() == before
+
+
+@contextmanager
+def statements(settings: Settings) -> Iterator[list[str]]:
+    """Every SQL statement any session of this process sends while the block runs."""
+    sent: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        sent.append(statement)
+
+    engine = get_engine(settings.database_url)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def test_a_poll_with_no_event_since_its_snapshot_sends_no_query_and_an_event_ends_that(
+    settings: Settings,
+) -> None:
+    """A stream's event (sent once the rows it tells of are committed) is what makes the
+    next poll ask the database; until one comes the last rendering is served as is, for
+    up to `playlist_fresh_seconds`."""
+    patient = settings.model_copy(update={"playlist_fresh_seconds": 600.0})
+    redis = Redis.from_url(settings.redis_url)
+    with TestClient(create_app(patient), headers=AUTH) as api:
+        wait_for(api.app.state.hub.subscribed.is_set, 10, "the event subscription")
+        created = api.post("/api/v1/streams", json={"name": "evented", "ladder": RUNG})
+        assert created.status_code == 201, created.text
+        stream = created.json()
+        start = sessions.now()
+        publish = Publish.open(settings, stream["stream_key"])
+        publish.segments(2, start)
+        source, rung = paths(stream["id"])
+        with statements(settings) as rendering:
+            listed = api.get(source)
+            assert api.get(rung).status_code == 200
+        assert rendering, "the first polls render from the database"
+        with statements(settings) as polling:
+            for _ in range(5):
+                assert api.get(source).content == listed.content
+                assert api.get(rung).status_code == 200
+        assert polling == [], "polls with no event since ask nothing"
+
+        publish.segments(1, start + timedelta(seconds=2 * TD))
+        # Committed, but not told: still the rendering from before.
+        assert api.get(source).content == listed.content
+        publish_event(redis, StatusEvent(uuid.UUID(stream["id"]), StreamStatus.LIVE, None))
+        wait_for(
+            lambda: len(m3u8.loads(api.get(source).text).segments) == 3, 10, "the third segment"
+        )
+        cache = api.app.state.playlist_cache
+        assert cache.unqueried >= 10
+    redis.close()
+
+
+def test_without_the_subscription_every_poll_asks_the_database(settings: Settings) -> None:
+    """Events published while the subscription is down are lost: no rendering passes for
+    current then."""
+    patient = settings.model_copy(update={"playlist_fresh_seconds": 600.0})
+    with TestClient(create_app(patient), headers=AUTH) as api:
+        wait_for(api.app.state.hub.subscribed.is_set, 10, "the event subscription")
+        created = api.post("/api/v1/streams", json={"name": "unsubscribed", "ladder": []})
+        stream = created.json()
+        publish = Publish.open(settings, stream["stream_key"])
+        publish.segments(1, sessions.now())
+        source = paths(stream["id"])[0]
+        assert api.get(source).status_code == 200
+        api.app.state.stream_changes.lost()
+        publish.segments(1, sessions.now() + timedelta(seconds=TD))
+        assert len(m3u8.loads(api.get(source).text).segments) == 2

@@ -1,14 +1,19 @@
 """The playlist cache's own rules: bounded in bytes, least recently used out first, one
-render per version at a time, nothing kept from a render that failed."""
+render per version at a time, nothing kept from a render that failed; a URL's last
+rendering served again only under its stream's change token, and only while fresh."""
 
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 
 import pytest
 
 from api.delivery import PlaylistBody
 from api.playlist_cache import PlaylistCache
+from api.stream_changes import StreamChanges
+from core.events import stream_channel
 
 
 def text(n: int) -> str:
@@ -103,3 +108,43 @@ def test_a_render_that_fails_keeps_nothing_and_the_next_request_renders() -> Non
         cache.body(lambda: "v0", broken)
     assert cache.held_bytes == 0
     assert cache.body(lambda: "v0", lambda: text(0)).text == text(0)
+
+
+def test_a_stream_s_token_moves_with_its_events_and_all_move_with_a_new_subscription() -> None:
+    changes = StreamChanges()
+    one, other = uuid.uuid4(), uuid.uuid4()
+    assert changes.token(one) is None  # not subscribed yet: events may go unseen
+    changes.subscribed()
+    before = changes.token(one), changes.token(other)
+    changes.changed(stream_channel(one))
+    assert changes.token(one) != before[0] and changes.token(other) == before[1]
+    seen = {changes.token(one), changes.token(other)}
+    changes.lost()
+    assert changes.token(one) is None
+    changes.subscribed()
+    # A new subscription: no token from before comes back, not even after as many events.
+    changes.changed(stream_channel(one))
+    assert not {changes.token(one), changes.token(other)} & seen
+
+
+def test_the_last_rendering_of_a_url_is_served_only_under_its_token_and_while_fresh() -> None:
+    cache = PlaylistCache(10 * size_of(0), fresh_seconds=5.0)
+    body = PlaylistBody(text(0))
+    now = time.monotonic()
+    cache.remember("s/source", (1, 1), now, body)
+    assert cache.current("s/source", (1, 1)) is body
+    assert cache.current("s/source", (1, 2)) is None  # an event came since
+    assert cache.current("s/source", None) is None  # events may be going unseen
+    assert cache.current("s/240p", (1, 1)) is None
+    cache.remember("s/source", (1, 1), now - 10, PlaylistBody(text(1)))  # older: not taken
+    assert cache.current("s/source", (1, 1)) is body
+    stale = PlaylistCache(10 * size_of(0), fresh_seconds=5.0)
+    stale.remember("s/source", (1, 1), now - 5, body)
+    assert stale.current("s/source", (1, 1)) is None  # past fresh_seconds: ask again
+    assert (cache.unqueried, stale.unqueried) == (2, 0)
+
+
+def test_with_no_fresh_seconds_nothing_is_served_without_asking() -> None:
+    cache = PlaylistCache(10 * size_of(0), fresh_seconds=0.0)
+    cache.remember("s/source", (1, 1), time.monotonic(), PlaylistBody(text(0)))
+    assert cache.current("s/source", (1, 1)) is None
