@@ -31,7 +31,10 @@ AUTH = {"Authorization": "Bearer test-token"}
 
 @pytest.fixture(scope="module")
 def api(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), headers=AUTH) as client:
+    """Rows are written here without the events the ingest sends once they are committed,
+    so this API reads the version on every poll (`playlist_fresh_seconds` 0)."""
+    asking = settings.model_copy(update={"playlist_fresh_seconds": 0.0})
+    with TestClient(create_app(asking), headers=AUTH) as client:
         client.app.state.store.ensure_bucket()
         yield client
 

@@ -55,7 +55,11 @@ Items = list[AccessUnit | VideoConfig | AudioConfig]
 
 @pytest.fixture(scope="module")
 def api(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), headers=AUTH) as client:
+    """The test does the workers' and the outage sweep's part without the events they send
+    once committed, so this API reads the version on every poll (the events' part is
+    `tests/integration/test_playlist_cache.py`'s)."""
+    asking = settings.model_copy(update={"playlist_fresh_seconds": 0.0})
+    with TestClient(create_app(asking), headers=AUTH) as client:
         client.app.state.store.ensure_bucket()
         yield client
 
