@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request, status
@@ -21,7 +22,7 @@ from core.settings import Settings
 from core.storage import ObjectStore
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -33,18 +34,18 @@ def get_db(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def get_snapshot_db(request: Request) -> Iterator[Session]:
+@contextmanager
+def snapshot_session(database_url: str) -> Iterator[Session]:
     """A session whose reads all see one snapshot (REPEATABLE READ): a playlist and the
     version it is kept under (`api.playlist_cache`) must come from the same moment.
 
     It takes its connection at its first query, in the route's thread, as every session
-    does. Taken here, up front, a request would hold a pool connection while it waits for
-    a worker thread for the route; under load every thread then waits in this dependency
-    for a connection that a request waiting for a thread holds, until the pool times out
-    (bench/viewer_load.py, 500 viewers: p50 90 s, 416 of 561 polls failed)."""
-    url = request.app.state.settings.database_url
-    session = session_factory(url)(
-        bind=get_engine(url).execution_options(isolation_level="REPEATABLE READ")
+    does. Taken up front, a request would hold a pool connection while it waits for a
+    worker thread for the route; under load every thread then waits for a connection that
+    a request waiting for a thread holds, until the pool times out (bench/viewer_load.py,
+    500 viewers: p50 90 s, 416 of 561 polls failed)."""
+    session = session_factory(database_url)(
+        bind=get_engine(database_url).execution_options(isolation_level="REPEATABLE READ")
     )
     try:
         yield session
@@ -52,23 +53,28 @@ def get_snapshot_db(request: Request) -> Iterator[Session]:
         session.close()
 
 
-def get_playlist_cache(request: Request) -> PlaylistCache:
+def get_snapshot_db(request: Request) -> Iterator[Session]:
+    with snapshot_session(request.app.state.settings.database_url) as session:
+        yield session
+
+
+async def get_playlist_cache(request: Request) -> PlaylistCache:
     return request.app.state.playlist_cache
 
 
-def get_media_cache(request: Request) -> MediaCache:
+async def get_media_cache(request: Request) -> MediaCache:
     return request.app.state.media_cache
 
 
-def get_stream_changes(request: Request) -> StreamChanges:
+async def get_stream_changes(request: Request) -> StreamChanges:
     return request.app.state.stream_changes
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     return request.app.state.redis
 
 
-def get_store(request: Request) -> ObjectStore:
+async def get_store(request: Request) -> ObjectStore:
     return request.app.state.store
 
 
@@ -97,7 +103,7 @@ def get_stream_or_404(db: Session, stream_id: uuid.UUID, *, lock: bool = False) 
 _bearer = HTTPBearer(auto_error=False)
 
 
-def holds_admin_token(
+async def holds_admin_token(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> bool:
@@ -111,7 +117,7 @@ def holds_admin_token(
 IsAdmin = Annotated[bool, Depends(holds_admin_token)]
 
 
-def require_token(is_admin: IsAdmin) -> None:
+async def require_token(is_admin: IsAdmin) -> None:
     """Bearer-token guard for /api/v1."""
     if not is_admin:
         raise HTTPException(

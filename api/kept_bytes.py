@@ -35,6 +35,12 @@ class KeptBytes(Generic[V]):
     def held_bytes(self) -> int:
         return self._held
 
+    def get(self, key: str) -> V | None:
+        """The value kept under `key`, if any; never waits for a maker (safe on the event
+        loop)."""
+        with self._lock:
+            return self._kept(key)
+
     def get_or_make(self, key: str, make: Callable[[], V]) -> V:
         """The value kept under `key`, or `make()` kept under it. Callers asking for the same
         missing key together wait for one `make()`; one that raises keeps nothing, and the

@@ -33,6 +33,10 @@ class MediaCache:
         """Objects fetched from the bucket (those that were found)."""
         return self._objects.made
 
+    def kept(self, key: str) -> bytes | None:
+        """The object at `key` if it is kept; never waits."""
+        return self._objects.get(key)
+
     def get(self, key: str, fetch: Callable[[], bytes]) -> bytes:
         """The object at `key`, kept or `fetch()`ed once for everyone asking at once; a
         fetch that raises (not found, the bucket away) keeps nothing."""

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis import Redis, RedisError
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.media_cache import MediaCache
 from api.playlist_cache import PlaylistCache
@@ -27,16 +26,35 @@ http_seconds = Histogram(
 )
 
 
-async def record_request(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    """Count every request under its route template, so ids do not explode the label set."""
-    started = time.perf_counter()
-    response = await call_next(request)
-    template = route_template(request)
-    http_requests.labels(request.method, template, str(response.status_code)).inc()
-    http_seconds.labels(request.method, template).observe(time.perf_counter() - started)
-    return response
+class RequestMetrics:
+    """Counts every request under its route template (ids would explode the label set), as
+    plain ASGI: the route the router matched is in the scope once it has run, so nothing is
+    matched twice, and no task or stream is spent per request as `BaseHTTPMiddleware` would
+    (bench/viewer_load.py profiles the API). FastAPI's own pages (/docs) and mounts leave
+    no route in the scope: those are matched here."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises before answering
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            template = _route_template(scope)
+            http_requests.labels(scope["method"], template, str(status)).inc()
+            http_seconds.labels(scope["method"], template).observe(time.perf_counter() - started)
 
 
 def spool_registry(redis: Redis) -> CollectorRegistry:
@@ -120,9 +138,9 @@ class _CacheCollector(Collector):
         )
 
 
-def route_template(request: Request) -> str:
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is Match.FULL:
-            return getattr(route, "path", "unmatched")
-    return "unmatched"
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    if route is None:
+        routes = scope["app"].router.routes
+        route = next((r for r in routes if r.matches(scope)[0] is Match.FULL), None)
+    return getattr(route, "path", "unmatched")

@@ -11,25 +11,11 @@ on its stream came since that snapshot (`api.stream_changes`), and for at most
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from api.delivery import PlaylistBody
 from api.kept_bytes import KeptBytes
 from api.stream_changes import ChangeToken
-
-# URLs whose last playlist is kept: each entry's body is most often also kept by version.
-CURRENT_KEPT = 8192
-
-
-@dataclass(frozen=True, slots=True)
-class _Current:
-    token: ChangeToken
-    checked: float  # time.monotonic() of the token, read before the snapshot
-    body: PlaylistBody
 
 
 class PlaylistCache:
@@ -38,10 +24,10 @@ class PlaylistCache:
         self.fresh_seconds = fresh_seconds  # 0: read the version on every request
         # One render per version at a time: the viewers that poll just after a segment
         # lands wait for that render instead of each making their own.
-        self._versions: KeptBytes[PlaylistBody] = KeptBytes(max_bytes, lambda body: body.size)
-        self._current: OrderedDict[str, _Current] = OrderedDict()
-        self.unqueried = 0  # requests served the last rendering of their URL, no query made
-        self._lock = threading.Lock()
+        self._versions: KeptBytes[PlaylistBody] = KeptBytes(max_bytes, _size)
+        # The answer of a URL under a change token: one database visit per token, however
+        # many polls come while it is made; most often the same bodies as the versions'.
+        self._current: KeptBytes[PlaylistBody] = KeptBytes(max_bytes, _size, fresh_seconds)
 
     @property
     def held_bytes(self) -> int:
@@ -50,7 +36,12 @@ class PlaylistCache:
     @property
     def hits(self) -> int:
         """Requests served what was kept, without a render."""
-        return self._versions.hits + self.unqueried
+        return self._versions.hits + self._current.hits
+
+    @property
+    def unqueried(self) -> int:
+        """Of the hits, those that made no query (their URL's answer under its token)."""
+        return self._current.hits
 
     @property
     def renders(self) -> int:
@@ -71,32 +62,29 @@ class PlaylistCache:
         return self._versions.get_or_make(version(), rendered)
 
     def current(self, url: str, token: ChangeToken | None) -> PlaylistBody | None:
-        """The playlist last served for `url`, if its stream has had no event since the
-        snapshot it came from (`token` then and now the same) and that was less than
-        `fresh_seconds` ago; None: ask the database."""
-        if token is None or self.max_bytes <= 0 or self.fresh_seconds <= 0:
+        """What `url` answered under `token` (its stream had no event since the snapshot
+        that answer came from), made less than `fresh_seconds` ago; None: ask the database.
+        Never waits (the route calls it on the event loop)."""
+        if not self._evented(token):
             return None
-        with self._lock:
-            kept = self._current.get(url)
-            if kept is None or kept.token != token:
-                return None
-            if time.monotonic() - kept.checked >= self.fresh_seconds:
-                return None
-            self.unqueried += 1
-            return kept.body
+        return self._current.get(_current_key(url, token))
 
-    def remember(
-        self, url: str, token: ChangeToken | None, checked: float, body: PlaylistBody
-    ) -> None:
-        """`body` is what the database gave `url` in a snapshot begun after `token` was read,
-        at `checked` (time.monotonic())."""
-        if token is None or self.max_bytes <= 0 or self.fresh_seconds <= 0:
-            return
-        with self._lock:
-            kept = self._current.get(url)
-            if kept is not None and kept.checked > checked:
-                return  # a request that began later was answered first: its is newer
-            self._current[url] = _Current(token, checked, body)
-            self._current.move_to_end(url)
-            if len(self._current) > CURRENT_KEPT:
-                self._current.popitem(last=False)
+    def current_or(
+        self, url: str, token: ChangeToken | None, answer: Callable[[], PlaylistBody]
+    ) -> PlaylistBody:
+        """`current(url, token)`, or `answer()` (which must read a snapshot begun after
+        `token` was read) kept as it; the polls that come while it runs wait for it."""
+        if not self._evented(token):
+            return answer()
+        return self._current.get_or_make(_current_key(url, token), answer)
+
+    def _evented(self, token: ChangeToken | None) -> bool:
+        return token is not None and self.max_bytes > 0 and self.fresh_seconds > 0
+
+
+def _size(body: PlaylistBody) -> int:
+    return body.size
+
+
+def _current_key(url: str, token: ChangeToken | None) -> str:
+    return f"{url} {token}"

@@ -5,7 +5,6 @@ proxied from the bucket (what many viewers ask for at once fetched once, `api.me
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Callable
 from functools import partial
@@ -25,8 +24,10 @@ from api.deps import (
     SnapshotDb,
     StoreDep,
     StreamChangesDep,
+    snapshot_session,
 )
 from api.media_cache import MediaCache
+from api.playlist_cache import PlaylistCache
 from core.delivery import media_type
 from core.models import LiveSession
 from core.settings import Settings
@@ -77,32 +78,40 @@ def master_playlist(
 
 
 @_read("/{stream_id}/{rendition}/index.m3u8", "Media playlist of one rendition")
-def media_playlist(
+async def media_playlist(
     request: Request,
     stream_id: uuid.UUID,
     rendition: str,
-    db: SnapshotDb,
     settings: SettingsDep,
     cache: PlaylistCacheDep,
     changes: StreamChangesDep,
 ) -> Response:
     """Any rendition a master of the stream's live presentation lists: a session that lacks
-    it (or a rung not transcoded yet) shows as EXT-X-GAP, never as a 404."""
+    it (or a rung not transcoded yet) shows as EXT-X-GAP, never as a 404.
+
+    A poll with no event of the stream since the last answer's snapshot is answered here,
+    on the event loop; the others go to a thread, one per URL and token at a time."""
     url = f"{stream_id}/{rendition}"
-    # Read before the snapshot's first query: an event after it moves the token.
-    token, checked = changes.token(stream_id), time.monotonic()
+    token = changes.token(stream_id)  # before the snapshot: an event after it moves it
     body = cache.current(url, token)
     if body is None:
+        answer = partial(_stream_media, settings, cache, stream_id, rendition)
+        body = await run_in_threadpool(cache.current_or, url, token, answer)
+    return playlist_response(request, settings, body, recording=False)
+
+
+def _stream_media(
+    settings: Settings, cache: PlaylistCache, stream_id: uuid.UUID, rendition: str
+) -> PlaylistBody:
+    with snapshot_session(settings.database_url) as db:
         presentation = catalog.current_presentation(db, stream_id)
         if presentation is None or rendition not in presentation.renditions:
             raise _not_found(f"stream {stream_id} has no rendition {rendition!r}")
         policy = PlaylistPolicy(settings.segment_seconds, settings.playlist_window)
-        body = cache.body(
+        return cache.body(
             lambda: playlist_versions.stream_media_version(db, presentation, rendition, policy),
             lambda: catalog.render_stream_media(db, presentation, rendition, policy).text,
         )
-        cache.remember(url, token, checked, body)
-    return playlist_response(request, settings, body, recording=False)
 
 
 # The recording routes come before `media_object`: their paths have the same shape.
@@ -195,8 +204,10 @@ async def _media(
     if not MEDIA_NAME.fullmatch(name) or not NAME_PATTERN.fullmatch(rendition):
         raise _not_found(f"no media object {name!r}")
     key = media_key(stream_id, rendition, session_id, name)
-    try:
-        data = await run_in_threadpool(media.get, key, partial(store.get_bytes, key))
-    except ObjectNotFoundError:
-        raise _not_found(f"no media object {name!r}") from None
+    data = media.kept(key)  # on the event loop: a viewer at the live edge waits for no thread
+    if data is None:
+        try:
+            data = await run_in_threadpool(media.get, key, partial(store.get_bytes, key))
+        except ObjectNotFoundError:
+            raise _not_found(f"no media object {name!r}") from None
     return media_response(request, data, media_type(name))

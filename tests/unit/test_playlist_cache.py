@@ -127,24 +127,50 @@ def test_a_stream_s_token_moves_with_its_events_and_all_move_with_a_new_subscrip
     assert not {changes.token(one), changes.token(other)} & seen
 
 
-def test_the_last_rendering_of_a_url_is_served_only_under_its_token_and_while_fresh() -> None:
-    cache = PlaylistCache(10 * size_of(0), fresh_seconds=5.0)
+def test_a_url_s_answer_is_served_only_under_its_token_and_while_fresh() -> None:
+    cache = PlaylistCache(10 * size_of(0), fresh_seconds=60.0)
     body = PlaylistBody(text(0))
-    now = time.monotonic()
-    cache.remember("s/source", (1, 1), now, body)
+    assert cache.current_or("s/source", (1, 1), lambda: body) is body
     assert cache.current("s/source", (1, 1)) is body
+    assert cache.current_or("s/source", (1, 1), pytest.fail) is body
     assert cache.current("s/source", (1, 2)) is None  # an event came since
-    assert cache.current("s/source", None) is None  # events may be going unseen
     assert cache.current("s/240p", (1, 1)) is None
-    cache.remember("s/source", (1, 1), now - 10, PlaylistBody(text(1)))  # older: not taken
-    assert cache.current("s/source", (1, 1)) is body
-    stale = PlaylistCache(10 * size_of(0), fresh_seconds=5.0)
-    stale.remember("s/source", (1, 1), now - 5, body)
+    assert cache.current_or("s/source", None, lambda: "asked") == "asked"  # events unseen
+    assert cache.current("s/source", None) is None
+    assert (cache.unqueried, cache.hits) == (2, 2)
+
+    stale = PlaylistCache(10 * size_of(0), fresh_seconds=0.2)
+    stale.current_or("s/source", (1, 1), lambda: body)
+    time.sleep(0.3)
     assert stale.current("s/source", (1, 1)) is None  # past fresh_seconds: ask again
-    assert (cache.unqueried, stale.unqueried) == (2, 0)
 
 
-def test_with_no_fresh_seconds_nothing_is_served_without_asking() -> None:
+def test_polls_that_miss_under_one_token_together_wait_for_one_answer() -> None:
+    cache = PlaylistCache(10 * size_of(0), fresh_seconds=60.0)
+    asked: list[int] = []
+    release = threading.Event()
+
+    def answer() -> PlaylistBody:
+        asked.append(0)
+        release.wait(5)
+        return PlaylistBody(text(0))
+
+    got: list[PlaylistBody] = []
+    polls = [
+        threading.Thread(target=lambda: got.append(cache.current_or("s/source", (1, 1), answer)))
+        for _ in range(8)
+    ]
+    for poll in polls:
+        poll.start()
+    time.sleep(0.2)
+    release.set()
+    for poll in polls:
+        poll.join(5)
+    assert len(asked) == 1 and len(got) == 8 and len({id(b) for b in got}) == 1
+
+
+def test_with_no_fresh_seconds_every_poll_asks() -> None:
     cache = PlaylistCache(10 * size_of(0), fresh_seconds=0.0)
-    cache.remember("s/source", (1, 1), time.monotonic(), PlaylistBody(text(0)))
+    cache.current_or("s/source", (1, 1), lambda: PlaylistBody(text(0)))
     assert cache.current("s/source", (1, 1)) is None
+    assert cache.current_or("s/source", (1, 1), lambda: "asked") == "asked"
