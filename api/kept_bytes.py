@@ -4,12 +4,16 @@ media cache of an API process share."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Generic, TypeVar
+
+from starlette.concurrency import run_in_threadpool
 
 V = TypeVar("V")
 
@@ -30,6 +34,7 @@ class KeptBytes(Generic[V]):
         self.made = 0  # values made to be kept
         self._lock = threading.Lock()
         self._making: dict[str, threading.Lock] = {}
+        self._awaited: dict[str, asyncio.Future[V]] = {}  # touched on the event loop only
 
     @property
     def held_bytes(self) -> int:
@@ -64,6 +69,26 @@ class KeptBytes(Generic[V]):
             finally:
                 with self._lock:
                     self._making.pop(key, None)
+
+    async def get_or_make_awaiting(self, key: str, make: Callable[[], V]) -> V:
+        """`get_or_make` from the event loop: the first caller's `make()` runs in a worker
+        thread and every caller meanwhile awaits it holding no thread (blocked on a lock
+        they would fill the threadpool, and every other request would queue behind them:
+        bench/viewer_load.py, 3,000 viewers, p99 10.7 s)."""
+        kept = self.get(key)
+        if kept is not None:
+            return kept
+        made = self._awaited.get(key)
+        if made is None:
+            made = asyncio.ensure_future(run_in_threadpool(self.get_or_make, key, make))
+            self._awaited[key] = made
+            made.add_done_callback(partial(self._made, key))
+        return await asyncio.shield(made)  # a caller that goes away leaves it to the others
+
+    def _made(self, key: str, made: asyncio.Future[V]) -> None:
+        self._awaited.pop(key, None)
+        if not made.cancelled():
+            made.exception()  # each awaiting caller got it; none left is no one to tell
 
     def _kept(self, key: str) -> V | None:
         entry = self._values.get(key)

@@ -37,7 +37,7 @@ class MediaCache:
         """The object at `key` if it is kept; never waits."""
         return self._objects.get(key)
 
-    def get(self, key: str, fetch: Callable[[], bytes]) -> bytes:
-        """The object at `key`, kept or `fetch()`ed once for everyone asking at once; a
-        fetch that raises (not found, the bucket away) keeps nothing."""
-        return self._objects.get_or_make(key, fetch)
+    async def get(self, key: str, fetch: Callable[[], bytes]) -> bytes:
+        """The object at `key`, kept or `fetch()`ed in a worker thread once for everyone
+        asking meanwhile; a fetch that raises (not found, the bucket away) keeps nothing."""
+        return await self._objects.get_or_make_awaiting(key, fetch)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from starlette.concurrency import run_in_threadpool
+
 from api.delivery import PlaylistBody
 from api.kept_bytes import KeptBytes
 from api.stream_changes import ChangeToken
@@ -69,14 +71,15 @@ class PlaylistCache:
             return None
         return self._current.get(_current_key(url, token))
 
-    def current_or(
+    async def answer(
         self, url: str, token: ChangeToken | None, answer: Callable[[], PlaylistBody]
     ) -> PlaylistBody:
-        """`current(url, token)`, or `answer()` (which must read a snapshot begun after
-        `token` was read) kept as it; the polls that come while it runs wait for it."""
+        """`current(url, token)`, or `answer()` run in a worker thread (it must read a
+        snapshot begun after `token` was read) and kept as it; the polls that come while it
+        runs await the same one."""
         if not self._evented(token):
-            return answer()
-        return self._current.get_or_make(_current_key(url, token), answer)
+            return await run_in_threadpool(answer)
+        return await self._current.get_or_make_awaiting(_current_key(url, token), answer)
 
     def _evented(self, token: ChangeToken | None) -> bool:
         return token is not None and self.max_bytes > 0 and self.fresh_seconds > 0

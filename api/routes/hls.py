@@ -90,13 +90,13 @@ async def media_playlist(
     it (or a rung not transcoded yet) shows as EXT-X-GAP, never as a 404.
 
     A poll with no event of the stream since the last answer's snapshot is answered here,
-    on the event loop; the others go to a thread, one per URL and token at a time."""
+    on the event loop; the others await one answer per URL and token, made in a thread."""
     url = f"{stream_id}/{rendition}"
     token = changes.token(stream_id)  # before the snapshot: an event after it moves it
     body = cache.current(url, token)
     if body is None:
         answer = partial(_stream_media, settings, cache, stream_id, rendition)
-        body = await run_in_threadpool(cache.current_or, url, token, answer)
+        body = await cache.answer(url, token, answer)
     return playlist_response(request, settings, body, recording=False)
 
 
@@ -207,7 +207,7 @@ async def _media(
     data = media.kept(key)  # on the event loop: a viewer at the live edge waits for no thread
     if data is None:
         try:
-            data = await run_in_threadpool(media.get, key, partial(store.get_bytes, key))
+            data = await media.get(key, partial(store.get_bytes, key))
         except ObjectNotFoundError:
             raise _not_found(f"no media object {name!r}") from None
     return media_response(request, data, media_type(name))

@@ -4,6 +4,7 @@ rendering served again only under its stream's change token, and only while fres
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -130,47 +131,63 @@ def test_a_stream_s_token_moves_with_its_events_and_all_move_with_a_new_subscrip
 def test_a_url_s_answer_is_served_only_under_its_token_and_while_fresh() -> None:
     cache = PlaylistCache(10 * size_of(0), fresh_seconds=60.0)
     body = PlaylistBody(text(0))
-    assert cache.current_or("s/source", (1, 1), lambda: body) is body
+    assert asyncio.run(cache.answer("s/source", (1, 1), lambda: body)) is body
     assert cache.current("s/source", (1, 1)) is body
-    assert cache.current_or("s/source", (1, 1), pytest.fail) is body
+    assert asyncio.run(cache.answer("s/source", (1, 1), pytest.fail)) is body
     assert cache.current("s/source", (1, 2)) is None  # an event came since
     assert cache.current("s/240p", (1, 1)) is None
-    assert cache.current_or("s/source", None, lambda: "asked") == "asked"  # events unseen
+    asked = PlaylistBody(text(1))
+    assert asyncio.run(cache.answer("s/source", None, lambda: asked)) is asked  # unseen events
     assert cache.current("s/source", None) is None
     assert (cache.unqueried, cache.hits) == (2, 2)
 
     stale = PlaylistCache(10 * size_of(0), fresh_seconds=0.2)
-    stale.current_or("s/source", (1, 1), lambda: body)
+    asyncio.run(stale.answer("s/source", (1, 1), lambda: body))
     time.sleep(0.3)
     assert stale.current("s/source", (1, 1)) is None  # past fresh_seconds: ask again
 
 
-def test_polls_that_miss_under_one_token_together_wait_for_one_answer() -> None:
+def test_polls_that_miss_under_one_token_together_await_one_answer_holding_no_thread() -> None:
     cache = PlaylistCache(10 * size_of(0), fresh_seconds=60.0)
-    asked: list[int] = []
+    asked: list[str] = []
     release = threading.Event()
 
     def answer() -> PlaylistBody:
-        asked.append(0)
+        asked.append(threading.current_thread().name)
         release.wait(5)
         return PlaylistBody(text(0))
 
-    got: list[PlaylistBody] = []
-    polls = [
-        threading.Thread(target=lambda: got.append(cache.current_or("s/source", (1, 1), answer)))
-        for _ in range(8)
-    ]
-    for poll in polls:
-        poll.start()
-    time.sleep(0.2)
-    release.set()
-    for poll in polls:
-        poll.join(5)
-    assert len(asked) == 1 and len(got) == 8 and len({id(b) for b in got}) == 1
+    async def polls() -> list[PlaylistBody]:
+        waiting = [
+            asyncio.ensure_future(cache.answer("s/source", (1, 1), answer)) for _ in range(8)
+        ]
+        await asyncio.sleep(0.2)
+        assert threading.active_count() <= before + 1  # one thread for the one answer
+        release.set()
+        return await asyncio.gather(*waiting)
+
+    before = threading.active_count()
+    got = asyncio.run(polls())
+    assert len(asked) == 1 and len({id(b) for b in got}) == 1
+
+
+def test_an_answer_that_fails_fails_its_polls_and_keeps_nothing() -> None:
+    cache = PlaylistCache(10 * size_of(0), fresh_seconds=60.0)
+
+    def missing() -> PlaylistBody:
+        raise LookupError("no such rendition")
+
+    async def polls() -> list[object]:
+        waiting = [cache.answer("s/source", (1, 1), missing) for _ in range(3)]
+        return await asyncio.gather(*waiting, return_exceptions=True)
+
+    assert all(isinstance(e, LookupError) for e in asyncio.run(polls()))
+    assert asyncio.run(cache.answer("s/source", (1, 1), lambda: PlaylistBody("ok"))).text == "ok"
 
 
 def test_with_no_fresh_seconds_every_poll_asks() -> None:
     cache = PlaylistCache(10 * size_of(0), fresh_seconds=0.0)
-    cache.current_or("s/source", (1, 1), lambda: PlaylistBody(text(0)))
+    asyncio.run(cache.answer("s/source", (1, 1), lambda: PlaylistBody(text(0))))
     assert cache.current("s/source", (1, 1)) is None
-    assert cache.current_or("s/source", (1, 1), lambda: "asked") == "asked"
+    asked = PlaylistBody(text(1))
+    assert asyncio.run(cache.answer("s/source", (1, 1), lambda: asked)) is asked
