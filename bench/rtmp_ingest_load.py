@@ -192,7 +192,10 @@ def pids_of(root: int, needle: str) -> list[int]:
 def bench_nebula(
     source: Path, counts: list[int], seconds: float, protocol: str, muxer_args: tuple[str, ...]
 ) -> None:
-    with running_stack() as stack:
+    # Every publisher here comes from 127.0.0.1: the per-address cap (16 per ingest process)
+    # would refuse most of them, as it refuses one address's flood.
+    per_address = {"NEBULA_RTMP_MAX_CONNECTIONS_PER_IP": str(max(counts) + 8)}
+    with running_stack(env=per_address) as stack:
         cpu_pids = {
             "ingest": pids_of(stack.pid, "nebula_live.cli ingest"),
             "api": pids_of(stack.pid, "nebula_live.cli api"),
@@ -229,10 +232,12 @@ def bench_nginx(source: Path, counts: list[int], seconds: float, conf: Path) -> 
         master = int((work / "nginx.pid").read_text())
         workers = [pid for pid in process_tree(master) if pid != master]
         for count in counts:
+            # Names of this run's own: nginx-rtmp numbers a name's segments on from where its
+            # last publish left off, and the probes count from the first (negative latencies).
             targets = [
                 (
-                    f"rtmp://127.0.0.1/live/bench{i}",
-                    f"http://127.0.0.1:8089/hls/bench{i}/index.m3u8",
+                    f"rtmp://127.0.0.1/live/bench{count}x{i}",
+                    f"http://127.0.0.1:8089/hls/bench{count}x{i}/index.m3u8",
                 )
                 for i in range(count)
             ]
