@@ -20,7 +20,7 @@ V = TypeVar("V")
 
 class KeptBytes(Generic[V]):
     """At most `max_bytes` (as `size_of` counts them) of values, each for at most `max_age`
-    seconds. Thread-safe: the routes that use it run in the threadpool."""
+    seconds. Thread-safe: values are made in worker threads and read on the event loop."""
 
     def __init__(
         self, max_bytes: int, size_of: Callable[[V], int], max_age: float = math.inf

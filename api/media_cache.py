@@ -33,11 +33,8 @@ class MediaCache:
         """Objects fetched from the bucket (those that were found)."""
         return self._objects.made
 
-    def kept(self, key: str) -> bytes | None:
-        """The object at `key` if it is kept; never waits."""
-        return self._objects.get(key)
-
     async def get(self, key: str, fetch: Callable[[], bytes]) -> bytes:
-        """The object at `key`, kept or `fetch()`ed in a worker thread once for everyone
+        """The object at `key`: a kept one at once, on the event loop (a viewer at the live
+        edge waits for no thread), else `fetch()`ed in a worker thread once for everyone
         asking meanwhile; a fetch that raises (not found, the bucket away) keeps nothing."""
         return await self._objects.get_or_make_awaiting(key, fetch)

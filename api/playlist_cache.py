@@ -1,12 +1,12 @@
 """Rendered media playlists kept by version, so polling an unchanged playlist costs a few
-indexed reads (`packager.playlist_versions`) instead of a render; and the last one served
-under each URL, so most polls cost no query at all.
+indexed reads (`packager.playlist_versions`) instead of a render; and each URL's answer
+under its stream's change token, so most polls cost no query at all.
 
 Each API process keeps its own, bounded in bytes, least recently used out first. Nothing
 in it can hide a change another process made: a rendering is kept only under the version
-read in its own snapshot, and the last one of a URL is served again only while no event
-on its stream came since that snapshot (`api.stream_changes`), and for at most
-`fresh_seconds` after it, the bound on a change whose event was lost.
+read in its own snapshot, and a URL's answer is served again only while no event on its
+stream came since that snapshot (`api.stream_changes`), and for at most `fresh_seconds`
+after it was made, the bound on a change whose event was lost.
 """
 
 from __future__ import annotations
@@ -63,20 +63,14 @@ class PlaylistCache:
 
         return self._versions.get_or_make(version(), rendered)
 
-    def current(self, url: str, token: ChangeToken | None) -> PlaylistBody | None:
-        """What `url` answered under `token` (its stream had no event since the snapshot
-        that answer came from), made less than `fresh_seconds` ago; None: ask the database.
-        Never waits (the route calls it on the event loop)."""
-        if not self._evented(token):
-            return None
-        return self._current.get(_current_key(url, token))
-
     async def answer(
         self, url: str, token: ChangeToken | None, answer: Callable[[], PlaylistBody]
     ) -> PlaylistBody:
-        """`current(url, token)`, or `answer()` run in a worker thread (it must read a
-        snapshot begun after `token` was read) and kept as it; the polls that come while it
-        runs await the same one."""
+        """What `url` answered under `token` (its stream had no event since the snapshot
+        that answer came from), made less than `fresh_seconds` ago: at once, on the event
+        loop. Else `answer()`, run in a worker thread (it must read a snapshot begun after
+        `token` was read) and kept as it; the polls that come while it runs await the same
+        one. Without a token (events may be going unseen) every call asks `answer()`."""
         if not self._evented(token):
             return await run_in_threadpool(answer)
         return await self._current.get_or_make_awaiting(_current_key(url, token), answer)

@@ -22,9 +22,8 @@ ChangeToken = tuple[int, int]
 
 
 class StreamChanges:
-    """Fed from the event loop, read from the route threads. Every number comes from one
-    counter, so no token is ever given twice for different moments (not even one read
-    while `subscribed` clears the generations)."""
+    """Fed and read on the event loop (the subscription and the playlist route). Every
+    number comes from one counter, so no token is ever given twice for different moments."""
 
     def __init__(self) -> None:
         self._numbers = itertools.count(1)

@@ -93,10 +93,8 @@ async def media_playlist(
     on the event loop; the others await one answer per URL and token, made in a thread."""
     url = f"{stream_id}/{rendition}"
     token = changes.token(stream_id)  # before the snapshot: an event after it moves it
-    body = cache.current(url, token)
-    if body is None:
-        answer = partial(_stream_media, settings, cache, stream_id, rendition)
-        body = await cache.answer(url, token, answer)
+    answer = partial(_stream_media, settings, cache, stream_id, rendition)
+    body = await cache.answer(url, token, answer)
     return playlist_response(request, settings, body, recording=False)
 
 
@@ -204,10 +202,8 @@ async def _media(
     if not MEDIA_NAME.fullmatch(name) or not NAME_PATTERN.fullmatch(rendition):
         raise _not_found(f"no media object {name!r}")
     key = media_key(stream_id, rendition, session_id, name)
-    data = media.kept(key)  # on the event loop: a viewer at the live edge waits for no thread
-    if data is None:
-        try:
-            data = await media.get(key, partial(store.get_bytes, key))
-        except ObjectNotFoundError:
-            raise _not_found(f"no media object {name!r}") from None
+    try:
+        data = await media.get(key, partial(store.get_bytes, key))
+    except ObjectNotFoundError:
+        raise _not_found(f"no media object {name!r}") from None
     return media_response(request, data, media_type(name))

@@ -357,30 +357,31 @@ def test_a_corrupt_source_segment_is_a_gap_in_every_rung_while_later_segments_pl
     assert raw.is_endlist
 
 
+def finish_360p(settings: Settings, session_id: uuid.UUID, sequence: int) -> None:
+    """What a worker records once it has made the 360p segment at `sequence`."""
+    with session_scope(settings.database_url) as db:
+        done = load_source_segment(db, session_id, sequence)
+        record_rung_segment(
+            db,
+            done,
+            RungOutcome(Rung("360p", 360, 800_000, 640), "avc1.64001f,mp4a.40.2", 1000),
+            VariantPolicy.from_settings(settings),
+        )
+
+
 def test_a_rung_lists_only_the_prefix_of_finished_segments_and_ends_when_it_has_all(
     settings: Settings, store: ObjectStore, segments_480p
 ) -> None:
     _, session_id = store_session(settings, store, segments_480p, ladder_queue=None)
-    rung = Rung("360p", 360, 800_000, 640)
     end_session(settings, session_id)
 
-    def finish(sequence: int) -> None:
-        with session_scope(settings.database_url) as db:
-            done = load_source_segment(db, session_id, sequence)
-            record_rung_segment(
-                db,
-                done,
-                RungOutcome(rung, "avc1.64001f,mp4a.40.2", 1000),
-                VariantPolicy.from_settings(settings),
-            )
-
-    finish(2)
+    finish_360p(settings, session_id, 2)
     assert playlist(settings, session_id, "360p").segments == []
-    finish(0)
+    finish_360p(settings, session_id, 0)
     listed = playlist(settings, session_id, "360p")
     assert [s.uri[-12:] for s in listed.segments] == ["00000000.m4s"]
     assert not listed.is_endlist
-    finish(1)
+    finish_360p(settings, session_id, 1)
     listed = playlist(settings, session_id, "360p")
     assert len(listed.segments) == 3 and listed.is_endlist
 
@@ -392,25 +393,14 @@ def test_the_master_waits_for_every_rung_s_first_segment_not_any_segment(
     rung playlist (Shaka fails its load with 4053, HLS_EMPTY_MEDIA_PLAYLIST)."""
     ladder = SMALL_LADDER[:1]
     _, session_id = store_session(settings, store, segments_480p, ladder=ladder, ladder_queue=None)
-    rung = Rung("360p", 360, 800_000, 640)
-
-    def finish(sequence: int) -> None:
-        with session_scope(settings.database_url) as db:
-            done = load_source_segment(db, session_id, sequence)
-            record_rung_segment(
-                db,
-                done,
-                RungOutcome(rung, "avc1.64001f,mp4a.40.2", 1000),
-                VariantPolicy.from_settings(settings),
-            )
 
     def master() -> str | None:
         with session_scope(settings.database_url) as db:
             return catalog.servable_master(db, db.get(LiveSession, session_id))
 
-    finish(1)
+    finish_360p(settings, session_id, 1)
     assert master() is None
-    finish(0)
+    finish_360p(settings, session_id, 0)
     variants = [p.uri for p in m3u8.loads(master()).playlists]
     assert sorted(variants) == ["360p/index.m3u8", "source/index.m3u8"]
 

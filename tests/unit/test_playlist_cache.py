@@ -131,20 +131,26 @@ def test_a_stream_s_token_moves_with_its_events_and_all_move_with_a_new_subscrip
 def test_a_url_s_answer_is_served_only_under_its_token_and_while_fresh() -> None:
     cache = PlaylistCache(10 * size_of(0), fresh_seconds=60.0)
     body = PlaylistBody(text(0))
+
+    def asks(url: str, token: tuple[int, int] | None) -> bool:
+        """Whether a poll of `url` under `token` asks for a new answer."""
+        fresh = PlaylistBody(text(1))
+        return asyncio.run(cache.answer(url, token, lambda: fresh)) is fresh
+
     assert asyncio.run(cache.answer("s/source", (1, 1), lambda: body)) is body
-    assert cache.current("s/source", (1, 1)) is body
     assert asyncio.run(cache.answer("s/source", (1, 1), pytest.fail)) is body
-    assert cache.current("s/source", (1, 2)) is None  # an event came since
-    assert cache.current("s/240p", (1, 1)) is None
-    asked = PlaylistBody(text(1))
-    assert asyncio.run(cache.answer("s/source", None, lambda: asked)) is asked  # unseen events
-    assert cache.current("s/source", None) is None
+    assert asyncio.run(cache.answer("s/source", (1, 1), pytest.fail)) is body
     assert (cache.unqueried, cache.hits) == (2, 2)
+    assert asks("s/source", (1, 2))  # an event came since
+    assert asks("s/240p", (1, 1))
+    assert asks("s/source", None) and asks("s/source", None)  # unseen events: never kept
 
     stale = PlaylistCache(10 * size_of(0), fresh_seconds=0.2)
     asyncio.run(stale.answer("s/source", (1, 1), lambda: body))
     time.sleep(0.3)
-    assert stale.current("s/source", (1, 1)) is None  # past fresh_seconds: ask again
+    again = PlaylistBody(text(1))
+    # Past fresh_seconds: ask again.
+    assert asyncio.run(stale.answer("s/source", (1, 1), lambda: again)) is again
 
 
 def test_polls_that_miss_under_one_token_together_await_one_answer_holding_no_thread() -> None:
@@ -188,6 +194,6 @@ def test_an_answer_that_fails_fails_its_polls_and_keeps_nothing() -> None:
 def test_with_no_fresh_seconds_every_poll_asks() -> None:
     cache = PlaylistCache(10 * size_of(0), fresh_seconds=0.0)
     asyncio.run(cache.answer("s/source", (1, 1), lambda: PlaylistBody(text(0))))
-    assert cache.current("s/source", (1, 1)) is None
     asked = PlaylistBody(text(1))
     assert asyncio.run(cache.answer("s/source", (1, 1), lambda: asked)) is asked
+    assert cache.unqueried == 0
