@@ -247,8 +247,8 @@ def test_mp2_audio_is_ignored_and_the_session_says_why(
     live_stack: LiveStack, hls: CheckedHls, media_dir: Path
 ) -> None:
     """ffmpeg's MPEG-TS default audio codec is MP2: the video goes live, the audio cannot."""
-    # Long enough that a loaded machine still shows the warning while it publishes (a full run missed
-    # it within a 4 s one).
+    # Long enough that a loaded machine still shows the warning while it publishes (a full
+    # run missed it within a 4 s one).
     source = make_ts_source(media_dir / "srt480-mp2.ts", seconds=8, audio_codec="mp2")
     stream = live_stack.create_stream("srt mp2")
     publisher = publish_ts(source, live_stack.srt_url(stream["stream_key"]))
