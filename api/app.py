@@ -13,6 +13,7 @@ from api.cors import ScopedCors
 from api.health import HealthMonitor, component_probes
 from api.media_cache import MediaCache
 from api.metrics import RequestMetrics
+from api.playback_fast_path import PlaybackFastPath
 from api.playlist_cache import PlaylistCache
 from api.routes import health, hls, player, sessions, streams, uploads, ws
 from api.stream_changes import StreamChanges
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.hub = EventHub(settings.redis_url, settings.ws_queue_size, app.state.stream_changes)
     app.state.ws_slots = AddressSlots(settings.ws_max_connections_per_ip)
+    app.add_middleware(PlaybackFastPath)  # innermost: the others wrap what it answers
     app.add_middleware(RequestMetrics)
     app.add_middleware(
         ScopedCors,
