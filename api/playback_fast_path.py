@@ -97,8 +97,10 @@ class PlaybackFastPath:
 
 
 async def _handled(request: Request, exc: Exception) -> Response:
-    """The response the app's handler for `exc` gives (looked up along its class's MRO, as
-    Starlette does); without one, `exc` goes on up, to the server error middleware."""
+    """The response the app's handler for `exc` gives, looked up along its class's MRO as
+    Starlette's exception middleware does (handlers by status code, which that middleware
+    also reads, the app registers none of); without one, `exc` goes on up, to the server
+    error middleware."""
     handlers = request.app.exception_handlers
     for kind in type(exc).__mro__:
         handler = handlers.get(kind)

@@ -1,5 +1,6 @@
 """What a browser player and a cache in front of us see: CORS, gzip, Cache-Control, ranges,
-from the API and from the real S3 server the mirror writes to."""
+from the API and from the real S3 server the mirror writes to; the same answers, errors and
+metrics whether a request takes the playback fast path past the router or not."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from api import deps
 from api.app import create_app
 from core.settings import Settings
 from core.storage import ObjectStore
@@ -295,3 +297,78 @@ def test_the_bucket_lets_players_on_other_sites_read_it(
             assert response.status == 200
     finally:
         store.ensure_bucket(settings.playback_cors_origin_list)
+
+
+def _routed_only() -> None:
+    raise RuntimeError("a dependency of the routed path was solved")
+
+
+def test_the_live_playlist_and_its_segments_skip_the_router_and_its_dependencies(
+    api: TestClient, recorded: tuple[str, uuid.UUID]
+) -> None:
+    """`api.playback_fast_path`: with every dependency of the two routes failing, their GETs
+    still answer: nothing solved them. A HEAD of the same URLs is routed, and fails."""
+    stream_id, session_id = recorded
+    routed = TestClient(api.app, headers=AUTH, raise_server_exceptions=False)
+    paths = [
+        f"/hls/{stream_id}/source/index.m3u8",
+        f"/hls/{stream_id}/source/{session_id}/{segment_name(0)}",
+    ]
+    expected = [api.get(path) for path in paths]
+    assert [r.status_code for r in expected] == [200, 200]
+    overridden = (
+        deps.get_app_settings,
+        deps.get_playlist_cache,
+        deps.get_stream_changes,
+        deps.get_media_cache,
+        deps.get_store,
+    )
+    api.app.dependency_overrides.update({dependency: _routed_only for dependency in overridden})
+    try:
+        for path, before in zip(paths, expected, strict=True):
+            response = api.get(path)
+            assert response.status_code == 200, response.text
+            assert response.content == before.content
+            assert response.headers["content-type"] == before.headers["content-type"]
+            assert response.headers["cache-control"] == before.headers["cache-control"]
+            assert routed.head(path).status_code == 500
+    finally:
+        api.app.dependency_overrides.clear()
+
+
+NOBODY = uuid.uuid4()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/hls/{stream}/720p/index.m3u8",  # a rendition the presentation lacks
+        "/hls/{stream}/Bad..name/index.m3u8",
+        "/hls/{nobody}/source/index.m3u8",
+        "/hls/{stream}/source/{session}/00000098.m4s",  # no such object (99 is written above)
+        "/hls/{stream}/source/{session}/evil.txt",
+    ],
+)
+def test_what_the_fast_path_refuses_reads_as_the_router_refuses_it(
+    api: TestClient, recorded: tuple[str, uuid.UUID], path: str
+) -> None:
+    """The router takes the same UUIDs in capitals, which the fast path leaves to it."""
+    ids = {"stream": recorded[0], "session": str(recorded[1]), "nobody": str(NOBODY)}
+    fast = api.get(path.format(**ids))
+    routed = api.get(path.format(**{name: value.upper() for name, value in ids.items()}))
+    assert [fast.status_code, routed.status_code] == [404, 404]
+    assert fast.json() == routed.json()
+
+
+def test_a_fast_answer_is_counted_under_its_route(
+    api: TestClient, recorded: tuple[str, uuid.UUID]
+) -> None:
+    stream_id, session_id = recorded
+    api.get(f"/hls/{stream_id}/source/index.m3u8")
+    api.get(f"/hls/{stream_id}/source/{session_id}/{segment_name(1)}")
+    text = api.get("/metrics").text
+    for route in (
+        "/hls/{stream_id}/{rendition}/index.m3u8",
+        "/hls/{stream_id}/{rendition}/{session_id}/{name}",
+    ):
+        assert f'nebula_http_requests_total{{method="GET",route="{route}",status="200"}}' in text
